@@ -1,0 +1,196 @@
+//! The CSV encoding of change rows.
+//!
+//! RFC 4180 with one addition the `csv` crate cannot express: NULL and the empty string must stay
+//! distinct, so NULL is an unquoted empty field and the empty string is `""`. Snowflake
+//! (`FIELD_OPTIONALLY_ENCLOSED_BY='"'`, `EMPTY_FIELD_AS_NULL=TRUE`), DuckDB's `read_csv` and
+//! PostgreSQL's `COPY ... (FORMAT csv)` all read it back that way. A field is quoted when it is
+//! empty or holds a comma, a quote, CR or LF; quotes inside are doubled. Bytes are written as
+//! they come (PostgreSQL's text output in UTF-8), so nothing is re-encoded on the way.
+
+use crate::changes::{ChangeRow, Field, Table, TxnMeta};
+
+/// The metadata columns that precede the table's own columns in every file.
+pub const METADATA_COLUMNS: [&str; 6] = [
+    "_op",
+    "_commit_lsn",
+    "_seq",
+    "_xid",
+    "_commit_ts",
+    "_unchanged",
+];
+
+fn needs_quotes(value: &[u8]) -> bool {
+    value.is_empty()
+        || value
+            .iter()
+            .any(|&b| matches!(b, b',' | b'"' | b'\r' | b'\n'))
+}
+
+/// Appends one field; `None` is NULL.
+pub fn push_field(out: &mut Vec<u8>, value: Option<&[u8]>) {
+    let Some(value) = value else { return };
+    if !needs_quotes(value) {
+        out.extend_from_slice(value);
+        return;
+    }
+    out.push(b'"');
+    for &b in value {
+        if b == b'"' {
+            out.push(b'"');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+}
+
+/// The header line of a file holding rows of `table`.
+pub fn encode_header(out: &mut Vec<u8>, table: &Table) {
+    let names = METADATA_COLUMNS
+        .iter()
+        .copied()
+        .chain(table.columns.iter().map(|c| c.name.as_str()));
+    for (i, name) in names.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_field(out, Some(name.as_bytes()));
+    }
+    out.push(b'\n');
+}
+
+/// ISO-8601 UTC with microseconds from PostgreSQL's epoch-2000 microseconds.
+pub fn format_commit_ts(pg_micros: i64) -> String {
+    const PG_EPOCH_MICROS: i64 = 946_684_800 * 1_000_000;
+    match chrono::DateTime::from_timestamp_micros(pg_micros.saturating_add(PG_EPOCH_MICROS)) {
+        Some(ts) => ts.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        // Only reachable for timestamps hundreds of thousands of years out; keep the raw value
+        // rather than fail a whole file over it.
+        None => pg_micros.to_string(),
+    }
+}
+
+/// One change row as a CSV line (with its trailing LF).
+pub fn encode_row(out: &mut Vec<u8>, meta: &TxnMeta, commit_ts: &str, row: &ChangeRow) {
+    out.extend_from_slice(row.op.code().as_bytes());
+    out.push(b',');
+    out.extend_from_slice(meta.commit_lsn.as_u64().to_string().as_bytes());
+    out.push(b',');
+    out.extend_from_slice(row.seq.to_string().as_bytes());
+    out.push(b',');
+    if let Some(xid) = meta.xid {
+        out.extend_from_slice(xid.to_string().as_bytes());
+    }
+    out.push(b',');
+    out.extend_from_slice(commit_ts.as_bytes());
+    out.push(b',');
+    let unchanged: Vec<&str> = row
+        .fields
+        .iter()
+        .zip(&row.table.columns)
+        .filter(|(f, _)| matches!(f, Field::Unchanged))
+        .map(|(_, c)| c.name.as_str())
+        .collect();
+    if !unchanged.is_empty() {
+        // serde_json cannot fail on a list of strings.
+        let json = serde_json::to_string(&unchanged).unwrap_or_default();
+        push_field(out, Some(json.as_bytes()));
+    }
+    for field in &row.fields {
+        out.push(b',');
+        match field {
+            Field::Null | Field::Unchanged => {}
+            Field::Text(bytes) => push_field(out, Some(bytes)),
+        }
+    }
+    out.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::changes::{ColumnInfo, Op};
+    use crate::lsn::Lsn;
+
+    fn field(value: Option<&str>) -> String {
+        let mut out = Vec::new();
+        push_field(&mut out, value.map(str::as_bytes));
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn null_and_empty_string_differ() {
+        assert_eq!(field(None), "");
+        assert_eq!(field(Some("")), "\"\"");
+    }
+
+    #[test]
+    fn quotes_only_what_needs_it() {
+        assert_eq!(field(Some("plain")), "plain");
+        assert_eq!(field(Some("a,b")), "\"a,b\"");
+        assert_eq!(field(Some("say \"hi\"")), "\"say \"\"hi\"\"\"");
+        assert_eq!(field(Some("line\nbreak")), "\"line\nbreak\"");
+        assert_eq!(field(Some("cr\rhere")), "\"cr\rhere\"");
+        assert_eq!(field(Some("back\\slash")), "back\\slash");
+        assert_eq!(field(Some("ünï€😀")), "ünï€😀");
+        assert_eq!(field(Some(" padded ")), " padded ");
+    }
+
+    #[test]
+    fn commit_timestamps_are_iso_utc() {
+        assert_eq!(format_commit_ts(0), "2000-01-01T00:00:00.000000Z");
+        assert_eq!(
+            format_commit_ts(1_234_567),
+            "2000-01-01T00:00:01.234567Z"
+        );
+        assert_eq!(format_commit_ts(-1), "1999-12-31T23:59:59.999999Z");
+    }
+
+    fn table() -> Arc<Table> {
+        let col = |name: &str| ColumnInfo {
+            name: name.into(),
+            type_oid: 25,
+            type_modifier: -1,
+            is_key: false,
+        };
+        Arc::new(Table {
+            schema: "public".into(),
+            name: "t".into(),
+            columns: vec![col("id"), col("note, with comma"), col("big")],
+        })
+    }
+
+    #[test]
+    fn header_and_row_layout() {
+        let mut out = Vec::new();
+        encode_header(&mut out, &table());
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "_op,_commit_lsn,_seq,_xid,_commit_ts,_unchanged,id,\"note, with comma\",big\n"
+        );
+        let row = ChangeRow {
+            table: table(),
+            op: Op::Update,
+            seq: 3,
+            fields: vec![
+                Field::Text(Bytes::from_static(b"1")),
+                Field::Text(Bytes::from_static(b"")),
+                Field::Unchanged,
+            ],
+        };
+        let meta = TxnMeta {
+            xid: Some(42),
+            commit_lsn: Lsn::new(0x1_0000_0000),
+            commit_ts: 0,
+        };
+        let mut out = Vec::new();
+        encode_row(&mut out, &meta, "2000-01-01T00:00:00.000000Z", &row);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "U,4294967296,3,42,2000-01-01T00:00:00.000000Z,\"[\"\"big\"\"]\",1,\"\",\n"
+        );
+    }
+}

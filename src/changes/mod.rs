@@ -1,0 +1,423 @@
+//! Turns pgoutput messages into transactions of change rows.
+//!
+//! Pure: no I/O. It keeps the relation cache (pgoutput sends a Relation message before the first
+//! change of a table in a session and again after its schema changes), numbers the changes of a
+//! transaction, and resolves unchanged TOAST values from the old tuple when REPLICA IDENTITY FULL
+//! sent one.
+
+mod row;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub use row::{ChangeRow, ColumnInfo, Field, Op, Table, TxnMeta};
+
+use crate::lsn::Lsn;
+use crate::pgoutput::{Message, OldTuple, RelationId, Tuple, TupleData};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ChangesError {
+    #[error("pgoutput sent a {kind} for relation {id} before describing it with a Relation message")]
+    UnknownRelation { kind: &'static str, id: RelationId },
+    #[error("pgoutput sent a {kind} outside a transaction (no Begin before it)")]
+    OutsideTransaction { kind: &'static str },
+    #[error("pgoutput sent Begin for a transaction while transaction {open} was still open")]
+    NestedBegin { open: Lsn },
+    #[error("{table}: a {kind} carries {got} columns but the relation has {expected}")]
+    ColumnCount {
+        table: String,
+        kind: &'static str,
+        got: usize,
+        expected: usize,
+    },
+    #[error("pgoutput sent a binary value for {table}.{column}, but pgcdc asks for text values")]
+    BinaryValue { table: String, column: String },
+    #[error("pgoutput protocol v2 streaming message {kind} arrived, but pgcdc did not enable streaming")]
+    UnexpectedStreaming { kind: &'static str },
+}
+
+/// What one message amounts to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Begin(TxnMeta),
+    Row(ChangeRow),
+    Commit { commit_lsn: Lsn, end_lsn: Lsn },
+}
+
+#[derive(Debug, Default)]
+pub struct Assembler {
+    relations: HashMap<RelationId, Arc<Table>>,
+    txn: Option<TxnMeta>,
+    next_seq: u64,
+}
+
+impl Assembler {
+    pub fn new() -> Assembler {
+        Assembler::default()
+    }
+
+    /// Whether a transaction has begun and not yet committed.
+    pub fn in_transaction(&self) -> bool {
+        self.txn.is_some()
+    }
+
+    /// Applies one message, appending what it produced to `out`.
+    pub fn apply(&mut self, message: Message, out: &mut Vec<Change>) -> Result<(), ChangesError> {
+        match message {
+            Message::Begin(begin) => {
+                if let Some(open) = self.txn {
+                    return Err(ChangesError::NestedBegin {
+                        open: open.commit_lsn,
+                    });
+                }
+                let meta = TxnMeta {
+                    xid: Some(begin.xid),
+                    commit_lsn: begin.final_lsn,
+                    commit_ts: begin.commit_ts,
+                };
+                self.txn = Some(meta);
+                self.next_seq = 0;
+                out.push(Change::Begin(meta));
+            }
+            Message::Commit(commit) => {
+                if self.txn.take().is_none() {
+                    return Err(ChangesError::OutsideTransaction { kind: "Commit" });
+                }
+                out.push(Change::Commit {
+                    commit_lsn: commit.commit_lsn,
+                    end_lsn: commit.end_lsn,
+                });
+            }
+            Message::Relation(relation) => {
+                let table = Table {
+                    schema: relation.namespace,
+                    name: relation.name,
+                    columns: relation
+                        .columns
+                        .into_iter()
+                        .map(|c| ColumnInfo {
+                            name: c.name,
+                            type_oid: c.type_oid,
+                            type_modifier: c.type_modifier,
+                            is_key: c.is_key,
+                        })
+                        .collect(),
+                };
+                self.relations.insert(relation.id, Arc::new(table));
+            }
+            Message::Insert(insert) => {
+                let table = self.relation("Insert", insert.relation_id)?;
+                let fields = fields(&table, "Insert", &insert.new, None)?;
+                self.push_row(out, "Insert", table, Op::Insert, fields)?;
+            }
+            Message::Update(update) => {
+                let table = self.relation("Update", update.relation_id)?;
+                // Only a full old tuple (REPLICA IDENTITY FULL) holds the values an unchanged
+                // TOAST column had; a key tuple carries the key columns alone.
+                let old = match &update.old {
+                    Some(OldTuple::Full(tuple)) => Some(tuple),
+                    _ => None,
+                };
+                let fields = fields(&table, "Update", &update.new, old)?;
+                self.push_row(out, "Update", table, Op::Update, fields)?;
+            }
+            Message::Delete(delete) => {
+                let table = self.relation("Delete", delete.relation_id)?;
+                let fields = fields(&table, "Delete", delete.old.tuple(), None)?;
+                self.push_row(out, "Delete", table, Op::Delete, fields)?;
+            }
+            Message::Truncate(truncate) => {
+                for id in truncate.relation_ids {
+                    let table = self.relation("Truncate", id)?;
+                    let fields = vec![Field::Null; table.columns.len()];
+                    self.push_row(out, "Truncate", table, Op::Truncate, fields)?;
+                }
+            }
+            // Origins, types and logical decoding messages carry nothing pgcdc writes.
+            Message::Origin(_) | Message::Type(_) | Message::Message(_) => {}
+            Message::StreamStart(_) => {
+                return Err(ChangesError::UnexpectedStreaming {
+                    kind: "Stream Start",
+                });
+            }
+            Message::StreamStop => {
+                return Err(ChangesError::UnexpectedStreaming { kind: "Stream Stop" });
+            }
+            Message::StreamCommit(_) => {
+                return Err(ChangesError::UnexpectedStreaming {
+                    kind: "Stream Commit",
+                });
+            }
+            Message::StreamAbort(_) => {
+                return Err(ChangesError::UnexpectedStreaming {
+                    kind: "Stream Abort",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn relation(&self, kind: &'static str, id: RelationId) -> Result<Arc<Table>, ChangesError> {
+        self.relations
+            .get(&id)
+            .cloned()
+            .ok_or(ChangesError::UnknownRelation { kind, id })
+    }
+
+    fn push_row(
+        &mut self,
+        out: &mut Vec<Change>,
+        kind: &'static str,
+        table: Arc<Table>,
+        op: Op,
+        fields: Vec<Field>,
+    ) -> Result<(), ChangesError> {
+        if self.txn.is_none() {
+            return Err(ChangesError::OutsideTransaction { kind });
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        out.push(Change::Row(ChangeRow {
+            table,
+            op,
+            seq,
+            fields,
+        }));
+        Ok(())
+    }
+}
+
+fn fields(
+    table: &Table,
+    kind: &'static str,
+    tuple: &Tuple,
+    old: Option<&Tuple>,
+) -> Result<Vec<Field>, ChangesError> {
+    let values = tuple.columns();
+    if values.len() != table.columns.len() {
+        return Err(ChangesError::ColumnCount {
+            table: table.to_string(),
+            kind,
+            got: values.len(),
+            expected: table.columns.len(),
+        });
+    }
+    values
+        .iter()
+        .zip(&table.columns)
+        .enumerate()
+        .map(|(i, (value, column))| match value {
+            TupleData::Null => Ok(Field::Null),
+            TupleData::Text(bytes) => Ok(Field::Text(bytes.clone())),
+            TupleData::UnchangedToast => {
+                match old.and_then(|t| t.columns().get(i)) {
+                    Some(TupleData::Text(bytes)) => Ok(Field::Text(bytes.clone())),
+                    _ => Ok(Field::Unchanged),
+                }
+            }
+            TupleData::Binary(_) => Err(ChangesError::BinaryValue {
+                table: table.to_string(),
+                column: column.name.clone(),
+            }),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::pgoutput::{
+        Begin, Column, Commit, Delete, Insert, Relation, ReplicaIdentity, Truncate, Update,
+    };
+
+    fn relation(id: u32) -> Message {
+        Message::Relation(Relation {
+            xid: None,
+            id,
+            namespace: "public".into(),
+            name: format!("t{id}"),
+            replica_identity: ReplicaIdentity::Default,
+            columns: vec![
+                Column {
+                    is_key: true,
+                    name: "id".into(),
+                    type_oid: 23,
+                    type_modifier: -1,
+                },
+                Column {
+                    is_key: false,
+                    name: "body".into(),
+                    type_oid: 25,
+                    type_modifier: -1,
+                },
+            ],
+        })
+    }
+
+    fn text(s: &str) -> TupleData {
+        TupleData::Text(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    fn begin() -> Message {
+        Message::Begin(Begin {
+            final_lsn: Lsn::new(100),
+            commit_ts: 0,
+            xid: 7,
+        })
+    }
+
+    fn rows(out: &[Change]) -> Vec<&ChangeRow> {
+        out.iter()
+            .filter_map(|c| match c {
+                Change::Row(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn numbers_changes_and_brackets_transactions() {
+        let mut a = Assembler::new();
+        let mut out = Vec::new();
+        a.apply(relation(1), &mut out).unwrap();
+        a.apply(begin(), &mut out).unwrap();
+        assert!(a.in_transaction());
+        for i in 0..3 {
+            a.apply(
+                Message::Insert(Insert {
+                    xid: None,
+                    relation_id: 1,
+                    new: Tuple(vec![text(&i.to_string()), TupleData::Null]),
+                }),
+                &mut out,
+            )
+            .unwrap();
+        }
+        a.apply(
+            Message::Commit(Commit {
+                flags: 0,
+                commit_lsn: Lsn::new(100),
+                end_lsn: Lsn::new(120),
+                commit_ts: 0,
+            }),
+            &mut out,
+        )
+        .unwrap();
+        assert!(!a.in_transaction());
+        assert_eq!(out.len(), 5);
+        let seqs: Vec<u64> = rows(&out).iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, vec![0, 1, 2]);
+        assert_eq!(rows(&out)[0].fields[1], Field::Null);
+        assert_eq!(
+            out[4],
+            Change::Commit {
+                commit_lsn: Lsn::new(100),
+                end_lsn: Lsn::new(120)
+            }
+        );
+    }
+
+    #[test]
+    fn unchanged_toast_is_not_null_and_uses_full_old_tuple() {
+        let mut a = Assembler::new();
+        let mut out = Vec::new();
+        a.apply(relation(1), &mut out).unwrap();
+        a.apply(begin(), &mut out).unwrap();
+        a.apply(
+            Message::Update(Update {
+                xid: None,
+                relation_id: 1,
+                old: None,
+                new: Tuple(vec![text("1"), TupleData::UnchangedToast]),
+            }),
+            &mut out,
+        )
+        .unwrap();
+        a.apply(
+            Message::Update(Update {
+                xid: None,
+                relation_id: 1,
+                old: Some(OldTuple::Full(Tuple(vec![text("1"), text("big")]))),
+                new: Tuple(vec![text("1"), TupleData::UnchangedToast]),
+            }),
+            &mut out,
+        )
+        .unwrap();
+        let rows = rows(&out);
+        assert_eq!(rows[0].fields[1], Field::Unchanged);
+        assert_eq!(rows[1].fields[1], Field::Text(Bytes::from_static(b"big")));
+    }
+
+    #[test]
+    fn truncate_writes_one_row_per_table_and_delete_keeps_key() {
+        let mut a = Assembler::new();
+        let mut out = Vec::new();
+        a.apply(relation(1), &mut out).unwrap();
+        a.apply(relation(2), &mut out).unwrap();
+        a.apply(begin(), &mut out).unwrap();
+        a.apply(
+            Message::Delete(Delete {
+                xid: None,
+                relation_id: 1,
+                old: OldTuple::Key(Tuple(vec![text("5"), TupleData::Null])),
+            }),
+            &mut out,
+        )
+        .unwrap();
+        a.apply(
+            Message::Truncate(Truncate {
+                xid: None,
+                cascade: false,
+                restart_identity: false,
+                relation_ids: vec![1, 2],
+            }),
+            &mut out,
+        )
+        .unwrap();
+        let rows = rows(&out);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].op, Op::Delete);
+        assert_eq!(rows[0].fields[0], Field::Text(Bytes::from_static(b"5")));
+        assert_eq!(rows[1].op, Op::Truncate);
+        assert_eq!(rows[1].table.name, "t1");
+        assert_eq!(rows[2].table.name, "t2");
+        assert_eq!(rows[2].seq, 2);
+    }
+
+    #[test]
+    fn protocol_violations_are_errors() {
+        let mut a = Assembler::new();
+        let mut out = Vec::new();
+        let insert = |id| {
+            Message::Insert(Insert {
+                xid: None,
+                relation_id: id,
+                new: Tuple(vec![text("1")]),
+            })
+        };
+        assert_eq!(
+            a.apply(insert(9), &mut out),
+            Err(ChangesError::UnknownRelation {
+                kind: "Insert",
+                id: 9
+            })
+        );
+        a.apply(relation(1), &mut out).unwrap();
+        assert_eq!(
+            a.apply(insert(1), &mut out),
+            Err(ChangesError::ColumnCount {
+                table: "public.t1".into(),
+                kind: "Insert",
+                got: 1,
+                expected: 2
+            })
+        );
+        a.apply(begin(), &mut out).unwrap();
+        assert!(matches!(
+            a.apply(begin(), &mut out),
+            Err(ChangesError::NestedBegin { .. })
+        ));
+    }
+}

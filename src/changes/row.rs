@@ -1,0 +1,103 @@
+//! One change row: what happened to one row of one table, ready to be written.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::lsn::Lsn;
+
+/// The kind of change, written as the `_op` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Insert,
+    Update,
+    Delete,
+    Truncate,
+    /// A row copied by the initial snapshot.
+    Read,
+}
+
+impl Op {
+    pub fn code(self) -> &'static str {
+        match self {
+            Op::Insert => "I",
+            Op::Update => "U",
+            Op::Delete => "D",
+            Op::Truncate => "T",
+            Op::Read => "R",
+        }
+    }
+}
+
+/// One column value as it travels to the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Field {
+    Null,
+    /// A TOASTed value the UPDATE did not touch, which PostgreSQL did not send. It is not NULL:
+    /// the file lists the column in `_unchanged` and the warehouse keeps the previous value.
+    Unchanged,
+    /// The value in PostgreSQL's text output form.
+    Text(Bytes),
+}
+
+/// The transaction a change belongs to. `xid` is absent for snapshot rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnMeta {
+    pub xid: Option<u32>,
+    pub commit_lsn: Lsn,
+    /// Microseconds since 2000-01-01 00:00:00 UTC, as PostgreSQL sends it.
+    pub commit_ts: i64,
+}
+
+/// A captured table as described by its latest Relation message (or the catalog, for the
+/// snapshot).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    pub schema: String,
+    pub name: String,
+    pub columns: Vec<ColumnInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnInfo {
+    pub name: String,
+    pub type_oid: u32,
+    pub type_modifier: i32,
+    pub is_key: bool,
+}
+
+impl Table {
+    /// `schema.table`, the name of the table's folder in the sink.
+    pub fn folder(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+
+    /// Whether rows of `other` can go into the same file as rows of `self` (same header).
+    pub fn same_header(&self, other: &Table) -> bool {
+        self.columns.len() == other.columns.len()
+            && self
+                .columns
+                .iter()
+                .zip(&other.columns)
+                .all(|(a, b)| a.name == b.name)
+    }
+}
+
+impl fmt::Display for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.schema, self.name)
+    }
+}
+
+/// A change to one row, in the order it happened inside its transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeRow {
+    pub table: Arc<Table>,
+    pub op: Op,
+    /// Position of the change inside its transaction, from 0; with the commit LSN it is the
+    /// unique, monotonic key of a change.
+    pub seq: u64,
+    /// One field per column of `table`; empty for a truncate.
+    pub fields: Vec<Field>,
+}

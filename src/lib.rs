@@ -1,0 +1,13 @@
+//! pgcdc: streams PostgreSQL row changes (logical replication, pgoutput) into time-windowed CSV
+//! files, acknowledging a change to the server only once the file holding it is durable.
+//!
+//! Data flows one way: `source → pgoutput → changes → batch → sink → checkpoint`; `run` wires the
+//! stages together and `main.rs` only parses the command line and maps errors to exit codes.
+
+pub mod lsn;
+pub mod pgoutput;
+pub mod config;
+pub mod source;
+pub mod changes;
+pub mod batch;
+pub mod sink;

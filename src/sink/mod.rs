@@ -1,0 +1,47 @@
+//! Where change files end up.
+//!
+//! A [`Sink`] makes a finished spool file durable under its key and keeps the small bookkeeping
+//! objects (the checkpoint). Calls are blocking: they run on the pipeline thread, never on the
+//! task that answers the server's keepalives. "Durable" means a reader will find the whole object
+//! after a crash of pgcdc or of the machine; `publish` returns only then.
+
+pub mod key;
+pub mod local;
+
+use std::path::{Path, PathBuf};
+
+pub use key::{ObjectKey, Part};
+pub use local::LocalSink;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {op} {key} in {location}: {source}")]
+pub struct SinkError {
+    pub op: &'static str,
+    pub key: String,
+    pub location: String,
+    pub source: std::io::Error,
+}
+
+pub trait Sink: Send {
+    /// Makes the file at `spool` durable as `key` and removes the spool file. Publishing the
+    /// same key again replaces the object: keys are deterministic, so a replay overwrites.
+    fn publish(&self, spool: &Path, key: &str) -> Result<(), SinkError>;
+
+    /// Every key under the sink root, bookkeeping included.
+    fn list(&self) -> Result<Vec<String>, SinkError>;
+
+    fn delete(&self, key: &str) -> Result<(), SinkError>;
+
+    /// Reads a small object; `None` when it does not exist.
+    fn read(&self, key: &str) -> Result<Option<Vec<u8>>, SinkError>;
+
+    /// Writes a small object atomically and durably.
+    fn write(&self, key: &str, bytes: &[u8]) -> Result<(), SinkError>;
+
+    /// A directory for files being written; for a local sink it is on the same file system, so
+    /// publishing is a rename.
+    fn spool_dir(&self) -> PathBuf;
+
+    /// A description for messages (`file:///var/lib/pgcdc/stage`).
+    fn location(&self) -> String;
+}

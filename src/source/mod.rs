@@ -1,0 +1,52 @@
+//! The only module that holds a replication socket.
+//!
+//! `conn` speaks the wire protocol, `slot` runs the replication commands that manage a slot, and
+//! `stream` owns the socket once START_REPLICATION succeeded: it answers keepalives and sends
+//! standby status updates on its own task, so a slow file write can never get pgcdc dropped by
+//! `wal_sender_timeout`. It reports `write_lsn` as data arrives; `flush_lsn` only ever comes from
+//! the checkpoint, through [`stream::Feedback`].
+
+pub mod conn;
+pub mod frame;
+pub mod slot;
+pub mod stream;
+
+pub use conn::{Connection, ServerError};
+pub use stream::{Feedback, SourceEvent, Stream};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(
+        "cannot connect to PostgreSQL at {target}: {source}; check that the server is running and that host and port in source.url are right"
+    )]
+    Connect {
+        target: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "authentication as {target} failed: {message}; check the user and password (source.url or PGPASSWORD) and pg_hba.conf (the role needs a `replication` entry)"
+    )]
+    Auth { target: String, message: String },
+    #[error("PostgreSQL reported {0}")]
+    Server(ServerError),
+    #[error("replication protocol error: {0}")]
+    Protocol(String),
+    #[error("malformed replication frame: {0}")]
+    Frame(#[from] frame::FrameError),
+    #[error("replication connection failed: {0}")]
+    Io(std::io::Error),
+    #[error("the server closed the replication connection")]
+    Closed,
+    #[error("{0}")]
+    Prerequisite(String),
+}
+
+impl SourceError {
+    /// The SQLSTATE of a server-reported error.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            SourceError::Server(e) => Some(e.code.as_str()),
+            _ => None,
+        }
+    }
+}

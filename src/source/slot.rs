@@ -1,0 +1,147 @@
+//! Replication commands and catalog checks run on the replication connection before streaming.
+
+use super::conn::{quote_ident, quote_literal, Connection};
+use super::SourceError;
+use crate::lsn::Lsn;
+
+/// What IDENTIFY_SYSTEM says about the server.
+#[derive(Debug, Clone)]
+pub struct SystemInfo {
+    pub system_id: String,
+    pub timeline: u32,
+    pub wal_position: Lsn,
+}
+
+/// A slot pgcdc just created, with the snapshot that shows the data as of its consistent point.
+#[derive(Debug, Clone)]
+pub struct CreatedSlot {
+    pub consistent_point: Lsn,
+    /// Usable with SET TRANSACTION SNAPSHOT only while this connection stays open and idle.
+    pub snapshot_name: String,
+}
+
+/// A slot that already exists.
+#[derive(Debug, Clone)]
+pub struct ExistingSlot {
+    pub plugin: String,
+    pub database: Option<String>,
+    pub confirmed_flush: Option<Lsn>,
+    pub active_pid: Option<i32>,
+}
+
+fn parse_lsn(value: Option<&str>, what: &str) -> Result<Lsn, SourceError> {
+    value
+        .ok_or_else(|| SourceError::Protocol(format!("{what} missing from the server's reply")))?
+        .parse()
+        .map_err(|e| SourceError::Protocol(format!("{what}: {e}")))
+}
+
+pub async fn identify_system(conn: &mut Connection) -> Result<SystemInfo, SourceError> {
+    let result = conn.simple_query("IDENTIFY_SYSTEM").await?;
+    Ok(SystemInfo {
+        system_id: result.first("systemid").unwrap_or_default().to_owned(),
+        timeline: result
+            .first("timeline")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0),
+        wal_position: parse_lsn(result.first("xlogpos"), "IDENTIFY_SYSTEM xlogpos")?,
+    })
+}
+
+/// Fails with an actionable message unless the server can decode logically and the
+/// publication exists.
+pub async fn check_prerequisites(
+    conn: &mut Connection,
+    publication: &str,
+) -> Result<(), SourceError> {
+    let wal_level = conn.simple_query("SHOW wal_level").await?;
+    let level = wal_level.first("wal_level").unwrap_or_default();
+    if level != "logical" {
+        return Err(SourceError::Prerequisite(format!(
+            "wal_level must be logical (it is {level}): run `ALTER SYSTEM SET wal_level = logical;` and restart PostgreSQL"
+        )));
+    }
+    let found = conn
+        .simple_query(&format!(
+            "SELECT 1 AS found FROM pg_catalog.pg_publication WHERE pubname = {}",
+            quote_literal(publication)
+        ))
+        .await?;
+    if found.rows.is_empty() {
+        return Err(SourceError::Prerequisite(format!(
+            "publication {} does not exist in this database: create it with `CREATE PUBLICATION {} FOR TABLE ...;` (see replication_setup/)",
+            quote_ident(publication),
+            quote_ident(publication)
+        )));
+    }
+    Ok(())
+}
+
+pub async fn find_slot(
+    conn: &mut Connection,
+    slot: &str,
+) -> Result<Option<ExistingSlot>, SourceError> {
+    let result = conn
+        .simple_query(&format!(
+            "SELECT plugin, database, confirmed_flush_lsn, active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = {}",
+            quote_literal(slot)
+        ))
+        .await?;
+    if result.rows.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(ExistingSlot {
+        plugin: result.first("plugin").unwrap_or_default().to_owned(),
+        database: result.first("database").map(str::to_owned),
+        confirmed_flush: result.first("confirmed_flush_lsn").and_then(|l| l.parse().ok()),
+        active_pid: result.first("active_pid").and_then(|p| p.parse().ok()),
+    }))
+}
+
+/// Creates a pgoutput slot and exports its snapshot. The pre-PostgreSQL-15 spelling
+/// (`EXPORT_SNAPSHOT`) is used because every supported server still accepts it.
+pub async fn create_slot(conn: &mut Connection, slot: &str) -> Result<CreatedSlot, SourceError> {
+    let result = conn
+        .simple_query(&format!(
+            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT",
+            quote_ident(slot)
+        ))
+        .await?;
+    Ok(CreatedSlot {
+        consistent_point: parse_lsn(result.first("consistent_point"), "consistent_point")?,
+        snapshot_name: result
+            .first("snapshot_name")
+            .ok_or_else(|| SourceError::Protocol("no snapshot_name in the reply".to_owned()))?
+            .to_owned(),
+    })
+}
+
+pub async fn drop_slot(conn: &mut Connection, slot: &str) -> Result<(), SourceError> {
+    conn.simple_query(&format!("DROP_REPLICATION_SLOT {} WAIT", quote_ident(slot)))
+        .await?;
+    Ok(())
+}
+
+/// The START_REPLICATION command for pgoutput protocol version 1: whole transactions are sent
+/// after they commit, which lets a file never hold an uncommitted change.
+pub fn start_replication_command(slot: &str, publication: &str, start: Lsn) -> String {
+    format!(
+        "START_REPLICATION SLOT {} LOGICAL {} (proto_version '1', publication_names {})",
+        quote_ident(slot),
+        start,
+        quote_literal(&quote_ident(publication))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_command_quotes_names() {
+        assert_eq!(
+            start_replication_command("pgcdc", "my\"pub", Lsn::new(0x1_0000_0010)),
+            "START_REPLICATION SLOT \"pgcdc\" LOGICAL 1/10 (proto_version '1', publication_names '\"my\"\"pub\"')"
+        );
+    }
+}
