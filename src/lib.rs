@@ -11,3 +11,8 @@ pub mod source;
 pub mod changes;
 pub mod batch;
 pub mod sink;
+pub mod checkpoint;
+pub mod snapshot;
+pub mod metrics;
+pub mod cli;
+pub mod run;

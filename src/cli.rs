@@ -1,0 +1,64 @@
+//! Command-line flags, parsed but not yet validated; [`crate::config`] validates them together
+//! with the file and the environment.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Overrides;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pgcdc",
+    version,
+    about = "Streams PostgreSQL row changes into time-windowed CSV files"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stream changes into the sink until SIGTERM or SIGINT.
+    Run(Common),
+}
+
+/// Flags shared by every command that reads the configuration.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// The TOML configuration file.
+    #[arg(long, short, env = "PGCDC_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Overrides source.url (libpq-style URL).
+    #[arg(long)]
+    pub source_url: Option<String>,
+    /// Overrides source.slot.
+    #[arg(long)]
+    pub slot: Option<String>,
+    /// Overrides source.publication.
+    #[arg(long)]
+    pub publication: Option<String>,
+    /// Overrides sink.url.
+    #[arg(long)]
+    pub sink_url: Option<String>,
+    /// Overrides batch.window (e.g. 30s, 5m).
+    #[arg(long)]
+    pub window: Option<String>,
+    /// Overrides metrics.listen.
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
+}
+
+impl Common {
+    pub fn overrides(&self) -> Overrides {
+        let mut o = Overrides::default();
+        o.set("source.url", self.source_url.as_deref());
+        o.set("source.slot", self.slot.as_deref());
+        o.set("source.publication", self.publication.as_deref());
+        o.set("sink.url", self.sink_url.as_deref());
+        o.set("batch.window", self.window.as_deref());
+        o.set("metrics.listen", self.metrics_listen.as_deref());
+        o
+    }
+}

@@ -1,0 +1,548 @@
+//! `pgcdc run`: wires source → pgoutput → changes → batch → sink → checkpoint.
+//!
+//! The pipeline runs on a blocking thread of its own (decoding, CSV encoding, compression and
+//! fsyncs are CPU and disk work), while the replication socket lives on its own async task. The
+//! pipeline waits for events, the window deadline or shutdown with `Handle::block_on`.
+//!
+//! The acknowledgement rule: a position is reported as flushed only after the files holding
+//! everything before it are published and the checkpoint says so.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::batch::{Batcher, Sealed};
+use crate::changes::{Assembler, Change, ChangesError, TxnMeta};
+use crate::checkpoint::{Checkpoint, CheckpointError, SnapshotState};
+use crate::config::{Config, SinkTarget};
+use crate::lsn::Lsn;
+use crate::metrics;
+use crate::pgoutput::{self, DecodeError};
+use crate::sink::{LocalSink, ObjectKey, Sink, SinkError, key};
+use crate::snapshot::{self, SnapshotError};
+use crate::source::{self, Connection, SourceError, SourceEvent, Stream, slot};
+
+/// Events buffered between the socket task and the pipeline.
+const CHANNEL_CAPACITY: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("cannot decode the pgoutput message at {lsn}: {source}")]
+    Decode { lsn: Lsn, source: DecodeError },
+    #[error("at {lsn}: {source}")]
+    Changes { lsn: Lsn, source: ChangesError },
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("cannot write spool file in {dir}: {source}")]
+    Spool {
+        dir: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "replication slot {slot} is in use by another process (pid {pid}); stop the other pgcdc or consumer first"
+    )]
+    SlotInUse { slot: String, pid: i32 },
+    #[error(
+        "replication slot {slot} uses the {plugin} plugin; pgcdc needs a pgoutput slot: drop it or choose another source.slot"
+    )]
+    WrongPlugin { slot: String, plugin: String },
+    #[error(
+        "replication slot {slot} does not exist, but checkpoint {key} shows pgcdc streamed from it up to {flush}: changes made since then are lost to the slot. To start over with a fresh snapshot, remove {key} and run again"
+    )]
+    SlotLost { slot: String, key: String, flush: Lsn },
+    #[error("cannot open a SQL connection for the snapshot: {0}")]
+    SqlConnect(tokio_postgres::Error),
+}
+
+/// Runs until `shutdown` fires (then closes the window, makes it durable and returns Ok) or an
+/// error stops the pipeline.
+pub fn run(
+    config: &Config,
+    handle: &Handle,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    let SinkTarget::Local(root) = &config.sink.target;
+    let sink = LocalSink::open(root, config.source.slot.as_str())?;
+    clear_spool(&sink)?;
+    let slot_name = config.source.slot.as_str();
+
+    let mut conn = handle.block_on(Connection::connect(&config.source.connect))?;
+    handle.block_on(slot::check_prerequisites(
+        &mut conn,
+        &config.source.publication,
+    ))?;
+    let system = handle.block_on(slot::identify_system(&mut conn))?;
+    info!(
+        system_id = %system.system_id,
+        timeline = system.timeline,
+        wal = %system.wal_position,
+        "Connected for replication"
+    );
+
+    let mut checkpoint = Checkpoint::load(&sink, slot_name)?;
+    let mut existing = handle.block_on(slot::find_slot(&mut conn, slot_name))?;
+
+    if let (Some(_), Some(ck)) = (&existing, &checkpoint) {
+        if ck.snapshot == SnapshotState::Pending {
+            warn!(slot = slot_name, "A previous snapshot was interrupted; dropping the half-made slot and starting over");
+            if let Some(lsn) = ck.snapshot_lsn {
+                delete_snapshot_files(&sink, lsn)?;
+            }
+            handle.block_on(slot::drop_slot(&mut conn, slot_name))?;
+            existing = None;
+            checkpoint = None;
+        }
+    }
+
+    let mut batcher = Batcher::new(
+        sink.spool_dir(),
+        config.batch.format,
+        config.batch.max_file_bytes,
+        config.batch.window,
+    );
+
+    let checkpoint = match (existing, checkpoint) {
+        (Some(found), ck) => {
+            if let Some(pid) = found.active_pid {
+                return Err(RunError::SlotInUse {
+                    slot: slot_name.to_owned(),
+                    pid,
+                });
+            }
+            if found.plugin != "pgoutput" {
+                return Err(RunError::WrongPlugin {
+                    slot: slot_name.to_owned(),
+                    plugin: found.plugin,
+                });
+            }
+            match ck {
+                Some(ck) => ck,
+                None => {
+                    info!(
+                        slot = slot_name,
+                        "Slot exists and has no checkpoint: streaming from it without a snapshot"
+                    );
+                    let mut ck = Checkpoint::new(slot_name, SnapshotState::Skipped);
+                    ck.save(&sink)?;
+                    ck
+                }
+            }
+        }
+        (None, Some(ck)) => {
+            return Err(RunError::SlotLost {
+                slot: slot_name.to_owned(),
+                key: format!("{}/{}", sink.location(), key::checkpoint_key(slot_name)),
+                flush: ck.flush_lsn,
+            });
+        }
+        (None, None) => initial_snapshot(config, handle, &sink, &mut conn, &mut batcher)?,
+    };
+
+    let durable = key::durable_positions(sink.list()?.iter().map(String::as_str));
+    for stale in &durable.incomplete {
+        info!(key = %stale, "Removing an incomplete part set left by a crash; its rows will be written again");
+        sink.delete(stale)?;
+    }
+    metrics::get()
+        .checkpoint_lsn
+        .set(metrics::lsn_value(checkpoint.flush_lsn));
+
+    let command = slot::start_replication_command(
+        slot_name,
+        &config.source.publication,
+        Lsn::ZERO,
+    );
+    let stream = handle.block_on(Stream::start(
+        conn,
+        &command,
+        checkpoint.flush_lsn,
+        config.source.status_interval,
+        CHANNEL_CAPACITY,
+    ))?;
+    info!(
+        slot = slot_name,
+        publication = %config.source.publication,
+        checkpoint = %checkpoint.commit_lsn,
+        "Streaming changes"
+    );
+
+    let mut pipeline = Pipeline {
+        sink: &sink,
+        batcher,
+        assembler: Assembler::new(),
+        checkpoint,
+        durable: durable.positions,
+        last_commit: None,
+        skip_txn: false,
+        txn: None,
+        last_checkpoint_write: Instant::now(),
+        status_interval: config.source.status_interval,
+        changes: Vec::new(),
+    };
+    let result = pipeline.stream(handle, stream, shutdown);
+    if let Err(e) = &result {
+        debug!(error = %e, "Pipeline stopped");
+    }
+    result
+}
+
+/// Spool files left by a previous run were never published; their rows will be sent again.
+fn clear_spool(sink: &dyn Sink) -> Result<(), RunError> {
+    let dir = sink.spool_dir();
+    let spool_error = |source| RunError::Spool {
+        dir: dir.display().to_string(),
+        source,
+    };
+    for entry in std::fs::read_dir(&dir).map_err(spool_error)? {
+        let path = entry.map_err(spool_error)?.path();
+        if path.is_file() {
+            std::fs::remove_file(&path).map_err(spool_error)?;
+        }
+    }
+    Ok(())
+}
+
+fn delete_snapshot_files(sink: &dyn Sink, lsn: Lsn) -> Result<(), RunError> {
+    for k in sink.list()? {
+        if let Some(parsed) = ObjectKey::parse(&k) {
+            if parsed.first == lsn && parsed.last == lsn {
+                sink.delete(&k)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn now_pg_micros() -> i64 {
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    unix - source::frame::PG_EPOCH_OFFSET_SECS * 1_000_000
+}
+
+/// Creates the slot with an exported snapshot and copies the published tables inside it.
+fn initial_snapshot(
+    config: &Config,
+    handle: &Handle,
+    sink: &dyn Sink,
+    conn: &mut Connection,
+    batcher: &mut Batcher,
+) -> Result<Checkpoint, RunError> {
+    let slot_name = config.source.slot.as_str();
+    // Recorded before the slot exists, so a crash at any later point is recognised as an
+    // interrupted snapshot rather than a slot someone else made.
+    let mut ck = Checkpoint::new(slot_name, SnapshotState::Pending);
+    ck.save(sink)?;
+    let created = handle.block_on(slot::create_slot(conn, slot_name))?;
+    ck.snapshot_lsn = Some(created.consistent_point);
+    ck.save(sink)?;
+    info!(slot = slot_name, consistent_point = %created.consistent_point, "Created replication slot; copying existing rows");
+
+    let (client, connection) = handle
+        .block_on(config.source.connect.connect(tokio_postgres::NoTls))
+        .map_err(RunError::SqlConnect)?;
+    let connection_task = handle.spawn(connection);
+    let tables = handle.block_on(snapshot::published_tables(
+        &client,
+        &config.source.publication,
+    ))?;
+    let meta = TxnMeta {
+        xid: None,
+        commit_lsn: created.consistent_point,
+        commit_ts: now_pg_micros(),
+    };
+    batcher.begin(meta);
+    let mut seq = 0u64;
+    let started = Instant::now();
+    let rows = handle.block_on(snapshot::copy_tables(
+        &client,
+        &created.snapshot_name,
+        &tables,
+        |table, fields| {
+            let row = crate::changes::ChangeRow {
+                table: table.clone(),
+                op: crate::changes::Op::Read,
+                seq,
+                fields,
+            };
+            seq += 1;
+            batcher.push(&row, Instant::now())
+        },
+    ))?;
+    drop(client);
+    connection_task.abort();
+    batcher.commit(created.consistent_point, created.consistent_point, Instant::now());
+    let sealed = batcher.seal().map_err(|source| RunError::Spool {
+        dir: sink.spool_dir().display().to_string(),
+        source,
+    })?;
+    publish(sink, &sealed)?;
+    ck.snapshot = SnapshotState::Done;
+    ck.advance(created.consistent_point, created.consistent_point);
+    ck.save(sink)?;
+    info!(
+        rows,
+        tables = tables.len(),
+        files = sealed.files.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "Snapshot complete"
+    );
+    Ok(ck)
+}
+
+/// Publishes the files of a closed window, in order (parts in index order).
+fn publish(sink: &dyn Sink, sealed: &Sealed) -> Result<(), RunError> {
+    let m = metrics::get();
+    for file in &sealed.files {
+        sink.publish(&file.spool_path, file.key.as_str())?;
+        m.files.with_label_values(&[&file.key.folder]).inc();
+        m.bytes
+            .with_label_values(&[&file.key.folder])
+            .inc_by(file.bytes);
+        info!(key = %file.key.as_str(), rows = file.rows, bytes = file.bytes, "File written");
+    }
+    Ok(())
+}
+
+enum Wake {
+    Event(Option<SourceEvent>),
+    Deadline,
+    Shutdown,
+}
+
+struct Pipeline<'a> {
+    sink: &'a dyn Sink,
+    batcher: Batcher,
+    assembler: Assembler,
+    checkpoint: Checkpoint,
+    /// Per table folder: the last commit already durable in the sink (from file names).
+    durable: BTreeMap<String, Lsn>,
+    /// Commit and end LSN of the last transaction received.
+    last_commit: Option<(Lsn, Lsn)>,
+    /// Whether the open transaction is already covered by the checkpoint.
+    skip_txn: bool,
+    txn: Option<TxnMeta>,
+    last_checkpoint_write: Instant,
+    status_interval: Duration,
+    changes: Vec<Change>,
+}
+
+impl Pipeline<'_> {
+    fn stream(
+        &mut self,
+        handle: &Handle,
+        mut stream: Stream,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), RunError> {
+        let mut stopping = *shutdown.borrow();
+        loop {
+            if stopping && !self.assembler.in_transaction() {
+                self.seal()?;
+                self.advance_idle(None, true)?;
+                info!(checkpoint = %self.checkpoint.commit_lsn, flush = %self.checkpoint.flush_lsn, "Shut down cleanly");
+                stream.feedback.flushed(self.checkpoint.flush_lsn);
+                handle.block_on(stream.stop())?;
+                return Ok(());
+            }
+            let deadline = self
+                .batcher
+                .deadline()
+                .filter(|_| !self.assembler.in_transaction());
+            let wake = handle.block_on(async {
+                tokio::select! {
+                    biased;
+                    changed = shutdown.changed(), if !stopping => {
+                        let _ = changed;
+                        Wake::Shutdown
+                    }
+                    event = stream.events.recv() => Wake::Event(event),
+                    _ = sleep_until(deadline), if deadline.is_some() => Wake::Deadline,
+                }
+            });
+            match wake {
+                Wake::Shutdown => {
+                    info!("Shutdown requested: closing the open window");
+                    stopping = true;
+                }
+                Wake::Deadline => {
+                    if self.batcher.is_due(Instant::now()) {
+                        self.seal_and_ack(&stream)?;
+                    }
+                }
+                Wake::Event(None) => {
+                    // The socket task ended: it tells why.
+                    return Err(match handle.block_on(stream.join()) {
+                        Err(e) => RunError::Source(e),
+                        Ok(()) => RunError::Source(SourceError::Closed),
+                    });
+                }
+                Wake::Event(Some(SourceEvent::Keepalive { wal_end })) => {
+                    if let Some(flush) = self.advance_idle(Some(wal_end), false)? {
+                        stream.feedback.flushed(flush);
+                    }
+                }
+                Wake::Event(Some(SourceEvent::Data { wal_start, data })) => {
+                    metrics::get()
+                        .received_lsn
+                        .set(metrics::lsn_value(wal_start));
+                    let message = pgoutput::decode(&data, false).map_err(|source| {
+                        RunError::Decode {
+                            lsn: wal_start,
+                            source,
+                        }
+                    })?;
+                    self.changes.clear();
+                    self.assembler
+                        .apply(message, &mut self.changes)
+                        .map_err(|source| RunError::Changes {
+                            lsn: wal_start,
+                            source,
+                        })?;
+                    let changes = std::mem::take(&mut self.changes);
+                    for change in &changes {
+                        self.apply(change, &stream)?;
+                    }
+                    self.changes = changes;
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, change: &Change, stream: &Stream) -> Result<(), RunError> {
+        match change {
+            Change::Begin(meta) => {
+                self.txn = Some(*meta);
+                self.skip_txn = meta.commit_lsn <= self.checkpoint.commit_lsn;
+                if self.skip_txn {
+                    debug!(commit_lsn = %meta.commit_lsn, "Skipping a transaction the checkpoint covers");
+                } else {
+                    self.batcher.begin(*meta);
+                }
+            }
+            Change::Row(row) => {
+                let Some(meta) = self.txn else {
+                    return Ok(());
+                };
+                if self.skip_txn {
+                    return Ok(());
+                }
+                let folder = row.table.folder();
+                if self
+                    .durable
+                    .get(&folder)
+                    .is_some_and(|&lsn| meta.commit_lsn <= lsn)
+                {
+                    return Ok(());
+                }
+                self.batcher
+                    .push(row, Instant::now())
+                    .map_err(|source| RunError::Spool {
+                        dir: self.sink.spool_dir().display().to_string(),
+                        source,
+                    })?;
+                metrics::get()
+                    .rows
+                    .with_label_values(&[&folder, row.op.code()])
+                    .inc();
+            }
+            Change::Commit {
+                commit_lsn,
+                end_lsn,
+            } => {
+                self.txn = None;
+                self.last_commit = Some((*commit_lsn, *end_lsn));
+                metrics::get().transactions.inc();
+                if self.skip_txn {
+                    self.skip_txn = false;
+                    return Ok(());
+                }
+                let due = self.batcher.commit(*commit_lsn, *end_lsn, Instant::now());
+                if due {
+                    self.seal_and_ack(stream)?;
+                } else if self.batcher.is_empty() {
+                    // A transaction with nothing for us: acknowledge it without a file, but
+                    // write the checkpoint at most once per status interval.
+                    if let Some(flush) = self.advance_idle(None, false)? {
+                        stream.feedback.flushed(flush);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the window and makes its files durable; returns the new flush position.
+    fn seal(&mut self) -> Result<Option<Lsn>, RunError> {
+        let sealed = self.batcher.seal().map_err(|source| RunError::Spool {
+            dir: self.sink.spool_dir().display().to_string(),
+            source,
+        })?;
+        publish(self.sink, &sealed)?;
+        for file in &sealed.files {
+            let entry = self.durable.entry(file.key.folder.clone()).or_default();
+            *entry = (*entry).max(file.key.last);
+        }
+        let Some((commit_lsn, end_lsn)) = sealed.last_commit else {
+            return Ok(None);
+        };
+        if commit_lsn <= self.checkpoint.commit_lsn && end_lsn <= self.checkpoint.flush_lsn {
+            return Ok(None);
+        }
+        self.checkpoint.advance(commit_lsn, end_lsn);
+        self.save_checkpoint()?;
+        Ok(Some(self.checkpoint.flush_lsn))
+    }
+
+    fn seal_and_ack(&mut self, stream: &Stream) -> Result<(), RunError> {
+        if let Some(flush) = self.seal()? {
+            stream.feedback.flushed(flush);
+        }
+        Ok(())
+    }
+
+    /// With nothing buffered, everything received is durable or was never ours, so the server's
+    /// position can be confirmed and the slot does not hold WAL for an idle table.
+    fn advance_idle(&mut self, wal_end: Option<Lsn>, force: bool) -> Result<Option<Lsn>, RunError> {
+        if !self.batcher.is_empty() || self.assembler.in_transaction() {
+            return Ok(None);
+        }
+        let (commit, end) = self.last_commit.unwrap_or_default();
+        let flush = end.max(wal_end.unwrap_or_default());
+        if flush <= self.checkpoint.flush_lsn {
+            return Ok(None);
+        }
+        if !force && self.last_checkpoint_write.elapsed() < self.status_interval {
+            return Ok(None);
+        }
+        self.checkpoint.advance(commit, flush);
+        self.save_checkpoint()?;
+        Ok(Some(self.checkpoint.flush_lsn))
+    }
+
+    fn save_checkpoint(&mut self) -> Result<(), RunError> {
+        self.checkpoint.save(self.sink)?;
+        self.last_checkpoint_write = Instant::now();
+        metrics::get()
+            .checkpoint_lsn
+            .set(metrics::lsn_value(self.checkpoint.flush_lsn));
+        debug!(commit_lsn = %self.checkpoint.commit_lsn, flush_lsn = %self.checkpoint.flush_lsn, "Checkpoint written");
+        Ok(())
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}

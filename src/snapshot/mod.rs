@@ -1,0 +1,138 @@
+//! The initial snapshot: the rows that existed before the slot, copied inside the slot's
+//! exported snapshot so that snapshot plus stream hold every row exactly once.
+//!
+//! Runs on an ordinary (tokio-postgres) connection while the replication connection that
+//! created the slot stays open and idle: the exported snapshot lives only that long.
+
+mod copy_text;
+
+use std::sync::Arc;
+
+use futures_util::{StreamExt, pin_mut};
+
+pub use copy_text::{CopyTextError, CopyTextParser};
+
+use crate::changes::{ColumnInfo, Field, Table};
+use crate::source::conn::{quote_ident, quote_literal};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot query failed: {0}")]
+    Sql(#[from] tokio_postgres::Error),
+    #[error("snapshot of {table}: {source}")]
+    Copy {
+        table: String,
+        source: CopyTextError,
+    },
+    #[error("snapshot of {table}: a row has {got} fields, the table has {expected} columns")]
+    Shape {
+        table: String,
+        got: usize,
+        expected: usize,
+    },
+    #[error("snapshot of {table}: cannot write the spool file: {source}")]
+    Write {
+        table: String,
+        source: std::io::Error,
+    },
+}
+
+/// The tables of a publication, with their columns in the order pgoutput sends them (attribute
+/// number order, without dropped or generated columns).
+pub async fn published_tables(
+    client: &tokio_postgres::Client,
+    publication: &str,
+) -> Result<Vec<Arc<Table>>, SnapshotError> {
+    let rows = client
+        .query(
+            "select schemaname::text, tablename::text from pg_catalog.pg_publication_tables \
+             where pubname = $1 order by 1, 2",
+            &[&publication],
+        )
+        .await?;
+    let mut tables = Vec::with_capacity(rows.len());
+    for row in rows {
+        let schema: String = row.get(0);
+        let name: String = row.get(1);
+        let columns = client
+            .query(
+                "select a.attname::text, a.atttypid, a.atttypmod, \
+                        exists(select 1 from pg_catalog.pg_index i \
+                               where i.indrelid = a.attrelid and i.indisprimary \
+                                 and a.attnum = any(i.indkey)) \
+                 from pg_catalog.pg_attribute a \
+                 where a.attrelid = (quote_ident($1) || '.' || quote_ident($2))::regclass \
+                   and a.attnum > 0 and not a.attisdropped and a.attgenerated = '' \
+                 order by a.attnum",
+                &[&schema, &name],
+            )
+            .await?
+            .into_iter()
+            .map(|c| ColumnInfo {
+                name: c.get(0),
+                type_oid: c.get(1),
+                type_modifier: c.get(2),
+                is_key: c.get(3),
+            })
+            .collect();
+        tables.push(Arc::new(Table {
+            schema,
+            name,
+            columns,
+        }));
+    }
+    Ok(tables)
+}
+
+/// Copies every table inside the exported snapshot `snapshot_name`, handing each row to
+/// `on_row`. Returns the number of rows copied.
+pub async fn copy_tables(
+    client: &tokio_postgres::Client,
+    snapshot_name: &str,
+    tables: &[Arc<Table>],
+    mut on_row: impl FnMut(&Arc<Table>, Vec<Field>) -> std::io::Result<()>,
+) -> Result<u64, SnapshotError> {
+    client
+        .batch_execute(&format!(
+            "begin isolation level repeatable read read only; set transaction snapshot {}",
+            quote_literal(snapshot_name)
+        ))
+        .await?;
+    let mut total = 0;
+    for table in tables {
+        let columns: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let sql = format!(
+            "copy {}.{} ({}) to stdout",
+            quote_ident(&table.schema),
+            quote_ident(&table.name),
+            columns.join(", ")
+        );
+        let stream = client.copy_out(sql.as_str()).await?;
+        pin_mut!(stream);
+        let mut parser = CopyTextParser::new();
+        let expected = table.columns.len();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            parser.feed(&chunk, |fields| {
+                if fields.len() != expected {
+                    return Err(SnapshotError::Shape {
+                        table: table.to_string(),
+                        got: fields.len(),
+                        expected,
+                    });
+                }
+                total += 1;
+                on_row(table, fields).map_err(|source| SnapshotError::Write {
+                    table: table.to_string(),
+                    source,
+                })
+            })?;
+        }
+        parser.finish().map_err(|source| SnapshotError::Copy {
+            table: table.to_string(),
+            source,
+        })?;
+    }
+    client.batch_execute("commit").await?;
+    Ok(total)
+}
