@@ -1,0 +1,497 @@
+//! The spine, end to end: a real PostgreSQL cluster, the real `pgcdc` binary, a local sink
+//! directory. Every test compares the replay of the files with the table itself.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use tempfile::TempDir;
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+const SALES_DDL: &str = "
+    create table public.sales (
+        id bigint primary key,
+        note text,
+        qty integer,
+        price numeric(10,2),
+        updated_at timestamptz default now()
+    );
+    create publication pgcdc_pub for table public.sales;
+    grant select on public.sales to public;
+";
+
+struct Setup {
+    cluster: PgCluster,
+    dir: TempDir,
+    sink: PathBuf,
+    config: PathBuf,
+}
+
+impl Setup {
+    async fn new(window: &str, max_file_bytes: &str, format: &str) -> Setup {
+        let cluster = PgCluster::start().await;
+        cluster.execute(SALES_DDL).await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sink = dir.path().join("stage");
+        let config = write_config(
+            dir.path(),
+            &cluster.url(SUPERUSER, None, SHOP_DB),
+            "pgcdc",
+            "pgcdc_pub",
+            &sink,
+            window,
+            max_file_bytes,
+            format,
+        );
+        Setup {
+            cluster,
+            dir,
+            sink,
+            config,
+        }
+    }
+
+    /// Adds `key = value` lines to the `[source]` section of the config.
+    fn add_source_setting(&self, line: &str) {
+        let text = std::fs::read_to_string(&self.config).expect("config");
+        let text = text.replacen("[source]\n", &format!("[source]\n{line}\n"), 1);
+        std::fs::write(&self.config, text).expect("config");
+    }
+
+    /// Waits until the files replay to exactly what the table holds now.
+    async fn wait_replay_matches(&self, what: &str) {
+        let client = self.cluster.client(SHOP_DB).await;
+        let sink = self.sink.clone();
+        wait_until(what, DEADLINE, || {
+            let client = &client;
+            let sink = sink.clone();
+            async move {
+                let expected = table_state(client, "public.sales", &["id"]).await;
+                let rows = try_read_change_files(&sink, "public.sales").ok()?;
+                let actual = replay(&rows, &["id"]);
+                describe_diff(&expected, &actual).is_none().then_some(())
+            }
+        })
+        .await;
+    }
+
+    fn rows(&self) -> Vec<ChangeRow> {
+        read_change_files(&self.sink, "public.sales")
+    }
+}
+
+/// A writer that keeps changing `public.sales` in small transactions until stopped.
+struct Writer {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<u64>,
+}
+
+impl Writer {
+    async fn start(cluster: &PgCluster, first_id: i64) -> Writer {
+        let client = cluster.client(SHOP_DB).await;
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut id = first_id;
+            let mut transactions = 0;
+            while !*stop_rx.borrow() {
+                let sql = format!(
+                    "begin;
+                     insert into public.sales (id, note, qty, price) values
+                        ({a}, 'new, \"quoted\"', 1, 9.99), ({b}, '', 2, 0.5), ({c}, null, 3, 1);
+                     update public.sales set qty = qty + 1, note = 'line1\nline2' where id = {a};
+                     delete from public.sales where id = {b};
+                     commit;",
+                    a = id,
+                    b = id + 1,
+                    c = id + 2
+                );
+                client.batch_execute(&sql).await.expect("writer transaction");
+                id += 3;
+                transactions += 1;
+            }
+            transactions
+        });
+        Writer { stop, task }
+    }
+
+    async fn stop(self) -> u64 {
+        let _ = self.stop.send(true);
+        self.task.await.expect("writer task")
+    }
+}
+
+fn assert_no_duplicates(rows: &[ChangeRow]) {
+    assert_eq!(
+        duplicate_keys(rows),
+        0,
+        "the files repeat (_commit_lsn, _seq) pairs"
+    );
+}
+
+async fn stop_cleanly(pgcdc: &mut Pgcdc) {
+    pgcdc.terminate();
+    let status = pgcdc.wait_exit(DEADLINE).await;
+    assert!(
+        status.success(),
+        "pgcdc exited with {status} after SIGTERM:\n{}",
+        pgcdc.output_text()
+    );
+}
+
+fn data_files(sink: &Path) -> Vec<PathBuf> {
+    change_files(sink, "public.sales").unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshot_and_concurrent_writes_have_no_gap_and_no_double() {
+    let setup = Setup::new("1s", "128MiB", "csv.gz").await;
+    setup
+        .cluster
+        .execute(
+            "insert into public.sales (id, note, qty, price)
+             select g, 'seed ' || g, g % 7, g / 100.0 from generate_series(1, 20000) g",
+        )
+        .await;
+    // Changes keep arriving while the slot is created and the snapshot copied.
+    let writer = Writer::start(&setup.cluster, 1_000_000).await;
+    let mut pgcdc = Pgcdc::run(&setup.config);
+    pgcdc
+        .wait_output("Snapshot complete", DEADLINE)
+        .await;
+    let sink = setup.sink.clone();
+    wait_until("a streamed file lands after the snapshot", DEADLINE, || {
+        let sink = sink.clone();
+        async move {
+            let rows = try_read_change_files(&sink, "public.sales").ok()?;
+            rows.iter().any(|r| r.op == 'I').then_some(())
+        }
+    })
+    .await;
+    let transactions = writer.stop().await;
+    assert!(transactions > 0);
+    setup.wait_replay_matches("replay equals the table").await;
+    stop_cleanly(&mut pgcdc).await;
+
+    let rows = setup.rows();
+    assert_no_duplicates(&rows);
+    let snapshot_rows = rows.iter().filter(|r| r.op == 'R').count();
+    assert!(snapshot_rows >= 20_000, "snapshot copied {snapshot_rows} rows");
+    let snapshot_lsn = rows.iter().find(|r| r.op == 'R').map(|r| r.commit_lsn);
+    assert!(
+        rows.iter()
+            .filter(|r| r.op != 'R')
+            .all(|r| Some(r.commit_lsn) > snapshot_lsn),
+        "streamed changes must come after the snapshot's consistent point"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_kind_of_change_and_tricky_text_survive() {
+    let setup = Setup::new("1s", "128MiB", "csv").await;
+    let mut pgcdc = Pgcdc::run(&setup.config);
+    pgcdc.wait_output("Streaming changes", DEADLINE).await;
+    setup
+        .cluster
+        .execute(
+            "insert into public.sales (id, note, qty, price) values
+                (1, null, 1, 1.00),
+                (2, '', 2, 2.00),
+                (3, 'comma, \"quote\" and ''apostrophe''', 3, 3.00),
+                (4, E'new\nline and\r\ncrlf', 4, 4.00),
+                (5, E'back\\\\slash \\\\N tab\there', 5, 5.00),
+                (6, 'ünïcödé – 日本語 – 😀', 6, 6.00),
+                (7, '   padded   ', 7, 7.00);
+             update public.sales set note = 'was null' where id = 1;
+             update public.sales set note = null where id = 3;
+             delete from public.sales where id = 2;",
+        )
+        .await;
+    setup.wait_replay_matches("inserts, updates and deletes replay").await;
+
+    setup
+        .cluster
+        .execute(
+            "truncate public.sales;
+             insert into public.sales (id, note, qty, price) values (10, 'after truncate', 1, 0.01);",
+        )
+        .await;
+    setup.wait_replay_matches("truncate replays").await;
+    stop_cleanly(&mut pgcdc).await;
+
+    let rows = setup.rows();
+    assert_no_duplicates(&rows);
+    let ops: String = {
+        let mut ops: Vec<char> = rows.iter().map(|r| r.op).collect();
+        ops.sort_unstable();
+        ops.dedup();
+        ops.into_iter().collect()
+    };
+    assert_eq!(ops, "DITU");
+    let truncates = rows.iter().filter(|r| r.op == 'T').count();
+    assert_eq!(truncates, 1, "one T row per truncated table");
+    let empty = rows
+        .iter()
+        .find(|r| r.op == 'I' && r.get("id") == Some("2"))
+        .expect("insert of id 2");
+    assert_eq!(empty.get("note"), Some(""), "the empty string is not NULL");
+    let null = rows
+        .iter()
+        .find(|r| r.op == 'I' && r.get("id") == Some("1"))
+        .expect("insert of id 1");
+    assert_eq!(null.get("note"), None, "NULL is not the empty string");
+    let delete = rows.iter().find(|r| r.op == 'D').expect("a delete");
+    assert_eq!(delete.get("id"), Some("2"), "deletes carry the key");
+    for row in &rows {
+        assert!(
+            row.commit_ts
+                .as_deref()
+                .is_some_and(|ts| ts.ends_with('Z') && ts.contains('T')),
+            "commit timestamps are ISO-8601 UTC: {:?}",
+            row.commit_ts
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_million_row_transaction_is_split_into_parts() {
+    let setup = Setup::new("2s", "4MiB", "csv.gz").await;
+    let mut pgcdc = Pgcdc::run(&setup.config);
+    pgcdc.wait_output("Streaming changes", DEADLINE).await;
+    setup
+        .cluster
+        .execute(
+            "insert into public.sales (id, note, qty, price)
+             select g, 'row number ' || g, g % 100, (g % 1000) / 10.0
+             from generate_series(1, 1000000) g",
+        )
+        .await;
+    let sink = setup.sink.clone();
+    let files = wait_until("all parts of the big transaction land", DEADLINE * 3, || {
+        let sink = sink.clone();
+        async move {
+            let files = change_files(&sink, "public.sales").ok()?;
+            let names: Vec<FileName> = files
+                .iter()
+                .filter_map(|f| parse_file_name(f.strip_prefix(&sink).ok()?).ok())
+                .collect();
+            let (_, of) = names.first()?.part?;
+            (names.len() == of as usize).then_some(names)
+        }
+    })
+    .await;
+    assert!(files.len() > 1, "expected parts, got {files:?}");
+    stop_cleanly(&mut pgcdc).await;
+
+    let rows = setup.rows();
+    assert_eq!(rows.len(), 1_000_000);
+    assert_no_duplicates(&rows);
+    let client = setup.cluster.client(SHOP_DB).await;
+    let expected = table_state(&client, "public.sales", &["id"]).await;
+    let actual = replay(&rows, &["id"]);
+    assert_eq!(describe_diff(&expected, &actual), None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restarts_after_sigkill_and_sigterm_lose_and_double_nothing() {
+    let setup = Setup::new("1s", "256KiB", "csv.gz").await;
+    setup
+        .cluster
+        .execute(
+            "insert into public.sales (id, note, qty, price)
+             select g, 'seed', 1, 1 from generate_series(1, 5000) g",
+        )
+        .await;
+    let writer = Writer::start(&setup.cluster, 1_000_000).await;
+
+    for round in 0..4 {
+        let mut pgcdc = Pgcdc::run(&setup.config);
+        let before = data_files(&setup.sink).len();
+        let sink = setup.sink.clone();
+        wait_until(
+            &format!("round {round}: pgcdc makes progress"),
+            DEADLINE,
+            || {
+                let sink = sink.clone();
+                async move { (data_files(&sink).len() > before + 1).then_some(()) }
+            },
+        )
+        .await;
+        if round == 2 {
+            stop_cleanly(&mut pgcdc).await;
+        } else {
+            pgcdc.kill();
+        }
+    }
+
+    writer.stop().await;
+    let mut pgcdc = Pgcdc::run(&setup.config);
+    setup
+        .wait_replay_matches("after kills and restarts the replay equals the table")
+        .await;
+    stop_cleanly(&mut pgcdc).await;
+    assert_no_duplicates(&setup.rows());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_slot_still_advances() {
+    let setup = Setup::new("1s", "128MiB", "csv").await;
+    setup.add_source_setting("status_interval = \"1s\"");
+    let mut pgcdc = Pgcdc::run(&setup.config);
+    pgcdc.wait_output("Streaming changes", DEADLINE).await;
+    // WAL that has nothing to do with the published table.
+    setup
+        .cluster
+        .execute(
+            "create table public.unpublished (id int);
+             insert into public.unpublished select generate_series(1, 10000);",
+        )
+        .await;
+    let target = setup
+        .cluster
+        .query_scalar("select pg_current_wal_lsn()::text")
+        .await
+        .expect("current LSN");
+    let client = setup.cluster.client(SHOP_DB).await;
+    wait_until("the slot confirms WAL it had nothing to send for", DEADLINE, || {
+        let client = &client;
+        let target = target.clone();
+        async move {
+            let row = client
+                .query_one(
+                    "select confirmed_flush_lsn >= $1::text::pg_lsn from pg_replication_slots where slot_name = 'pgcdc'",
+                    &[&target],
+                )
+                .await
+                .ok()?;
+            row.get::<_, bool>(0).then_some(())
+        }
+    })
+    .await;
+    stop_cleanly(&mut pgcdc).await;
+    assert!(data_files(&setup.sink).is_empty(), "no rows, no files");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn password_roles_stream_with_scram_md5_and_cleartext() {
+    let cluster = PgCluster::start().await;
+    cluster.execute(SALES_DDL).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    for role in [SCRAM_USER, MD5_USER, CLEAR_USER] {
+        let sink = dir.path().join(role);
+        let config = write_config(
+            dir.path(),
+            &cluster.role_url(role, SHOP_DB),
+            role,
+            "pgcdc_pub",
+            &sink,
+            "1s",
+            "128MiB",
+            "csv",
+        );
+        let mut pgcdc = Pgcdc::run(&config);
+        pgcdc.wait_output("Streaming changes", DEADLINE).await;
+        stop_cleanly(&mut pgcdc).await;
+        let output = pgcdc.output_text();
+        assert!(
+            !output.contains(&password_for(role)),
+            "the password of {role} appears in the output"
+        );
+    }
+}
+
+async fn expect_failure(config: &Path, envs: &[(&str, &str)], needle: &str, secret: Option<&str>) {
+    let mut pgcdc = Pgcdc::spawn(
+        ["run".as_ref(), "--config".as_ref(), config.as_os_str()],
+        envs,
+    );
+    let status = pgcdc.wait_exit(DEADLINE).await;
+    let output = pgcdc.output_text();
+    assert!(!status.success(), "pgcdc should fail; output:\n{output}");
+    assert!(
+        output.contains(needle),
+        "expected {needle:?} in the output:\n{output}"
+    );
+    assert!(!output.contains("panicked"), "pgcdc panicked:\n{output}");
+    if let Some(secret) = secret {
+        assert!(!output.contains(secret), "secret leaked:\n{output}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_setups_fail_with_actionable_messages() {
+    let setup = Setup::new("1s", "128MiB", "csv").await;
+    let url = setup.cluster.url(SUPERUSER, None, SHOP_DB);
+    let config = setup.config.clone();
+
+    // Missing publication.
+    expect_failure(
+        &config,
+        &[("PGCDC_SOURCE_PUBLICATION", "nope")],
+        "publication \"nope\" does not exist",
+        None,
+    )
+    .await;
+
+    // Wrong password.
+    let wrong = setup
+        .cluster
+        .url(SCRAM_USER, Some("definitely-wrong-pw"), SHOP_DB);
+    expect_failure(
+        &config,
+        &[("PGCDC_SOURCE_URL", &wrong)],
+        "authentication as pgcdc_scram@127.0.0.1",
+        Some("definitely-wrong-pw"),
+    )
+    .await;
+
+    // Nothing listening.
+    let closed = format!("postgres://postgres@127.0.0.1:{}/shop", free_port());
+    expect_failure(
+        &config,
+        &[("PGCDC_SOURCE_URL", &closed)],
+        "cannot connect to PostgreSQL at postgres@127.0.0.1",
+        None,
+    )
+    .await;
+
+    // Bad configuration values.
+    expect_failure(
+        &config,
+        &[("PGCDC_BATCH_WINDOW", "soon")],
+        "batch.window",
+        None,
+    )
+    .await;
+    expect_failure(
+        &config,
+        &[("PGCDC_SINK_URL", "file:///proc/pgcdc-cannot-write-here")],
+        "cannot create spool directory",
+        None,
+    )
+    .await;
+    let _ = url;
+    let _ = &setup.dir;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wal_level_replica_is_refused_with_the_fix() {
+    let cluster = PgCluster::start_with(&[("wal_level", "replica")]).await;
+    cluster
+        .execute("create table public.t (id int primary key); create publication pgcdc_pub for table public.t;")
+        .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write_config(
+        dir.path(),
+        &cluster.url(SUPERUSER, None, SHOP_DB),
+        "pgcdc",
+        "pgcdc_pub",
+        &dir.path().join("stage"),
+        "1s",
+        "128MiB",
+        "csv",
+    );
+    expect_failure(&config, &[], "wal_level must be logical", None).await;
+}
