@@ -299,7 +299,7 @@ checkpoint=$stage/_pgcdc/$slot/checkpoint.json
 checkpoint_lsn() {
     local text value
     text=$(cat "$checkpoint" 2>/dev/null) || return 1
-    value=$(grep -o '"commit_lsn"[[:space:]]*:[[:space:]]*"\?[0-9A-Fa-f/]*' <<<"$text" | grep -o '[0-9A-Fa-f/]*$') || return 1
+    value=$(grep -o '"commit_lsn"[[:space:]]*:[[:space:]]*"\?[0-9A-Fa-f/]*' <<<"$text" | grep -o '[0-9A-Fa-f/]*$' | head -n 1) || return 1
     if [[ "$value" == */* ]]; then
         echo "$value"
     else

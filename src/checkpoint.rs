@@ -108,7 +108,8 @@ mod tests {
         assert_eq!(loaded, ck);
         assert_eq!(loaded.commit_lsn, Lsn::new(10));
         assert_eq!(loaded.flush_lsn, Lsn::new(12));
-        let text = String::from_utf8(sink.read("_pgcdc/s/checkpoint.json").unwrap().unwrap()).unwrap();
+        let text =
+            String::from_utf8(sink.read("_pgcdc/s/checkpoint.json").unwrap().unwrap()).unwrap();
         assert!(text.contains("\"commit_lsn\": \"0/A\""), "{text}");
     }
 
@@ -116,7 +117,8 @@ mod tests {
     fn corrupt_checkpoint_says_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
         let sink = LocalSink::open(dir.path(), "s").unwrap();
-        sink.write("_pgcdc/s/checkpoint.json", b"{not json").unwrap();
+        sink.write("_pgcdc/s/checkpoint.json", b"{not json")
+            .unwrap();
         let err = Checkpoint::load(&sink, "s").unwrap_err().to_string();
         assert!(err.contains("checkpoint.json is not valid"), "{err}");
     }

@@ -396,15 +396,18 @@ fn validate(mut raw: RawTable, pgpassword: Option<String>) -> Result<Config, Con
             .unwrap_or_else(|_| "postgres".to_owned());
         connect.user(&user);
     }
-    if connect.get_password().is_none() {
-        if let Some(pw) = pgpassword {
-            connect.password(pw);
-        }
+    if connect.get_password().is_none()
+        && let Some(pw) = pgpassword
+    {
+        connect.password(pw);
     }
     if connect.get_hosts().is_empty() {
         connect.host("localhost");
     }
-    if matches!(connect.get_ssl_mode(), tokio_postgres::config::SslMode::Require) {
+    if matches!(
+        connect.get_ssl_mode(),
+        tokio_postgres::config::SslMode::Require
+    ) {
         return Err(value_error(
             "source.url",
             &url_origin,
@@ -592,11 +595,17 @@ listen = "127.0.0.1:9464"
 
     #[test]
     fn errors_name_the_key_and_never_the_password() {
-        let cases: &[(&str, &str, &[(&str, &str)])] = &[
+        // (text to replace, replacement, environment)
+        type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+        let cases: &[Case] = &[
             ("window = \"60s\"", "window = \"sixty\"", &[]),
             ("format = \"csv.gz\"", "format = \"parquet\"", &[]),
             ("slot = \"pgcdc\"", "slot = \"Bad-Slot\"", &[]),
-            ("max_file_bytes = \"128MiB\"", "max_file_bytes = \"lots\"", &[]),
+            (
+                "max_file_bytes = \"128MiB\"",
+                "max_file_bytes = \"lots\"",
+                &[],
+            ),
             (
                 "url = \"file:///var/lib/pgcdc/stage\"",
                 "url = \"ftp://x\"",

@@ -4,15 +4,15 @@
 //! Data flows one way: `source → pgoutput → changes → batch → sink → checkpoint`; `run` wires the
 //! stages together and `main.rs` only parses the command line and maps errors to exit codes.
 
-pub mod lsn;
-pub mod pgoutput;
-pub mod config;
-pub mod source;
-pub mod changes;
 pub mod batch;
-pub mod sink;
+pub mod changes;
 pub mod checkpoint;
-pub mod snapshot;
-pub mod metrics;
 pub mod cli;
+pub mod config;
+pub mod lsn;
+pub mod metrics;
+pub mod pgoutput;
 pub mod run;
+pub mod sink;
+pub mod snapshot;
+pub mod source;

@@ -35,7 +35,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["table"],
     )?;
     let bytes = IntCounterVec::new(
-        Opts::new("pgcdc_bytes_written_total", "Bytes of change files made durable"),
+        Opts::new(
+            "pgcdc_bytes_written_total",
+            "Bytes of change files made durable",
+        ),
         &["table"],
     )?;
     let checkpoint_lsn = IntGauge::new(

@@ -43,10 +43,7 @@ pub enum RunError {
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
     #[error("cannot write spool file in {dir}: {source}")]
-    Spool {
-        dir: String,
-        source: std::io::Error,
-    },
+    Spool { dir: String, source: std::io::Error },
     #[error(
         "replication slot {slot} is in use by another process (pid {pid}); stop the other pgcdc or consumer first"
     )]
@@ -58,7 +55,11 @@ pub enum RunError {
     #[error(
         "replication slot {slot} does not exist, but checkpoint {key} shows pgcdc streamed from it up to {flush}: changes made since then are lost to the slot. To start over with a fresh snapshot, remove {key} and run again"
     )]
-    SlotLost { slot: String, key: String, flush: Lsn },
+    SlotLost {
+        slot: String,
+        key: String,
+        flush: Lsn,
+    },
     #[error("cannot open a SQL connection for the snapshot: {0}")]
     SqlConnect(tokio_postgres::Error),
 }
@@ -91,16 +92,20 @@ pub fn run(
     let mut checkpoint = Checkpoint::load(&sink, slot_name)?;
     let mut existing = handle.block_on(slot::find_slot(&mut conn, slot_name))?;
 
-    if let (Some(_), Some(ck)) = (&existing, &checkpoint) {
-        if ck.snapshot == SnapshotState::Pending {
-            warn!(slot = slot_name, "A previous snapshot was interrupted; dropping the half-made slot and starting over");
-            if let Some(lsn) = ck.snapshot_lsn {
-                delete_snapshot_files(&sink, lsn)?;
-            }
-            handle.block_on(slot::drop_slot(&mut conn, slot_name))?;
-            existing = None;
-            checkpoint = None;
+    if let Some(ck) = &checkpoint
+        && ck.snapshot == SnapshotState::Pending
+    {
+        warn!(
+            slot = slot_name,
+            "A previous snapshot was interrupted; removing its slot and files and starting over"
+        );
+        if let Some(lsn) = ck.snapshot_lsn {
+            delete_snapshot_files(&sink, lsn)?;
         }
+        if existing.take().is_some() {
+            handle.block_on(slot::drop_slot(&mut conn, slot_name))?;
+        }
+        checkpoint = None;
     }
 
     let mut batcher = Batcher::new(
@@ -156,11 +161,7 @@ pub fn run(
         .checkpoint_lsn
         .set(metrics::lsn_value(checkpoint.flush_lsn));
 
-    let command = slot::start_replication_command(
-        slot_name,
-        &config.source.publication,
-        Lsn::ZERO,
-    );
+    let command = slot::start_replication_command(slot_name, &config.source.publication, Lsn::ZERO);
     let stream = handle.block_on(Stream::start(
         conn,
         &command,
@@ -213,10 +214,11 @@ fn clear_spool(sink: &dyn Sink) -> Result<(), RunError> {
 
 fn delete_snapshot_files(sink: &dyn Sink, lsn: Lsn) -> Result<(), RunError> {
     for k in sink.list()? {
-        if let Some(parsed) = ObjectKey::parse(&k) {
-            if parsed.first == lsn && parsed.last == lsn {
-                sink.delete(&k)?;
-            }
+        if let Some(parsed) = ObjectKey::parse(&k)
+            && parsed.first == lsn
+            && parsed.last == lsn
+        {
+            sink.delete(&k)?;
         }
     }
     Ok(())
@@ -281,7 +283,11 @@ fn initial_snapshot(
     ))?;
     drop(client);
     connection_task.abort();
-    batcher.commit(created.consistent_point, created.consistent_point, Instant::now());
+    batcher.commit(
+        created.consistent_point,
+        created.consistent_point,
+        Instant::now(),
+    );
     let sealed = batcher.seal().map_err(|source| RunError::Spool {
         dir: sink.spool_dir().display().to_string(),
         source,
@@ -395,12 +401,11 @@ impl Pipeline<'_> {
                     metrics::get()
                         .received_lsn
                         .set(metrics::lsn_value(wal_start));
-                    let message = pgoutput::decode(&data, false).map_err(|source| {
-                        RunError::Decode {
+                    let message =
+                        pgoutput::decode(&data, false).map_err(|source| RunError::Decode {
                             lsn: wal_start,
                             source,
-                        }
-                    })?;
+                        })?;
                     self.changes.clear();
                     self.assembler
                         .apply(message, &mut self.changes)

@@ -108,7 +108,10 @@ impl Writer {
                     b = id + 1,
                     c = id + 2
                 );
-                client.batch_execute(&sql).await.expect("writer transaction");
+                client
+                    .batch_execute(&sql)
+                    .await
+                    .expect("writer transaction");
                 id += 3;
                 transactions += 1;
             }
@@ -158,9 +161,7 @@ async fn snapshot_and_concurrent_writes_have_no_gap_and_no_double() {
     // Changes keep arriving while the slot is created and the snapshot copied.
     let writer = Writer::start(&setup.cluster, 1_000_000).await;
     let mut pgcdc = Pgcdc::run(&setup.config);
-    pgcdc
-        .wait_output("Snapshot complete", DEADLINE)
-        .await;
+    pgcdc.wait_output("Snapshot complete", DEADLINE).await;
     let sink = setup.sink.clone();
     wait_until("a streamed file lands after the snapshot", DEADLINE, || {
         let sink = sink.clone();
@@ -178,7 +179,10 @@ async fn snapshot_and_concurrent_writes_have_no_gap_and_no_double() {
     let rows = setup.rows();
     assert_no_duplicates(&rows);
     let snapshot_rows = rows.iter().filter(|r| r.op == 'R').count();
-    assert!(snapshot_rows >= 20_000, "snapshot copied {snapshot_rows} rows");
+    assert!(
+        snapshot_rows >= 20_000,
+        "snapshot copied {snapshot_rows} rows"
+    );
     let snapshot_lsn = rows.iter().find(|r| r.op == 'R').map(|r| r.commit_lsn);
     assert!(
         rows.iter()
@@ -209,7 +213,9 @@ async fn every_kind_of_change_and_tricky_text_survive() {
              delete from public.sales where id = 2;",
         )
         .await;
-    setup.wait_replay_matches("inserts, updates and deletes replay").await;
+    setup
+        .wait_replay_matches("inserts, updates and deletes replay")
+        .await;
 
     setup
         .cluster
@@ -269,18 +275,22 @@ async fn a_million_row_transaction_is_split_into_parts() {
         )
         .await;
     let sink = setup.sink.clone();
-    let files = wait_until("all parts of the big transaction land", DEADLINE * 3, || {
-        let sink = sink.clone();
-        async move {
-            let files = change_files(&sink, "public.sales").ok()?;
-            let names: Vec<FileName> = files
-                .iter()
-                .filter_map(|f| parse_file_name(f.strip_prefix(&sink).ok()?).ok())
-                .collect();
-            let (_, of) = names.first()?.part?;
-            (names.len() == of as usize).then_some(names)
-        }
-    })
+    let files = wait_until(
+        "all parts of the big transaction land",
+        DEADLINE * 3,
+        || {
+            let sink = sink.clone();
+            async move {
+                let files = change_files(&sink, "public.sales").ok()?;
+                let names: Vec<FileName> = files
+                    .iter()
+                    .filter_map(|f| parse_file_name(f.strip_prefix(&sink).ok()?).ok())
+                    .collect();
+                let (_, of) = names.first()?.part?;
+                (names.len() == of as usize).then_some(names)
+            }
+        },
+    )
     .await;
     assert!(files.len() > 1, "expected parts, got {files:?}");
     stop_cleanly(&mut pgcdc).await;
@@ -494,4 +504,48 @@ async fn wal_level_replica_is_refused_with_the_fix() {
         "csv",
     );
     expect_failure(&config, &[], "wal_level must be logical", None).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_snapshot_is_redone_from_a_fresh_slot() {
+    let setup = Setup::new("1s", "128MiB", "csv").await;
+    setup
+        .cluster
+        .execute(
+            "insert into public.sales (id, note, qty, price)
+             select g, 'seed', 1, 1 from generate_series(1, 100) g;",
+        )
+        .await;
+    setup
+        .cluster
+        .execute("select pg_create_logical_replication_slot('pgcdc', 'pgoutput');")
+        .await;
+    // What a crash in the middle of the first snapshot leaves behind: the slot, a pending
+    // checkpoint and a partial snapshot file.
+    let bookkeeping = setup.sink.join("_pgcdc/pgcdc");
+    std::fs::create_dir_all(&bookkeeping).expect("bookkeeping dir");
+    std::fs::write(
+        bookkeeping.join("checkpoint.json"),
+        r#"{"slot":"pgcdc","snapshot":"pending","snapshot_lsn":"0/10","commit_lsn":"0/0","flush_lsn":"0/0","updated_at":""}"#,
+    )
+    .expect("checkpoint");
+    let partial_dir = setup.sink.join("public.sales/dt=2024-01-01/hour=00");
+    std::fs::create_dir_all(&partial_dir).expect("partial dir");
+    let partial = partial_dir.join("0000000000000010-0000000000000010.csv");
+    std::fs::write(
+        &partial,
+        "_op,_commit_lsn,_seq,_xid,_commit_ts,_unchanged,id,note,qty,price,updated_at\nR,16,0,,2024-01-01T00:00:00.000000Z,,1,stale,1,1,\n",
+    )
+    .expect("partial file");
+
+    let mut pgcdc = Pgcdc::run(&setup.config);
+    pgcdc.wait_output("Snapshot complete", DEADLINE).await;
+    assert!(!partial.exists(), "the partial snapshot file is removed");
+    setup
+        .wait_replay_matches("the redone snapshot equals the table")
+        .await;
+    stop_cleanly(&mut pgcdc).await;
+    let rows = setup.rows();
+    assert_eq!(rows.iter().filter(|r| r.op == 'R').count(), 100);
+    assert_no_duplicates(&rows);
 }

@@ -142,10 +142,7 @@ mod tests {
     #[test]
     fn commit_timestamps_are_iso_utc() {
         assert_eq!(format_commit_ts(0), "2000-01-01T00:00:00.000000Z");
-        assert_eq!(
-            format_commit_ts(1_234_567),
-            "2000-01-01T00:00:01.234567Z"
-        );
+        assert_eq!(format_commit_ts(1_234_567), "2000-01-01T00:00:01.234567Z");
         assert_eq!(format_commit_ts(-1), "1999-12-31T23:59:59.999999Z");
     }
 

@@ -129,23 +129,20 @@ impl Batcher {
         let meta = txn.meta;
         self.opened_at.get_or_insert(now);
         let folder = row.table.folder();
-        let output = self
-            .tables
-            .entry(folder)
-            .or_insert_with(|| TableOutput {
-                first: meta.commit_lsn,
-                last: meta.commit_lsn,
-                first_commit_unix_micros: meta.commit_ts.saturating_add(PG_EPOCH_UNIX_MICROS),
-                finished: Vec::new(),
-                current: None,
-            });
+        let output = self.tables.entry(folder).or_insert_with(|| TableOutput {
+            first: meta.commit_lsn,
+            last: meta.commit_lsn,
+            first_commit_unix_micros: meta.commit_ts.saturating_add(PG_EPOCH_UNIX_MICROS),
+            finished: Vec::new(),
+            current: None,
+        });
         output.last = meta.commit_lsn;
 
         // A new header (schema change) starts a new part.
-        if let Some((table, _)) = &output.current {
-            if !table.same_header(&row.table) {
-                roll(output)?;
-            }
+        if let Some((table, _)) = &output.current
+            && !table.same_header(&row.table)
+        {
+            roll(output)?;
         }
         if output.current.is_none() {
             let path = self.spool_dir.join(format!(
@@ -193,7 +190,9 @@ impl Batcher {
     /// transactions.
     pub fn seal(&mut self) -> io::Result<Sealed> {
         if self.txn.is_some() {
-            return Err(io::Error::other("cannot close a window inside a transaction"));
+            return Err(io::Error::other(
+                "cannot close a window inside a transaction",
+            ));
         }
         let mut files = Vec::new();
         for (folder, mut output) in std::mem::take(&mut self.tables) {
@@ -315,7 +314,8 @@ mod tests {
         b.push(&row(&t, 0, "1"), t0).unwrap();
         assert!(!b.commit(Lsn::new(100), Lsn::new(110), t0 + Duration::from_secs(1)));
         b.begin(meta(200));
-        b.push(&row(&t, 0, "2"), t0 + Duration::from_secs(2)).unwrap();
+        b.push(&row(&t, 0, "2"), t0 + Duration::from_secs(2))
+            .unwrap();
         assert!(b.commit(Lsn::new(200), Lsn::new(210), t0 + Duration::from_secs(10)));
         let sealed = b.seal().unwrap();
         assert_eq!(sealed.last_commit, Some((Lsn::new(200), Lsn::new(210))));
@@ -356,7 +356,10 @@ mod tests {
         for seq in 0..40 {
             b.push(&row(&t, seq, &payload), now).unwrap();
         }
-        assert!(b.commit(Lsn::new(70), Lsn::new(80), now), "a split closes the window");
+        assert!(
+            b.commit(Lsn::new(70), Lsn::new(80), now),
+            "a split closes the window"
+        );
         let sealed = b.seal().unwrap();
         let n = sealed.files.len();
         assert!(n >= 4, "expected several parts, got {n}");

@@ -17,7 +17,9 @@ use crate::pgoutput::{Message, OldTuple, RelationId, Tuple, TupleData};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ChangesError {
-    #[error("pgoutput sent a {kind} for relation {id} before describing it with a Relation message")]
+    #[error(
+        "pgoutput sent a {kind} for relation {id} before describing it with a Relation message"
+    )]
     UnknownRelation { kind: &'static str, id: RelationId },
     #[error("pgoutput sent a {kind} outside a transaction (no Begin before it)")]
     OutsideTransaction { kind: &'static str },
@@ -32,7 +34,9 @@ pub enum ChangesError {
     },
     #[error("pgoutput sent a binary value for {table}.{column}, but pgcdc asks for text values")]
     BinaryValue { table: String, column: String },
-    #[error("pgoutput protocol v2 streaming message {kind} arrived, but pgcdc did not enable streaming")]
+    #[error(
+        "pgoutput protocol v2 streaming message {kind} arrived, but pgcdc did not enable streaming"
+    )]
     UnexpectedStreaming { kind: &'static str },
 }
 
@@ -141,7 +145,9 @@ impl Assembler {
                 });
             }
             Message::StreamStop => {
-                return Err(ChangesError::UnexpectedStreaming { kind: "Stream Stop" });
+                return Err(ChangesError::UnexpectedStreaming {
+                    kind: "Stream Stop",
+                });
             }
             Message::StreamCommit(_) => {
                 return Err(ChangesError::UnexpectedStreaming {
@@ -209,12 +215,10 @@ fn fields(
         .map(|(i, (value, column))| match value {
             TupleData::Null => Ok(Field::Null),
             TupleData::Text(bytes) => Ok(Field::Text(bytes.clone())),
-            TupleData::UnchangedToast => {
-                match old.and_then(|t| t.columns().get(i)) {
-                    Some(TupleData::Text(bytes)) => Ok(Field::Text(bytes.clone())),
-                    _ => Ok(Field::Unchanged),
-                }
-            }
+            TupleData::UnchangedToast => match old.and_then(|t| t.columns().get(i)) {
+                Some(TupleData::Text(bytes)) => Ok(Field::Text(bytes.clone())),
+                _ => Ok(Field::Unchanged),
+            },
             TupleData::Binary(_) => Err(ChangesError::BinaryValue {
                 table: table.to_string(),
                 column: column.name.clone(),

@@ -84,7 +84,9 @@ impl ObjectKey {
         let hour = segments.next()?;
         let dt = segments.next()?;
         let folder = segments.next()?;
-        if !hour.starts_with("hour=") || !dt.starts_with("dt=") || folder.starts_with(BOOKKEEPING_DIR)
+        if !hour.starts_with("hour=")
+            || !dt.starts_with("dt=")
+            || folder.starts_with(BOOKKEEPING_DIR)
         {
             return None;
         }
@@ -142,15 +144,16 @@ pub fn durable_positions<'a>(keys: impl IntoIterator<Item = &'a str>) -> Durable
         }
     }
     for ((folder, _, last, count), parts) in part_sets {
-        let mut indexes: Vec<u32> = parts.iter().filter_map(|p| p.part.map(|p| p.index)).collect();
+        let mut indexes: Vec<u32> = parts
+            .iter()
+            .filter_map(|p| p.part.map(|p| p.index))
+            .collect();
         indexes.sort_unstable();
         indexes.dedup();
         if indexes.len() == count as usize {
             bump(&mut durable.positions, &folder, last);
         } else {
-            durable
-                .incomplete
-                .extend(parts.into_iter().map(|p| p.key));
+            durable.incomplete.extend(parts.into_iter().map(|p| p.key));
         }
     }
     durable

@@ -129,10 +129,7 @@ impl Sink for LocalSink {
     }
 
     fn write(&self, key: &str, bytes: &[u8]) -> Result<(), SinkError> {
-        let tmp = self.spool.join(format!(
-            "{}.tmp",
-            key.replace('/', "_")
-        ));
+        let tmp = self.spool.join(format!("{}.tmp", key.replace('/', "_")));
         let result = (|| {
             let mut file = File::create(&tmp)?;
             file.write_all(bytes)?;
@@ -161,7 +158,8 @@ mod tests {
         let sink = LocalSink::open(dir.path(), "pgcdc").unwrap();
         let spool = sink.spool_dir().join("a.spool");
         fs::write(&spool, b"hello").unwrap();
-        sink.publish(&spool, "s.t/dt=2024-01-01/hour=00/x.csv").unwrap();
+        sink.publish(&spool, "s.t/dt=2024-01-01/hour=00/x.csv")
+            .unwrap();
         assert!(!spool.exists());
         sink.write("_pgcdc/pgcdc/checkpoint.json", b"{}").unwrap();
         assert_eq!(

@@ -33,8 +33,14 @@ pub enum Frame {
 pub enum FrameError {
     #[error("replication frame is empty")]
     Empty,
-    #[error("replication frame {kind:?} is {len} bytes, shorter than its fixed {needed}-byte header")]
-    Truncated { kind: char, len: usize, needed: usize },
+    #[error(
+        "replication frame {kind:?} is {len} bytes, shorter than its fixed {needed}-byte header"
+    )]
+    Truncated {
+        kind: char,
+        len: usize,
+        needed: usize,
+    },
     #[error("unknown replication frame kind {0:?} (expected 'w' or 'k')")]
     UnknownKind(char),
 }
@@ -151,7 +157,10 @@ mod tests {
             assert!(parse(k.slice(..len)).is_err());
         }
         let w = Bytes::from(vec![b'w'; 24]);
-        assert!(matches!(parse(w), Err(FrameError::Truncated { kind: 'w', .. })));
+        assert!(matches!(
+            parse(w),
+            Err(FrameError::Truncated { kind: 'w', .. })
+        ));
         assert_eq!(
             parse(Bytes::from_static(b"z")),
             Err(FrameError::UnknownKind('z'))
@@ -160,7 +169,12 @@ mod tests {
 
     #[test]
     fn status_update_layout() {
-        let b = status_update(Lsn::new(5), Lsn::new(3), PG_EPOCH_OFFSET_SECS * 1_000_000 + 42, true);
+        let b = status_update(
+            Lsn::new(5),
+            Lsn::new(3),
+            PG_EPOCH_OFFSET_SECS * 1_000_000 + 42,
+            true,
+        );
         assert_eq!(b.len(), 34);
         assert_eq!(b[0], b'r');
         assert_eq!(u64::from_be_bytes(b[1..9].try_into().unwrap()), 5);

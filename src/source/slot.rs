@@ -1,7 +1,7 @@
 //! Replication commands and catalog checks run on the replication connection before streaming.
 
-use super::conn::{quote_ident, quote_literal, Connection};
 use super::SourceError;
+use super::conn::{Connection, quote_ident, quote_literal};
 use crate::lsn::Lsn;
 
 /// What IDENTIFY_SYSTEM says about the server.
@@ -93,7 +93,9 @@ pub async fn find_slot(
     Ok(Some(ExistingSlot {
         plugin: result.first("plugin").unwrap_or_default().to_owned(),
         database: result.first("database").map(str::to_owned),
-        confirmed_flush: result.first("confirmed_flush_lsn").and_then(|l| l.parse().ok()),
+        confirmed_flush: result
+            .first("confirmed_flush_lsn")
+            .and_then(|l| l.parse().ok()),
         active_pid: result.first("active_pid").and_then(|p| p.parse().ok()),
     }))
 }

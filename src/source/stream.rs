@@ -15,9 +15,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use super::SourceError;
 use super::conn::{Connection, ServerError, ServerMessage};
 use super::frame::{self, Frame};
-use super::SourceError;
 use crate::lsn::Lsn;
 
 /// What the stream hands the pipeline, in server order.
@@ -208,9 +208,7 @@ async fn run(
                 }
             }
             ServerMessage::Known(backend::Message::ErrorResponse(body)) => {
-                return Err(SourceError::Server(ServerError::from_fields(
-                    body.fields(),
-                )));
+                return Err(SourceError::Server(ServerError::from_fields(body.fields())));
             }
             ServerMessage::Known(backend::Message::CopyDone) => return Err(SourceError::Closed),
             ServerMessage::Known(_) | ServerMessage::CopyBothResponse => continue,
