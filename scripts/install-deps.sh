@@ -77,4 +77,26 @@ if [[ $(id -u) -eq 0 ]]; then
     fi
     command -v runuser >/dev/null 2>&1 || { say "runuser (util-linux) is missing" >&2; exit 1; }
 fi
+# The Python venv (moto's S3 server for the tests; dbt later), outside the clone so CI reuses it.
+# Reinstalled only when requirements.txt changes.
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv=${PGCDC_VENV:-$HOME/.cache/pgcdc/venv}
+stamp="$venv/.requirements.sha256"
+want=$(sha256sum "$root/requirements.txt" | cut -d' ' -f1)
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$venv/bin/python" ]]; then
+    say "Python venv up to date: $venv"
+else
+    if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+        say "python3 venv support missing: installing python3-venv"
+        if [[ $(id -u) -eq 0 ]]; then sudo=(); else sudo=(sudo); fi
+        "${sudo[@]}" apt-get update
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-venv python3-pip </dev/null
+    fi
+    say "creating Python venv $venv from requirements.txt"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/requirements.txt"
+    echo "$want" > "$stamp"
+    say "Python venv ready: $venv"
+fi
 say "ok"

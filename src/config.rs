@@ -15,8 +15,6 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::Deserialize;
-
 /// Sections that environment variables may override. Other `PGCDC_*` variables (such as
 /// `PGCDC_CONFIG` or `PGCDC_LOG`) belong to the command line, not to the file.
 const SECTIONS: &[&str] = &["source", "sink", "batch", "metrics"];
@@ -105,6 +103,34 @@ pub struct SinkConfig {
 pub enum SinkTarget {
     /// A local directory (`file:///path`).
     Local(PathBuf),
+    /// An S3 bucket and key prefix (`s3://bucket/prefix`).
+    S3(S3Target),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Target {
+    pub bucket: String,
+    /// Without leading or trailing slashes; empty for the bucket root.
+    pub prefix: String,
+    /// None: the standard region chain (AWS_REGION, profile, instance metadata).
+    pub region: Option<String>,
+    /// None: AWS_ENDPOINT_URL if set, else AWS's own endpoint.
+    pub endpoint: Option<String>,
+    pub force_path_style: bool,
+    pub storage_class: Option<String>,
+    pub sse: Option<Sse>,
+    /// Files at least this large are uploaded in parts.
+    pub multipart_threshold: u64,
+    pub part_size: u64,
+    /// Where files are written before upload.
+    pub spool_dir: PathBuf,
+}
+
+/// Server-side encryption requested for every object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sse {
+    Aes256,
+    Kms { key_id: Option<String> },
 }
 
 #[derive(Debug, Clone)]
@@ -235,48 +261,56 @@ impl RawTable {
     }
 }
 
-/// Shape of the TOML file. Unknown sections and keys are rejected so a typo is not silently
-/// ignored.
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    #[serde(default)]
-    source: Option<FileSource>,
-    #[serde(default)]
-    sink: Option<FileSink>,
-    #[serde(default)]
-    batch: Option<FileBatch>,
-    #[serde(default)]
-    metrics: Option<FileMetrics>,
+/// Every setting pgcdc knows, by section. The file, the environment and the flags may only name
+/// these, so a typo fails loudly instead of being ignored.
+const KNOWN: &[(&str, &[&str])] = &[
+    ("source", &["url", "slot", "publication", "status_interval"]),
+    (
+        "sink",
+        &[
+            "url",
+            "region",
+            "endpoint",
+            "force_path_style",
+            "storage_class",
+            "sse",
+            "sse_kms_key_id",
+            "multipart_threshold",
+            "part_size",
+            "spool_dir",
+        ],
+    ),
+    ("batch", &["window", "max_file_bytes", "format"]),
+    ("metrics", &["listen"]),
+];
+
+fn known_keys(section: &str) -> Option<&'static [&'static str]> {
+    KNOWN
+        .iter()
+        .find(|(s, _)| *s == section)
+        .map(|(_, keys)| *keys)
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileSource {
-    url: Option<String>,
-    slot: Option<String>,
-    publication: Option<String>,
-    status_interval: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileSink {
-    url: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileBatch {
-    window: Option<String>,
-    max_file_bytes: Option<toml::Value>,
-    format: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileMetrics {
-    listen: Option<String>,
+fn unknown_key_error(key: &str, origin: &Origin) -> ConfigError {
+    let (section, _) = key.split_once('.').unwrap_or((key, ""));
+    let hint = match known_keys(section) {
+        Some(keys) => format!(
+            "the [{section}] section takes {}",
+            keys.iter()
+                .map(|k| format!("{section}.{k}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => format!(
+            "sections are {}",
+            KNOWN
+                .iter()
+                .map(|(s, _)| format!("[{s}]"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    ConfigError::Invalid(format!("unknown setting {key} ({origin}); {hint}"))
 }
 
 impl Config {
@@ -319,39 +353,38 @@ impl Config {
 }
 
 fn read_file(text: &str, path: &Path, raw: &mut RawTable) -> Result<(), ConfigError> {
-    let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+    let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
         path: path.to_owned(),
-        message: e.message().to_owned(),
+        message: e.message().trim().to_owned(),
     })?;
     let origin = || Origin::File(path.to_owned());
-    let mut put = |key: &str, value: Option<String>| {
-        if let Some(value) = value {
-            raw.insert(key.to_owned(), value, origin());
-        }
-    };
-    if let Some(s) = file.source {
-        put("source.url", s.url);
-        put("source.slot", s.slot);
-        put("source.publication", s.publication);
-        put("source.status_interval", s.status_interval);
-    }
-    if let Some(s) = file.sink {
-        put("sink.url", s.url);
-    }
-    if let Some(b) = file.batch {
-        put("batch.window", b.window);
-        // Sizes may be written as a bare integer (bytes) or a string ("128MiB").
-        put(
-            "batch.max_file_bytes",
-            b.max_file_bytes.map(|v| match v {
+    for (section, value) in table {
+        let toml::Value::Table(entries) = value else {
+            return Err(unknown_key_error(&section, &origin()));
+        };
+        let keys = known_keys(&section).ok_or_else(|| unknown_key_error(&section, &origin()))?;
+        for (key, value) in entries {
+            let full = format!("{section}.{key}");
+            if !keys.contains(&key.as_str()) {
+                return Err(unknown_key_error(&full, &origin()));
+            }
+            // Everything is validated from its text form, whatever TOML type it was written
+            // in, so the file and PGCDC_* variables go through the same checks.
+            let text = match value {
                 toml::Value::String(s) => s,
-                other => other.to_string(),
-            }),
-        );
-        put("batch.format", b.format);
-    }
-    if let Some(m) = file.metrics {
-        put("metrics.listen", m.listen);
+                toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_) => {
+                    value.to_string()
+                }
+                _ => {
+                    return Err(value_error(
+                        &full,
+                        &origin(),
+                        "must be a string, a number or a boolean",
+                    ));
+                }
+            };
+            raw.insert(full, text, origin());
+        }
     }
     Ok(())
 }
@@ -432,27 +465,16 @@ fn validate(mut raw: RawTable, pgpassword: Option<String>) -> Result<Config, Con
         raw.take_or("source.status_interval", "10s"),
     )?;
 
-    let (sink_url, origin) = raw.require("sink.url")?;
-    let target = parse_sink_url(&sink_url).map_err(|m| value_error("sink.url", &origin, m))?;
+    let target = sink_target(&mut raw, slot.as_str())?;
 
     let window = parse_duration("batch.window", raw.take_or("batch.window", "60s"))?;
-    let (size, origin) = raw.take_or("batch.max_file_bytes", "128MiB");
-    let max_file_bytes = size
-        .trim()
-        .parse::<bytesize::ByteSize>()
-        .map_err(|e| {
-            value_error(
-                "batch.max_file_bytes",
-                &origin,
-                format!("{size:?} is not a size ({e}); write it like \"128MiB\""),
-            )
-        })?
-        .as_u64();
+    let max_file_bytes = parse_size(
+        "batch.max_file_bytes",
+        raw.take_or("batch.max_file_bytes", "128MiB"),
+    )?;
     if max_file_bytes < 1024 {
-        return Err(value_error(
-            "batch.max_file_bytes",
-            &origin,
-            "must be at least 1KiB",
+        return Err(ConfigError::Invalid(
+            "batch.max_file_bytes must be at least 1KiB".to_owned(),
         ));
     }
     let (format, origin) = raw.take_or("batch.format", "csv.gz");
@@ -478,10 +500,9 @@ fn validate(mut raw: RawTable, pgpassword: Option<String>) -> Result<Config, Con
     })?;
 
     // Anything left over came from the environment or a flag and names no known key.
+    // Those from the file were checked as it was read.
     if let Some((key, (_, origin))) = raw.0.into_iter().next() {
-        return Err(ConfigError::Invalid(format!(
-            "unknown setting {key} ({origin}); known settings are source.url, source.slot, source.publication, source.status_interval, sink.url, batch.window, batch.max_file_bytes, batch.format, metrics.listen"
-        )));
+        return Err(unknown_key_error(&key, &origin));
     }
 
     Ok(Config {
@@ -501,23 +522,156 @@ fn validate(mut raw: RawTable, pgpassword: Option<String>) -> Result<Config, Con
     })
 }
 
-fn parse_sink_url(url: &str) -> Result<SinkTarget, String> {
+fn parse_size(key: &str, (value, origin): (String, Origin)) -> Result<u64, ConfigError> {
+    value
+        .trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| {
+            value_error(
+                key,
+                &origin,
+                format!("{value:?} is not a size ({e}); write it like \"128MiB\""),
+            )
+        })
+}
+
+fn parse_bool(key: &str, (value, origin): (String, Origin)) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(value_error(
+            key,
+            &origin,
+            format!("{value:?} is not a boolean: use true or false"),
+        )),
+    }
+}
+
+/// Settings only an S3 sink takes; naming one with a `file://` sink is a mistake worth a word.
+const S3_ONLY: &[&str] = &[
+    "sink.region",
+    "sink.endpoint",
+    "sink.force_path_style",
+    "sink.storage_class",
+    "sink.sse",
+    "sink.sse_kms_key_id",
+    "sink.multipart_threshold",
+    "sink.part_size",
+    "sink.spool_dir",
+];
+
+fn sink_target(raw: &mut RawTable, slot: &str) -> Result<SinkTarget, ConfigError> {
+    let (url, origin) = raw.require("sink.url")?;
     if let Some(path) = url.strip_prefix("file://") {
         if !path.starts_with('/') {
-            return Err(format!(
-                "{url:?} must be an absolute path: file:///var/lib/pgcdc/stage"
+            return Err(value_error(
+                "sink.url",
+                &origin,
+                format!("{url:?} must be an absolute path: file:///var/lib/pgcdc/stage"),
             ));
+        }
+        if let Some(key) = S3_ONLY.iter().find(|k| raw.0.contains_key(**k)) {
+            return Err(ConfigError::Invalid(format!(
+                "{key} applies to s3:// sinks only, but sink.url is {url:?}"
+            )));
         }
         return Ok(SinkTarget::Local(PathBuf::from(path)));
     }
-    if url.starts_with("s3://") {
-        return Err(format!(
-            "{url:?}: the S3 sink is not available in this build yet; use file:///path"
+    let Some(rest) = url.strip_prefix("s3://") else {
+        return Err(value_error(
+            "sink.url",
+            &origin,
+            format!("{url:?} is not a sink URL: use file:///absolute/path or s3://bucket/prefix"),
+        ));
+    };
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if !bucket_ok {
+        return Err(value_error(
+            "sink.url",
+            &origin,
+            format!(
+                "{bucket:?} is not a valid S3 bucket name (3-63 lower-case letters, digits, '-' or '.')"
+            ),
         ));
     }
-    Err(format!(
-        "{url:?} is not a sink URL: use file:///absolute/path"
-    ))
+    let prefix = prefix.trim_matches('/').to_owned();
+
+    let region = raw.take("sink.region").map(|(v, _)| v);
+    let endpoint = match raw.take("sink.endpoint") {
+        Some((endpoint, origin)) => {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(value_error(
+                    "sink.endpoint",
+                    &origin,
+                    format!("{endpoint:?} must be an http:// or https:// URL"),
+                ));
+            }
+            Some(endpoint)
+        }
+        None => None,
+    };
+    let force_path_style = match raw.take("sink.force_path_style") {
+        Some(v) => parse_bool("sink.force_path_style", v)?,
+        None => false,
+    };
+    let storage_class = raw.take("sink.storage_class").map(|(v, _)| v);
+    let sse = match raw.take("sink.sse") {
+        None => None,
+        Some((value, origin)) => match value.as_str() {
+            "AES256" => Some(Sse::Aes256),
+            "aws:kms" => Some(Sse::Kms {
+                key_id: raw.take("sink.sse_kms_key_id").map(|(v, _)| v),
+            }),
+            other => {
+                return Err(value_error(
+                    "sink.sse",
+                    &origin,
+                    format!(
+                        "{other:?} is not a server-side encryption: use \"AES256\" or \"aws:kms\""
+                    ),
+                ));
+            }
+        },
+    };
+    if let Some((_, origin)) = raw.take("sink.sse_kms_key_id") {
+        return Err(value_error(
+            "sink.sse_kms_key_id",
+            &origin,
+            "needs sink.sse = \"aws:kms\"",
+        ));
+    }
+    const MIN_PART: u64 = 5 * 1024 * 1024;
+    let part_size = parse_size("sink.part_size", raw.take_or("sink.part_size", "16MiB"))?;
+    if part_size < MIN_PART {
+        return Err(ConfigError::Invalid(
+            "sink.part_size must be at least 5MiB (the S3 minimum for multipart parts)".to_owned(),
+        ));
+    }
+    let multipart_threshold = parse_size(
+        "sink.multipart_threshold",
+        raw.take_or("sink.multipart_threshold", "64MiB"),
+    )?;
+    let spool_dir = raw
+        .take("sink.spool_dir")
+        .map(|(v, _)| PathBuf::from(v))
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("pgcdc-{slot}-spool")));
+    Ok(SinkTarget::S3(S3Target {
+        bucket: bucket.to_owned(),
+        prefix,
+        region,
+        endpoint,
+        force_path_style,
+        storage_class,
+        sse,
+        multipart_threshold,
+        part_size,
+        spool_dir,
+    }))
 }
 
 #[cfg(test)]
@@ -629,6 +783,76 @@ listen = "127.0.0.1:9464"
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn s3_sink_settings() {
+        let text = FULL.replace(
+            "url = \"file:///var/lib/pgcdc/stage\"",
+            "url = \"s3://my-bucket/cdc/prod/\"\nregion = \"eu-west-1\"\nforce_path_style = true\nsse = \"aws:kms\"\nsse_kms_key_id = \"alias/pgcdc\"\npart_size = \"8MiB\"",
+        );
+        let config = load(&text, &[("PGCDC_SINK_ENDPOINT", "http://127.0.0.1:9000")]).unwrap();
+        let SinkTarget::S3(s3) = config.sink.target else {
+            panic!("expected an S3 target");
+        };
+        assert_eq!(s3.bucket, "my-bucket");
+        assert_eq!(s3.prefix, "cdc/prod");
+        assert_eq!(s3.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert!(s3.force_path_style);
+        assert_eq!(
+            s3.sse,
+            Some(Sse::Kms {
+                key_id: Some("alias/pgcdc".into())
+            })
+        );
+        assert_eq!(s3.part_size, 8 * 1024 * 1024);
+        assert_eq!(s3.multipart_threshold, 64 * 1024 * 1024);
+    }
+
+    #[test]
+    fn s3_mistakes_are_named() {
+        for (url, extra, needle) in [
+            ("s3://B", "", "not a valid S3 bucket name"),
+            ("s3://bucket/p", "sse = \"rot13\"", "sink.sse"),
+            ("s3://bucket/p", "part_size = \"1MiB\"", "at least 5MiB"),
+            (
+                "s3://bucket/p",
+                "force_path_style = \"maybe\"",
+                "not a boolean",
+            ),
+            (
+                "s3://bucket/p",
+                "endpoint = \"localhost:9000\"",
+                "http:// or https://",
+            ),
+            (
+                "file:///tmp/x",
+                "region = \"eu-west-1\"",
+                "applies to s3:// sinks only",
+            ),
+        ] {
+            let text = FULL.replace(
+                "url = \"file:///var/lib/pgcdc/stage\"",
+                &format!("url = \"{url}\"\n{extra}"),
+            );
+            let err = load(&text, &[]).unwrap_err().to_string();
+            assert!(err.contains(needle), "{url} {extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_sections_and_keys_list_what_is_known() {
+        let err = load(&format!("{FULL}\n[sinks]\nurl = \"x\"\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown setting sinks"), "{err}");
+        assert!(err.contains("[source]"), "{err}");
+        let err = load(FULL, &[("PGCDC_SINK_BUCKET", "x")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown setting sink.bucket"), "{err}");
+        assert!(err.contains("sink.endpoint"), "{err}");
     }
 
     #[test]

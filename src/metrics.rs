@@ -6,7 +6,10 @@
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -18,6 +21,8 @@ pub struct Metrics {
     pub bytes: IntCounterVec,
     pub checkpoint_lsn: IntGauge,
     pub received_lsn: IntGauge,
+    pub sink_errors: IntCounterVec,
+    pub upload_seconds: Histogram,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -49,6 +54,24 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "pgcdc_received_lsn",
         "Start LSN of the last message received, as an integer",
     )?;
+    let sink_errors = IntCounterVec::new(
+        Opts::new(
+            "pgcdc_sink_errors_total",
+            "Failed sink requests, by kind (timeout, connection, throttled, server, permanent)",
+        ),
+        &["kind"],
+    )?;
+    let upload_seconds = Histogram::with_opts(
+        HistogramOpts::new(
+            "pgcdc_upload_duration_seconds",
+            "Time to make one file durable in the sink, retries included",
+        )
+        .buckets(vec![
+            0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        ]),
+    )?;
+    registry.register(Box::new(sink_errors.clone()))?;
+    registry.register(Box::new(upload_seconds.clone()))?;
     registry.register(Box::new(rows.clone()))?;
     registry.register(Box::new(transactions.clone()))?;
     registry.register(Box::new(files.clone()))?;
@@ -63,6 +86,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         bytes,
         checkpoint_lsn,
         received_lsn,
+        sink_errors,
+        upload_seconds,
     })
 }
 

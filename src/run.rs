@@ -21,7 +21,7 @@ use crate::config::{Config, SinkTarget};
 use crate::lsn::Lsn;
 use crate::metrics;
 use crate::pgoutput::{self, DecodeError};
-use crate::sink::{LocalSink, ObjectKey, Sink, SinkError, key};
+use crate::sink::{LocalSink, ObjectKey, S3Sink, Sink, SinkError, key};
 use crate::snapshot::{self, SnapshotError};
 use crate::source::{self, Connection, SourceError, SourceEvent, Stream, slot};
 
@@ -71,10 +71,10 @@ pub fn run(
     handle: &Handle,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), RunError> {
-    let SinkTarget::Local(root) = &config.sink.target;
-    let sink = LocalSink::open(root, config.source.slot.as_str())?;
-    clear_spool(&sink)?;
     let slot_name = config.source.slot.as_str();
+    let sink = open_sink(config, handle, &shutdown)?;
+    let sink = sink.as_ref();
+    clear_spool(sink)?;
 
     let mut conn = handle.block_on(Connection::connect(&config.source.connect))?;
     handle.block_on(slot::check_prerequisites(
@@ -89,7 +89,7 @@ pub fn run(
         "Connected for replication"
     );
 
-    let mut checkpoint = Checkpoint::load(&sink, slot_name)?;
+    let mut checkpoint = Checkpoint::load(sink, slot_name)?;
     let mut existing = handle.block_on(slot::find_slot(&mut conn, slot_name))?;
 
     if let Some(ck) = &checkpoint
@@ -100,7 +100,7 @@ pub fn run(
             "A previous snapshot was interrupted; removing its slot and files and starting over"
         );
         if let Some(lsn) = ck.snapshot_lsn {
-            delete_snapshot_files(&sink, lsn)?;
+            delete_snapshot_files(sink, lsn)?;
         }
         if existing.take().is_some() {
             handle.block_on(slot::drop_slot(&mut conn, slot_name))?;
@@ -137,7 +137,7 @@ pub fn run(
                         "Slot exists and has no checkpoint: streaming from it without a snapshot"
                     );
                     let mut ck = Checkpoint::new(slot_name, SnapshotState::Skipped);
-                    ck.save(&sink)?;
+                    ck.save(sink)?;
                     ck
                 }
             }
@@ -149,7 +149,7 @@ pub fn run(
                 flush: ck.flush_lsn,
             });
         }
-        (None, None) => initial_snapshot(config, handle, &sink, &mut conn, &mut batcher)?,
+        (None, None) => initial_snapshot(config, handle, sink, &mut conn, &mut batcher)?,
     };
 
     let durable = key::durable_positions(sink.list()?.iter().map(String::as_str));
@@ -177,7 +177,7 @@ pub fn run(
     );
 
     let mut pipeline = Pipeline {
-        sink: &sink,
+        sink,
         batcher,
         assembler: Assembler::new(),
         checkpoint,
@@ -194,6 +194,24 @@ pub fn run(
         debug!(error = %e, "Pipeline stopped");
     }
     result
+}
+
+/// Opens the configured sink; an S3 sink is checked for reachability and write access first.
+fn open_sink(
+    config: &Config,
+    handle: &Handle,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Box<dyn Sink>, RunError> {
+    let slot = config.source.slot.as_str();
+    Ok(match &config.sink.target {
+        SinkTarget::Local(root) => Box::new(LocalSink::open(root, slot)?),
+        SinkTarget::S3(target) => {
+            let (sink, info) = handle.block_on(S3Sink::connect(target, shutdown.clone()))?;
+            handle.block_on(sink.check_writable(slot))?;
+            sink.log_info(&info);
+            Box::new(sink)
+        }
+    })
 }
 
 /// Spool files left by a previous run were never published; their rows will be sent again.

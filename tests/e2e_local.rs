@@ -210,6 +210,7 @@ async fn every_kind_of_change_and_tricky_text_survive() {
                 (7, '   padded   ', 7, 7.00);
              update public.sales set note = 'was null' where id = 1;
              update public.sales set note = null where id = 3;
+             update public.sales set id = 70 where id = 7;
              delete from public.sales where id = 2;",
         )
         .await;
@@ -248,8 +249,16 @@ async fn every_kind_of_change_and_tricky_text_survive() {
         .find(|r| r.op == 'I' && r.get("id") == Some("1"))
         .expect("insert of id 1");
     assert_eq!(null.get("note"), None, "NULL is not the empty string");
-    let delete = rows.iter().find(|r| r.op == 'D').expect("a delete");
-    assert_eq!(delete.get("id"), Some("2"), "deletes carry the key");
+    let deleted: Vec<Option<&str>> = rows
+        .iter()
+        .filter(|r| r.op == 'D')
+        .map(|r| r.get("id"))
+        .collect();
+    assert_eq!(
+        deleted,
+        vec![Some("7"), Some("2")],
+        "deletes carry the key, and a key change deletes the old key"
+    );
     for row in &rows {
         assert!(
             row.commit_ts

@@ -116,6 +116,13 @@ impl Assembler {
             }
             Message::Update(update) => {
                 let table = self.relation("Update", update.relation_id)?;
+                // PostgreSQL sends the old key ('K') only when the update changed the replica
+                // identity. The row then moved to a new key: write a delete of the old key
+                // first, so a replay by key does not keep the old row alive.
+                if let Some(OldTuple::Key(old_key)) = &update.old {
+                    let fields = fields(&table, "Update", old_key, None)?;
+                    self.push_row(out, "Update", table.clone(), Op::Delete, fields)?;
+                }
                 // Only a full old tuple (REPLICA IDENTITY FULL) holds the values an unchanged
                 // TOAST column had; a key tuple carries the key columns alone.
                 let old = match &update.old {
@@ -352,6 +359,30 @@ mod tests {
         let rows = rows(&out);
         assert_eq!(rows[0].fields[1], Field::Unchanged);
         assert_eq!(rows[1].fields[1], Field::Text(Bytes::from_static(b"big")));
+    }
+
+    #[test]
+    fn a_key_change_deletes_the_old_key_first() {
+        let mut a = Assembler::new();
+        let mut out = Vec::new();
+        a.apply(relation(1), &mut out).unwrap();
+        a.apply(begin(), &mut out).unwrap();
+        a.apply(
+            Message::Update(Update {
+                xid: None,
+                relation_id: 1,
+                old: Some(OldTuple::Key(Tuple(vec![text("1"), TupleData::Null]))),
+                new: Tuple(vec![text("2"), text("moved")]),
+            }),
+            &mut out,
+        )
+        .unwrap();
+        let rows = rows(&out);
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].op, rows[0].seq), (Op::Delete, 0));
+        assert_eq!(rows[0].fields[0], Field::Text(Bytes::from_static(b"1")));
+        assert_eq!((rows[1].op, rows[1].seq), (Op::Update, 1));
+        assert_eq!(rows[1].fields[0], Field::Text(Bytes::from_static(b"2")));
     }
 
     #[test]

@@ -42,7 +42,7 @@ impl LocalSink {
             op,
             key: key.to_owned(),
             location: self.location(),
-            source,
+            message: source.to_string(),
         }
     }
 }

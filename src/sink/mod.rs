@@ -7,19 +7,23 @@
 
 pub mod key;
 pub mod local;
+pub mod retry;
+pub mod s3;
 
 use std::path::{Path, PathBuf};
 
 pub use key::{ObjectKey, Part};
 pub use local::LocalSink;
+pub use s3::{S3Info, S3Sink};
 
+/// A sink operation that failed, with what was being done to which object where.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot {op} {key} in {location}: {source}")]
+#[error("cannot {op} {key} in {location}: {message}")]
 pub struct SinkError {
     pub op: &'static str,
     pub key: String,
     pub location: String,
-    pub source: std::io::Error,
+    pub message: String,
 }
 
 pub trait Sink: Send {
