@@ -22,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Stream changes into the sink until SIGTERM or SIGINT.
     Run(Common),
+    /// Check the configuration, the server prerequisites and the sink; exit 0 only if all pass.
+    Check(Common),
 }
 
 /// Flags shared by every command that reads the configuration.

@@ -6,6 +6,7 @@
 
 pub mod batch;
 pub mod changes;
+pub mod check;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;

@@ -47,6 +47,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("cannot start the async runtime")?;
             runtime.block_on(serve(config))
         }
+        Command::Check(common) => {
+            let config = Config::load(
+                common.config.as_deref(),
+                std::env::vars(),
+                &common.overrides(),
+            )?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let findings = runtime.block_on(pgcdc::check::run(&config));
+            print!("{}", pgcdc::check::render(&findings));
+            if findings.iter().all(|f| f.ok) {
+                Ok(())
+            } else {
+                anyhow::bail!("some checks failed; see above for what to fix")
+            }
+        }
     }
 }
 

@@ -298,3 +298,41 @@ async fn wrong_bucket_and_wrong_credentials_fail_clearly() {
     assert!(!output.contains(SECRET_KEY), "{output}");
     assert!(!output.contains("panicked"), "{output}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_reports_the_resolved_sink_and_never_the_secret() {
+    let setup = Setup::new().await;
+    let config = setup.config(&setup.moto.endpoint(), "");
+    let output = pgcdc_output(
+        ["check".as_ref(), "--config".as_ref(), config.as_os_str()],
+        &aws_env(),
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("region us-east-1"), "{text}");
+    assert!(
+        text.contains(&format!("endpoint {}", setup.moto.endpoint())),
+        "{text}"
+    );
+    assert!(text.contains("credentials from Environment"), "{text}");
+    assert!(text.contains("is writable"), "{text}");
+    assert!(text.contains("all checks passed"), "{text}");
+    assert!(!text.contains(SECRET_KEY), "{text}");
+
+    let mut envs = aws_env();
+    envs.push(("PGCDC_SOURCE_PUBLICATION", "missing_pub"));
+    let output = pgcdc_output(
+        ["check".as_ref(), "--config".as_ref(), config.as_os_str()],
+        &envs,
+    );
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(!output.status.success(), "{text}");
+    assert!(
+        text.contains("FAIL  publication  publication \"missing_pub\" does not exist"),
+        "{text}"
+    );
+}

@@ -54,6 +54,12 @@ pub async fn check_prerequisites(
     conn: &mut Connection,
     publication: &str,
 ) -> Result<(), SourceError> {
+    check_wal_level(conn).await?;
+    publication_tables(conn, publication).await?;
+    Ok(())
+}
+
+pub async fn check_wal_level(conn: &mut Connection) -> Result<(), SourceError> {
     let wal_level = conn.simple_query("SHOW wal_level").await?;
     let level = wal_level.first("wal_level").unwrap_or_default();
     if level != "logical" {
@@ -61,6 +67,14 @@ pub async fn check_prerequisites(
             "wal_level must be logical (it is {level}): run `ALTER SYSTEM SET wal_level = logical;` and restart PostgreSQL"
         )));
     }
+    Ok(())
+}
+
+/// The tables of the publication (`schema.table`); an error when it does not exist.
+pub async fn publication_tables(
+    conn: &mut Connection,
+    publication: &str,
+) -> Result<Vec<String>, SourceError> {
     let found = conn
         .simple_query(&format!(
             "SELECT 1 AS found FROM pg_catalog.pg_publication WHERE pubname = {}",
@@ -74,7 +88,26 @@ pub async fn check_prerequisites(
             quote_ident(publication)
         )));
     }
-    Ok(())
+    let tables = conn
+        .simple_query(&format!(
+            "SELECT schemaname || '.' || tablename AS name FROM pg_catalog.pg_publication_tables WHERE pubname = {} ORDER BY 1",
+            quote_literal(publication)
+        ))
+        .await?;
+    Ok(tables
+        .rows
+        .into_iter()
+        .filter_map(|row| row.into_iter().next().flatten())
+        .collect())
+}
+
+/// The server's version string (`15.18 (Debian 15.18-0+deb12u1)`).
+pub async fn server_version(conn: &mut Connection) -> Result<String, SourceError> {
+    let result = conn.simple_query("SHOW server_version").await?;
+    Ok(result
+        .first("server_version")
+        .unwrap_or_default()
+        .to_owned())
 }
 
 pub async fn find_slot(
