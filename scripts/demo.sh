@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # pgcdc end to end on a laptop: a throwaway PostgreSQL cluster with ecommerce_sales and sample
-# data, pgcdc streaming it into 2-second gzip CSV windows in a local directory while a shop
-# workload runs, a clean SIGTERM, and then the proof: the files, rows per operation, and whether
-# replaying the files gives exactly the table.
+# data, a local S3 server (moto), pgcdc streaming the table into 2-second gzip CSV windows in an
+# S3 bucket while a shop workload runs, a clean SIGTERM, and then the proof: the files, rows per
+# operation, and whether replaying the files gives exactly the table.
 #
 #   make demo                      (installs deps, builds release, runs this)
 #   DEMO_SETUP_ONLY=1 scripts/demo.sh    cluster + schema + sample data only, then clean up
 #
-# Knobs: DEMO_ROWS (2000), DEMO_WORKLOAD_SECONDS (10), DEMO_KEEP=1 (keep the temp dir and print
+# Knobs: DEMO_SINK (s3 | file: a local directory instead of the S3 server), DEMO_ROWS (2000), DEMO_WORKLOAD_SECONDS (10), DEMO_KEEP=1 (keep the temp dir and print
 # its path), DEMO_EXTRA_SQL=<file> (run it in `shop` after the sample data), PGCDC_BIN (default
 # $CARGO_TARGET_DIR/release/pgcdc), PGCDC_PG_BINDIR.
 #
@@ -22,6 +22,10 @@ pgcdc_bin=${PGCDC_BIN:-$target_dir/release/pgcdc}
 rows=${DEMO_ROWS:-2000}
 workload_seconds=${DEMO_WORKLOAD_SECONDS:-10}
 setup_only=${DEMO_SETUP_ONLY:-0}
+sink_kind=${DEMO_SINK:-s3}
+venv=${PGCDC_VENV:-$HOME/.cache/pgcdc/venv}
+bucket=pgcdc-demo
+prefix=shop
 slot=pgcdc
 publication=pgcdc_pub
 table=ecommerce_sales
@@ -106,6 +110,7 @@ config=$work/pgcdc.toml
 pgcdc_log=$work/pgcdc.log
 pg_started=0
 pgcdc_pid=
+moto_pid=
 
 cleanup() {
     local status=$?
@@ -122,6 +127,10 @@ cleanup() {
             printf '\n--- last lines of the PostgreSQL log ---\n' >&2
             tail -n 20 "$pgdir/postgres.log" >&2 || true
         fi
+    fi
+    if [[ -n "$moto_pid" ]]; then
+        kill "$moto_pid" 2>/dev/null || true
+        wait "$moto_pid" 2>/dev/null || true
     fi
     if ((pg_started)); then
         "${as_pg[@]}" "$bindir/pg_ctl" stop -D "$pgdir/data" -m immediate -w -s >/dev/null 2>&1 || true
@@ -241,6 +250,33 @@ fi
 # --- pgcdc --------------------------------------------------------------------------------------
 [[ -x "$pgcdc_bin" ]] || die "no pgcdc binary at $pgcdc_bin (run 'make build' or set PGCDC_BIN)"
 metrics_port=$(free_port)
+case "$sink_kind" in
+    s3)
+        [[ -x "$venv/bin/moto_server" ]] || die "no moto_server in $venv (run scripts/install-deps.sh)"
+        s3_port=$(free_port)
+        s3_endpoint=http://127.0.0.1:$s3_port
+        step "Starting a local S3 server (moto) on $s3_endpoint"
+        MOTO_S3_DEFAULT_KEY_BUFFER_SIZE=65536 "$venv/bin/moto_server" -H 127.0.0.1 -p "$s3_port" \
+            >"$work/moto.log" 2>&1 </dev/null &
+        moto_pid=$!
+        export AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo-secret AWS_REGION=us-east-1
+        export AWS_EC2_METADATA_DISABLED=true
+        s3() { "$venv/bin/python" "$repo/scripts/s3util.py" "$s3_endpoint" "$@"; }
+        moto_up() { s3 mkbucket "$bucket" >/dev/null 2>&1; }
+        wait_for "the S3 server to accept requests" 30 moto_up
+        info "bucket s3://$bucket created"
+        sink_section="url = \"s3://$bucket/$prefix\"
+endpoint = \"$s3_endpoint\"
+force_path_style = true
+spool_dir = \"$work/spool\""
+        read_checkpoint() { s3 get "$bucket" "$prefix/_pgcdc/$slot/checkpoint.json"; }
+        ;;
+    file)
+        sink_section="url = \"file://$stage\""
+        read_checkpoint() { cat "$stage/_pgcdc/$slot/checkpoint.json" 2>/dev/null; }
+        ;;
+    *) die "DEMO_SINK must be s3 or file" ;;
+esac
 cat >"$config" <<EOF
 [source]
 url = "postgres://$user:$password@127.0.0.1:$port/shop"
@@ -248,7 +284,7 @@ slot = "$slot"
 publication = "$publication"
 
 [sink]
-url = "file://$stage"
+$sink_section
 
 [batch]
 window = "2s"
@@ -295,10 +331,9 @@ commit;
 EOF
 )
 info "waiting for the checkpoint to reach $target (pg_current_wal_lsn $(sql -At -c 'select pg_current_wal_lsn()'))"
-checkpoint=$stage/_pgcdc/$slot/checkpoint.json
 checkpoint_lsn() {
     local text value
-    text=$(cat "$checkpoint" 2>/dev/null) || return 1
+    text=$(read_checkpoint) || return 1
     value=$(grep -o '"commit_lsn"[[:space:]]*:[[:space:]]*"\?[0-9A-Fa-f/]*' <<<"$text" | grep -o '[0-9A-Fa-f/]*$' | head -n 1) || return 1
     if [[ "$value" == */* ]]; then
         echo "$value"
@@ -313,8 +348,8 @@ checkpoint_reached() {
     lsn=$(checkpoint_lsn) || return 1
     [[ $(sql -At -c "select '$lsn'::pg_lsn >= '$target'::pg_lsn") == t ]]
 }
-wait_for "$checkpoint commit_lsn >= $target" 120 checkpoint_reached
-info "checkpoint: $(tr -d '\n' <"$checkpoint")"
+wait_for "the checkpoint's commit_lsn >= $target" 120 checkpoint_reached
+info "checkpoint: $(read_checkpoint | tr -d '\n')"
 
 if command -v curl >/dev/null 2>&1; then
     step "A few of pgcdc's metrics (http://127.0.0.1:$metrics_port/metrics)"
@@ -332,6 +367,10 @@ pgcdc_pid=
 info "pgcdc exited 0"
 
 # --- what landed --------------------------------------------------------------------------------
+if [[ "$sink_kind" == s3 ]]; then
+    step "Downloading s3://$bucket/$prefix/ to $stage"
+    info "$(s3 sync "$bucket" "$prefix" "$stage") objects"
+fi
 step "Files in $stage"
 mapfile -t files < <(cd "$stage" && find . -path ./_pgcdc -prune -o -type f \
     \( -name '*.csv' -o -name '*.csv.gz' \) ! -name '.*' -print | sed 's|^\./||' | sort)
