@@ -134,16 +134,6 @@ fn assert_no_duplicates(rows: &[ChangeRow]) {
     );
 }
 
-async fn stop_cleanly(pgcdc: &mut Pgcdc) {
-    pgcdc.terminate();
-    let status = pgcdc.wait_exit(DEADLINE).await;
-    assert!(
-        status.success(),
-        "pgcdc exited with {status} after SIGTERM:\n{}",
-        pgcdc.output_text()
-    );
-}
-
 fn data_files(sink: &Path) -> Vec<PathBuf> {
     change_files(sink, "public.sales").unwrap_or_default()
 }
@@ -174,7 +164,7 @@ async fn snapshot_and_concurrent_writes_have_no_gap_and_no_double() {
     let transactions = writer.stop().await;
     assert!(transactions > 0);
     setup.wait_replay_matches("replay equals the table").await;
-    stop_cleanly(&mut pgcdc).await;
+    pgcdc.stop_cleanly(DEADLINE).await;
 
     let rows = setup.rows();
     assert_no_duplicates(&rows);
@@ -226,7 +216,7 @@ async fn every_kind_of_change_and_tricky_text_survive() {
         )
         .await;
     setup.wait_replay_matches("truncate replays").await;
-    stop_cleanly(&mut pgcdc).await;
+    pgcdc.stop_cleanly(DEADLINE).await;
 
     let rows = setup.rows();
     assert_no_duplicates(&rows);
@@ -302,7 +292,7 @@ async fn a_million_row_transaction_is_split_into_parts() {
     )
     .await;
     assert!(files.len() > 1, "expected parts, got {files:?}");
-    stop_cleanly(&mut pgcdc).await;
+    pgcdc.stop_cleanly(DEADLINE).await;
 
     let rows = setup.rows();
     assert_eq!(rows.len(), 1_000_000);
@@ -339,7 +329,7 @@ async fn restarts_after_sigkill_and_sigterm_lose_and_double_nothing() {
         )
         .await;
         if round == 2 {
-            stop_cleanly(&mut pgcdc).await;
+            pgcdc.stop_cleanly(DEADLINE).await;
         } else {
             pgcdc.kill();
         }
@@ -350,7 +340,7 @@ async fn restarts_after_sigkill_and_sigterm_lose_and_double_nothing() {
     setup
         .wait_replay_matches("after kills and restarts the replay equals the table")
         .await;
-    stop_cleanly(&mut pgcdc).await;
+    pgcdc.stop_cleanly(DEADLINE).await;
     assert_no_duplicates(&setup.rows());
 }
 
@@ -389,7 +379,7 @@ async fn an_idle_slot_still_advances() {
         }
     })
     .await;
-    stop_cleanly(&mut pgcdc).await;
+    pgcdc.stop_cleanly(DEADLINE).await;
     assert!(data_files(&setup.sink).is_empty(), "no rows, no files");
 }
 
@@ -412,7 +402,7 @@ async fn password_roles_stream_with_scram_md5_and_cleartext() {
         );
         let mut pgcdc = Pgcdc::run(&config);
         pgcdc.wait_output("Streaming changes", DEADLINE).await;
-        stop_cleanly(&mut pgcdc).await;
+        pgcdc.stop_cleanly(DEADLINE).await;
         let output = pgcdc.output_text();
         assert!(
             !output.contains(&password_for(role)),
@@ -553,7 +543,7 @@ async fn an_interrupted_snapshot_is_redone_from_a_fresh_slot() {
     setup
         .wait_replay_matches("the redone snapshot equals the table")
         .await;
-    stop_cleanly(&mut pgcdc).await;
+    pgcdc.stop_cleanly(DEADLINE).await;
     let rows = setup.rows();
     assert_eq!(rows.iter().filter(|r| r.op == 'R').count(), 100);
     assert_no_duplicates(&rows);

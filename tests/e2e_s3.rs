@@ -114,16 +114,6 @@ impl Setup {
     }
 }
 
-async fn stop_cleanly(pgcdc: &mut Pgcdc) {
-    pgcdc.terminate();
-    let status = pgcdc.wait_exit(DEADLINE).await;
-    assert!(
-        status.success(),
-        "pgcdc exited with {status} after SIGTERM:\n{}",
-        pgcdc.output_text()
-    );
-}
-
 async fn write_batch(cluster: &PgCluster, first: i64, count: i64) {
     cluster
         .execute(&format!(
@@ -150,7 +140,7 @@ async fn files_and_checkpoint_land_in_s3_and_replay_to_the_table() {
     let rows = setup
         .wait_replay_matches("the S3 replay equals the table")
         .await;
-    stop_cleanly(&mut pgcdc).await;
+    pgcdc.stop_cleanly(DEADLINE).await;
     assert_eq!(duplicate_keys(&rows), 0);
     assert!(rows.iter().any(|r| r.op == 'R'));
     assert!(rows.iter().any(|r| r.op == 'D'));
@@ -201,7 +191,7 @@ async fn a_file_above_the_threshold_goes_up_in_parts() {
     setup
         .wait_replay_matches("the multipart file replays")
         .await;
-    stop_cleanly(&mut pgcdc).await;
+    pgcdc.stop_cleanly(DEADLINE).await;
     let objects = setup
         .moto
         .list(BUCKET, &format!("{PREFIX}/public.sales/"))
@@ -265,7 +255,7 @@ async fn an_s3_outage_is_ridden_out_without_loss_or_duplicates() {
     let rows = setup
         .wait_replay_matches("after the outage the replay equals the table")
         .await;
-    stop_cleanly(&mut pgcdc).await;
+    pgcdc.stop_cleanly(DEADLINE).await;
     assert_eq!(duplicate_keys(&rows), 0);
 }
 

@@ -154,6 +154,19 @@ impl Pgcdc {
         }
     }
 
+    /// Sends SIGTERM and asserts pgcdc exits 0 within `deadline` (a clean shutdown).
+    pub async fn stop_cleanly(&mut self, deadline: Duration) {
+        self.terminate();
+        let status = self.wait_exit(deadline).await;
+        if !status.success() {
+            self.output_shown = true;
+            panic!(
+                "pgcdc exited with {status} after SIGTERM:\n{}",
+                self.output_text()
+            );
+        }
+    }
+
     /// Waits until pgcdc's output (stdout or stderr) contains `needle`; panics with the output
     /// (and whether the process exited) if `deadline` passes first.
     pub async fn wait_output(&mut self, needle: &str, deadline: Duration) {

@@ -264,6 +264,14 @@ impl Drop for Outage {
     }
 }
 
+/// Waits until a TCP connect to `port` succeeds (`open`) or is refused (`!open`).
+async fn wait_port(what: &str, port: u16, open: bool) {
+    wait_until(what, Duration::from_secs(30), || async move {
+        TcpStream::connect(("127.0.0.1", port)).await.is_ok() == open
+    })
+    .await;
+}
+
 async fn forward(port: u16, upstream: u16, mut up: watch::Receiver<bool>) {
     loop {
         if !*up.borrow_and_update() {
