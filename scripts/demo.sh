@@ -7,7 +7,9 @@
 #   make demo                      (installs deps, builds release, runs this)
 #   DEMO_SETUP_ONLY=1 scripts/demo.sh    cluster + schema + sample data only, then clean up
 #
-# Knobs: DEMO_SINK (s3 | file: a local directory instead of the S3 server), DEMO_ROWS (2000), DEMO_WORKLOAD_SECONDS (10), DEMO_KEEP=1 (keep the temp dir and print
+# Knobs: DEMO_SCENARIO=fixture (adds a truncate, a reload, a key change and an unchanged-TOAST
+# update), DEMO_OUT=<dir> (keep the files and the final table there, for the warehouse tests),
+# DEMO_SINK (s3 | file: a local directory instead of the S3 server), DEMO_ROWS (2000), DEMO_WORKLOAD_SECONDS (10), DEMO_KEEP=1 (keep the temp dir and print
 # its path), DEMO_EXTRA_SQL=<file> (run it in `shop` after the sample data), PGCDC_BIN (default
 # $CARGO_TARGET_DIR/release/pgcdc), PGCDC_PG_BINDIR.
 #
@@ -320,6 +322,12 @@ while ((SECONDS - start < workload_seconds)); do
     rounds=$((rounds + 1))
 done
 info "$((rounds * 20)) transactions; the table now has $(sql -At -c "select count(*) from $table") rows"
+if [[ "${DEMO_SCENARIO:-}" == fixture ]]; then
+    step "Truncate, reload, a key change and an unchanged-TOAST update (replication_setup/fixture_changes.sql)"
+    sql -v rows=500 -f "$repo/replication_setup/fixture_changes.sql" >/dev/null
+    sql -v txns=40 -f "$repo/replication_setup/workload.sql" >/dev/null
+    info "the table now has $(sql -At -c "select count(*) from $table") rows"
+fi
 
 # The last transaction touches the table and notes an LSN taken before its commit record: once
 # pgcdc's checkpoint commit_lsn reaches it, every transaction of the workload is in the files.
@@ -401,6 +409,19 @@ sql -c "create table demo_changes ($columns)"
     done
 } >"$work/load.sql"
 sql -f "$work/load.sql"
+# An unchanged TOAST value was not sent: take it from the key's previous change that had it.
+for column in $(tr ',' '\n' <<<"$header" | grep -v '^_'); do
+    sql -q <<EOF
+update demo_changes as c
+set "$column" = (select p."$column" from demo_changes as p
+                 where p.$key = c.$key
+                   and (p._commit_lsn::numeric, p._seq::bigint) < (c._commit_lsn::numeric, c._seq::bigint)
+                   and not coalesce(nullif(p._unchanged, '')::jsonb ? '$column', false)
+                 order by p._commit_lsn::numeric desc, p._seq::bigint desc
+                 limit 1)
+where coalesce(nullif(c._unchanged, '')::jsonb ? '$column', false);
+EOF
+done
 
 sql -P footer=off <<'EOF'
 select _op, count(*) as rows from demo_changes group by 1 order by 1;
@@ -442,6 +463,15 @@ select (select count(*) from (select * from demo_replayed except all select * fr
 EOF
 )
 info "replayed rows: $replayed, table rows: $table_rows"
+if [[ -n "${DEMO_OUT:-}" ]]; then
+    step "Saving the files and the final table to $DEMO_OUT"
+    mkdir -p "$DEMO_OUT"
+    rm -rf "$DEMO_OUT/stage"
+    cp -a "$stage" "$DEMO_OUT/stage"
+    rm -rf "$DEMO_OUT/stage/_pgcdc/$slot/spool"
+    sql -c "\\copy (select * from $table order by $key) to '$DEMO_OUT/$table.csv' with (format csv, header true)"
+    info "$DEMO_OUT/stage and $DEMO_OUT/$table.csv"
+fi
 if ((only_files == 0 && only_table == 0)); then
     step "Replay of the files equals the table: YES"
 else
