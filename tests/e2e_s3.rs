@@ -326,3 +326,120 @@ async fn check_reports_the_resolved_sink_and_never_the_secret() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_uploaded_file_raises_one_s3_event_for_the_snowpipe_queue() {
+    use aws_sdk_s3::types::{
+        Event, FilterRule, FilterRuleName, NotificationConfiguration,
+        NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter,
+    };
+    use common::s3::{sqs, url_decode};
+    use serde_json::json;
+
+    let setup = Setup::new().await;
+    let port = setup.moto.port();
+    let queue = sqs(port, "CreateQueue", json!({"QueueName": "snowpipe"})).await;
+    let queue_url = queue["QueueUrl"].as_str().expect("queue url").to_owned();
+    let attributes = sqs(
+        port,
+        "GetQueueAttributes",
+        json!({"QueueUrl": queue_url, "AttributeNames": ["QueueArn"]}),
+    )
+    .await;
+    let queue_arn = attributes["Attributes"]["QueueArn"]
+        .as_str()
+        .expect("queue arn")
+        .to_owned();
+    // The notification Snowflake's pipe needs (snowflake/aws/s3_notification.json): data files
+    // of one table only, never pgcdc's bookkeeping.
+    let table_prefix = format!("{PREFIX}/public.sales/");
+    let filter = S3KeyFilter::builder()
+        .filter_rules(
+            FilterRule::builder()
+                .name(FilterRuleName::Prefix)
+                .value(&table_prefix)
+                .build(),
+        )
+        .filter_rules(
+            FilterRule::builder()
+                .name(FilterRuleName::Suffix)
+                .value(".csv.gz")
+                .build(),
+        )
+        .build();
+    setup
+        .moto
+        .client()
+        .put_bucket_notification_configuration()
+        .bucket(BUCKET)
+        .notification_configuration(
+            NotificationConfiguration::builder()
+                .queue_configurations(
+                    QueueConfiguration::builder()
+                        .queue_arn(&queue_arn)
+                        .events(Event::from("s3:ObjectCreated:*"))
+                        .filter(
+                            NotificationConfigurationFilter::builder()
+                                .key(filter)
+                                .build(),
+                        )
+                        .build()
+                        .expect("queue configuration"),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("bucket notification configuration");
+
+    write_batch(&setup.cluster, 1, 300).await;
+    let config = setup.config(&setup.moto.endpoint(), "");
+    let mut pgcdc = setup.run(&config);
+    pgcdc.wait_output("Streaming changes", DEADLINE).await;
+    for round in 0..4 {
+        write_batch(&setup.cluster, 1000 + round * 100, 100).await;
+    }
+    setup.wait_replay_matches("files land").await;
+    pgcdc.stop_cleanly(DEADLINE).await;
+
+    let uploaded: Vec<String> = setup
+        .moto
+        .list(BUCKET, &table_prefix)
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert!(uploaded.len() >= 2, "{uploaded:?}");
+    let mut notified = Vec::new();
+    loop {
+        let batch = sqs(
+            port,
+            "ReceiveMessage",
+            json!({"QueueUrl": queue_url, "MaxNumberOfMessages": 10, "VisibilityTimeout": 600}),
+        )
+        .await;
+        let Some(messages) = batch["Messages"].as_array().filter(|m| !m.is_empty()) else {
+            break;
+        };
+        for message in messages {
+            let body: serde_json::Value =
+                serde_json::from_str(message["Body"].as_str().unwrap_or("{}")).expect("event");
+            for record in body["Records"].as_array().into_iter().flatten() {
+                assert!(
+                    record["eventName"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("ObjectCreated")),
+                    "{record}"
+                );
+                notified.push(url_decode(
+                    record["s3"]["object"]["key"].as_str().unwrap_or(""),
+                ));
+            }
+        }
+    }
+    notified.sort();
+    assert_eq!(
+        notified, uploaded,
+        "one event per uploaded data file, none for bookkeeping"
+    );
+}
