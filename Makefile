@@ -10,7 +10,7 @@ CARGO ?= cargo
 # With a committed lock file, builds must not silently pick other versions.
 LOCKED := $(if $(wildcard Cargo.lock),--locked,)
 
-.PHONY: build test lint fmt clippy deps demo clean
+.PHONY: build test cargo-test warehouse-test lint fmt clippy deps demo clean
 
 build:
 	$(CARGO) build --release $(LOCKED)
@@ -26,9 +26,15 @@ fmt:
 clippy:
 	$(CARGO) clippy $(LOCKED) --all-targets -- -D warnings
 
-# cargo test runs last so its summary lines end the output.
-test: deps lint
+# The Rust suite, then the warehouse half (Snowflake scripts, dbt on DuckDB) on files a real
+# pgcdc run produced; pytest's summary line ends the output.
+test: deps lint cargo-test warehouse-test
+
+cargo-test:
 	$(CARGO) test $(LOCKED) --all-targets
+
+warehouse-test:
+	bash scripts/warehouse-test.sh
 
 demo: deps build
 	bash scripts/demo.sh

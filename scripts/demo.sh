@@ -483,3 +483,10 @@ union all
 EOF
     exit 1
 fi
+
+# --- the warehouse: dbt on DuckDB over the same files -------------------------------------------
+if [[ "${DEMO_WAREHOUSE:-1}" != 0 ]]; then
+    step "dbt: staging -> current state -> invoices and products, on DuckDB (scripts/warehouse-demo.sh)"
+    sql -c "\\copy (select * from $table order by $key) to '$work/$table.csv' with (format csv, header true)"
+    bash "$repo/scripts/warehouse-demo.sh" "$stage" "$work/$table.csv"
+fi
