@@ -4,6 +4,7 @@
 //! Data flows one way: `source → pgoutput → changes → batch → sink → checkpoint`; `run` wires the
 //! stages together and `main.rs` only parses the command line and maps errors to exit codes.
 
+pub mod backoff;
 pub mod batch;
 pub mod changes;
 pub mod check;

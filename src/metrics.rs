@@ -22,6 +22,7 @@ pub struct Metrics {
     pub checkpoint_lsn: IntGauge,
     pub received_lsn: IntGauge,
     pub sink_errors: IntCounterVec,
+    pub reconnects: IntCounter,
     pub upload_seconds: Histogram,
 }
 
@@ -70,6 +71,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
             0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
         ]),
     )?;
+    let reconnects = IntCounter::new(
+        "pgcdc_reconnects_total",
+        "Times the replication connection was re-established after an interruption",
+    )?;
+    registry.register(Box::new(reconnects.clone()))?;
     registry.register(Box::new(sink_errors.clone()))?;
     registry.register(Box::new(upload_seconds.clone()))?;
     registry.register(Box::new(rows.clone()))?;
@@ -87,6 +93,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         checkpoint_lsn,
         received_lsn,
         sink_errors,
+        reconnects,
         upload_seconds,
     })
 }

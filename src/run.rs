@@ -14,6 +14,7 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::backoff::Backoff;
 use crate::batch::{Batcher, Sealed};
 use crate::changes::{Assembler, Change, ChangesError, TxnMeta};
 use crate::checkpoint::{Checkpoint, CheckpointError, SnapshotState};
@@ -53,23 +54,78 @@ pub enum RunError {
     )]
     WrongPlugin { slot: String, plugin: String },
     #[error(
-        "replication slot {slot} does not exist, but checkpoint {key} shows pgcdc streamed from it up to {flush}: changes made since then are lost to the slot. To start over with a fresh snapshot, remove {key} and run again"
+        "replication slot {slot} does not exist, but checkpoint {key} shows pgcdc streamed from it up to {flush}: changes made since then are lost to the slot. Run `pgcdc slot reset --yes` to recreate it and take a fresh snapshot"
     )]
     SlotLost {
         slot: String,
         key: String,
         flush: Lsn,
     },
+    #[error(
+        "replication slot {slot} was invalidated by the server ({reason}): the WAL it needed is gone (see max_slot_wal_keep_size). Run `pgcdc slot reset --yes` to recreate it and take a fresh snapshot"
+    )]
+    SlotInvalidated { slot: String, reason: String },
     #[error("cannot open a SQL connection for the snapshot: {0}")]
     SqlConnect(tokio_postgres::Error),
 }
 
+impl RunError {
+    /// Whether reconnecting may cure it (only tried once pgcdc has streamed: a setup that never
+    /// worked fails at once, so a typo is not retried forever).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RunError::Source(e) => e.is_transient(),
+            RunError::SqlConnect(_) | RunError::SlotInUse { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 /// Runs until `shutdown` fires (then closes the window, makes it durable and returns Ok) or an
-/// error stops the pipeline.
+/// error stops the pipeline. Once streaming worked, a lost connection or a restarting server is
+/// ridden out: pgcdc reconnects with capped backoff and resumes from the checkpoint, dropping the
+/// window it had not made durable (the server sends those transactions again).
 pub fn run(
     config: &Config,
     handle: &Handle,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let mut streamed_before = false;
+    loop {
+        let mut streamed = false;
+        let error = match run_once(config, handle, shutdown.clone(), &mut streamed) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        streamed_before |= streamed;
+        if !streamed_before || !error.is_transient() {
+            return Err(error);
+        }
+        if streamed {
+            backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        }
+        let delay = backoff.next_delay();
+        warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "Replication interrupted; reconnecting");
+        metrics::get().reconnects.inc();
+        let stop = handle.block_on(async {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => false,
+                _ = shutdown.wait_for(|stop| *stop) => true,
+            }
+        });
+        if stop {
+            info!("Shutdown requested while reconnecting; everything durable is checkpointed");
+            return Ok(());
+        }
+    }
+}
+
+fn run_once(
+    config: &Config,
+    handle: &Handle,
     shutdown: watch::Receiver<bool>,
+    streamed: &mut bool,
 ) -> Result<(), RunError> {
     let slot_name = config.source.slot.as_str();
     let sink = open_sink(config, handle, &shutdown)?;
@@ -123,6 +179,12 @@ pub fn run(
                     pid,
                 });
             }
+            if found.wal_status.as_deref() == Some("lost") {
+                return Err(RunError::SlotInvalidated {
+                    slot: slot_name.to_owned(),
+                    reason: "wal_status is lost".to_owned(),
+                });
+            }
             if found.plugin != "pgoutput" {
                 return Err(RunError::WrongPlugin {
                     slot: slot_name.to_owned(),
@@ -162,13 +224,23 @@ pub fn run(
         .set(metrics::lsn_value(checkpoint.flush_lsn));
 
     let command = slot::start_replication_command(slot_name, &config.source.publication, Lsn::ZERO);
-    let stream = handle.block_on(Stream::start(
-        conn,
-        &command,
-        checkpoint.flush_lsn,
-        config.source.status_interval,
-        CHANNEL_CAPACITY,
-    ))?;
+    let stream = handle
+        .block_on(Stream::start(
+            conn,
+            &command,
+            checkpoint.flush_lsn,
+            config.source.status_interval,
+            CHANNEL_CAPACITY,
+        ))
+        .map_err(|e| match e {
+            // object_not_in_prerequisite_state: "can no longer get changes from replication slot"
+            SourceError::Server(err) if err.code == "55000" => RunError::SlotInvalidated {
+                slot: slot_name.to_owned(),
+                reason: err.message,
+            },
+            other => RunError::Source(other),
+        })?;
+    *streamed = true;
     info!(
         slot = slot_name,
         publication = %config.source.publication,

@@ -548,3 +548,97 @@ async fn an_interrupted_snapshot_is_redone_from_a_fresh_slot() {
     assert_eq!(rows.iter().filter(|r| r.op == 'R').count(), 100);
     assert_no_duplicates(&rows);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_restarts_and_killed_connections_are_ridden_out() {
+    let setup = Setup::new("1s", "128MiB", "csv.gz").await;
+    setup
+        .cluster
+        .execute(
+            "insert into public.sales (id, note, qty, price)
+             select g, 'seed', 1, 1 from generate_series(1, 1000) g",
+        )
+        .await;
+    let mut pgcdc = Pgcdc::run(&setup.config);
+    pgcdc.wait_output("Streaming changes", DEADLINE).await;
+
+    for (round, fault) in ["restart fast", "restart immediate", "terminate backend"]
+        .into_iter()
+        .enumerate()
+    {
+        let writer = Writer::start(&setup.cluster, 1_000_000 * (round as i64 + 1)).await;
+        let sink = setup.sink.clone();
+        let before = data_files(&sink).len();
+        wait_until(&format!("{fault}: files land first"), DEADLINE, || {
+            let sink = sink.clone();
+            async move { (data_files(&sink).len() > before).then_some(()) }
+        })
+        .await;
+        // The writer's connection dies with the server; stop it first.
+        writer.stop().await;
+        match fault {
+            "restart fast" => setup.cluster.restart(StopMode::Fast).await,
+            "restart immediate" => setup.cluster.restart(StopMode::Immediate).await,
+            _ => {
+                setup
+                    .cluster
+                    .execute(
+                        "select pg_terminate_backend(active_pid) from pg_replication_slots
+                         where slot_name = 'pgcdc' and active_pid is not null",
+                    )
+                    .await
+            }
+        }
+        setup
+            .cluster
+            .execute(&format!(
+                "insert into public.sales (id, note, qty, price) values ({}, 'after {fault}', 1, 1)",
+                100_000 + round
+            ))
+            .await;
+        setup
+            .wait_replay_matches(&format!("after {fault} the replay equals the table"))
+            .await;
+        assert!(
+            pgcdc.try_exit().is_none(),
+            "pgcdc must reconnect, not exit:\n{}",
+            pgcdc.output_text()
+        );
+    }
+    pgcdc.stop_cleanly(DEADLINE).await;
+    assert_no_duplicates(&setup.rows());
+    assert!(pgcdc.output_text().contains("reconnecting"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_slot_stops_pgcdc_with_the_documented_error() {
+    let setup = Setup::new("1s", "128MiB", "csv").await;
+    let mut pgcdc = Pgcdc::run(&setup.config);
+    pgcdc.wait_output("Streaming changes", DEADLINE).await;
+    // Someone kills pgcdc's walsender and drops the slot behind its back.
+    let client = setup.cluster.client(SHOP_DB).await;
+    wait_until("the slot is dropped", DEADLINE, || {
+        let client = &client;
+        async move {
+            let _ = client
+                .batch_execute(
+                    "select pg_terminate_backend(active_pid) from pg_replication_slots
+                     where slot_name = 'pgcdc' and active_pid is not null",
+                )
+                .await;
+            client
+                .batch_execute("select pg_drop_replication_slot('pgcdc')")
+                .await
+                .ok()
+        }
+    })
+    .await;
+    let status = pgcdc.wait_exit(DEADLINE).await;
+    let output = pgcdc.output_text();
+    assert!(!status.success(), "{output}");
+    assert!(
+        output.contains("replication slot pgcdc does not exist")
+            && output.contains("pgcdc slot reset"),
+        "{output}"
+    );
+}

@@ -26,8 +26,9 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::retry::{Backoff, Failure, classify};
+use super::retry::{Failure, classify};
 use super::{Sink, SinkError};
+use crate::backoff::Backoff;
 use crate::config::{S3Target, Sse};
 use crate::metrics;
 

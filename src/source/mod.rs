@@ -42,6 +42,19 @@ pub enum SourceError {
 }
 
 impl SourceError {
+    /// Whether reconnecting may cure it: the connection dropped, the server is restarting or
+    /// shutting down (SQLSTATE class 57), a connection exception (class 08), or the slot is
+    /// still held by our own previous, not yet terminated walsender (55006).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SourceError::Connect { .. } | SourceError::Io(_) | SourceError::Closed => true,
+            SourceError::Server(e) => {
+                e.code.starts_with("57") || e.code.starts_with("08") || e.code == "55006"
+            }
+            _ => false,
+        }
+    }
+
     /// The SQLSTATE of a server-reported error.
     pub fn code(&self) -> Option<&str> {
         match self {

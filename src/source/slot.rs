@@ -27,6 +27,8 @@ pub struct ExistingSlot {
     pub database: Option<String>,
     pub confirmed_flush: Option<Lsn>,
     pub active_pid: Option<i32>,
+    /// `reserved`, `extended`, `unreserved` or `lost` (PostgreSQL 13+; absent before).
+    pub wal_status: Option<String>,
 }
 
 fn parse_lsn(value: Option<&str>, what: &str) -> Result<Lsn, SourceError> {
@@ -116,7 +118,8 @@ pub async fn find_slot(
 ) -> Result<Option<ExistingSlot>, SourceError> {
     let result = conn
         .simple_query(&format!(
-            "SELECT plugin, database, confirmed_flush_lsn, active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = {}",
+            // `*` rather than a column list: wal_status exists only from PostgreSQL 13 on.
+            "SELECT * FROM pg_catalog.pg_replication_slots WHERE slot_name = {}",
             quote_literal(slot)
         ))
         .await?;
@@ -130,6 +133,7 @@ pub async fn find_slot(
             .first("confirmed_flush_lsn")
             .and_then(|l| l.parse().ok()),
         active_pid: result.first("active_pid").and_then(|p| p.parse().ok()),
+        wal_status: result.first("wal_status").map(str::to_owned),
     }))
 }
 
