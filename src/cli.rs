@@ -24,6 +24,58 @@ pub enum Command {
     Run(Common),
     /// Check the configuration, the server prerequisites and the sink; exit 0 only if all pass.
     Check(Common),
+    /// Inspect or repair the replication slot.
+    Slot {
+        #[command(subcommand)]
+        action: SlotAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SlotAction {
+    /// Show the slot, its positions and retained WAL, and pgcdc's checkpoint.
+    Status {
+        #[command(flatten)]
+        common: Common,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create the slot without a snapshot (`pgcdc run` creates it with one).
+    Create {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Drop the slot and pgcdc's checkpoint; the next run starts over with a snapshot.
+    Drop {
+        #[command(flatten)]
+        common: Common,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Move the slot forward to an LSN, skipping everything before it.
+    Advance {
+        #[command(flatten)]
+        common: Common,
+        /// Target position, e.g. 16/B374D848.
+        #[arg(long)]
+        to: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Drop and recreate the slot; the next run takes a fresh snapshot unless --no-snapshot.
+    Reset {
+        #[command(flatten)]
+        common: Common,
+        /// Recreate the slot now and resume from the current position without copying tables.
+        #[arg(long)]
+        no_snapshot: bool,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// Flags shared by every command that reads the configuration.

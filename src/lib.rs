@@ -16,5 +16,6 @@ pub mod metrics;
 pub mod pgoutput;
 pub mod run;
 pub mod sink;
+pub mod slot_admin;
 pub mod snapshot;
 pub mod source;

@@ -9,7 +9,7 @@ use clap::Parser;
 use tokio::sync::watch;
 use tracing::{error, info};
 
-use pgcdc::cli::{Cli, Command};
+use pgcdc::cli::{Cli, Command, SlotAction};
 use pgcdc::config::Config;
 
 fn main() -> ExitCode {
@@ -35,11 +35,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(common) => {
-            let config = Config::load(
-                common.config.as_deref(),
-                std::env::vars(),
-                &common.overrides(),
-            )?;
+            let config = load(&common)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -47,12 +43,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("cannot start the async runtime")?;
             runtime.block_on(serve(config))
         }
+        Command::Slot { action } => slot(action),
         Command::Check(common) => {
-            let config = Config::load(
-                common.config.as_deref(),
-                std::env::vars(),
-                &common.overrides(),
-            )?;
+            let config = load(&common)?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -66,6 +59,77 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+fn load(common: &pgcdc::cli::Common) -> anyhow::Result<Config> {
+    Ok(Config::load(
+        common.config.as_deref(),
+        std::env::vars(),
+        &common.overrides(),
+    )?)
+}
+
+fn slot(action: SlotAction) -> anyhow::Result<()> {
+    use pgcdc::lsn::Lsn;
+    use pgcdc::slot_admin::{Confirm, SlotAdmin, render_status};
+    let confirm = |yes: bool| if yes { Confirm::Yes } else { Confirm::Ask };
+    let common = match &action {
+        SlotAction::Status { common, .. }
+        | SlotAction::Create { common }
+        | SlotAction::Drop { common, .. }
+        | SlotAction::Advance { common, .. }
+        | SlotAction::Reset { common, .. } => common,
+    };
+    let config = load(common)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let handle = runtime.handle().clone();
+    // The sink API blocks on the runtime, so the command runs on a blocking thread.
+    let task = runtime.spawn_blocking(move || -> anyhow::Result<()> {
+        let admin = SlotAdmin::connect(&config, handle)?;
+        let slot = config.source.slot.as_str();
+        match action {
+            SlotAction::Status { json, .. } => {
+                let status = admin.status()?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&status)?);
+                } else {
+                    print!("{}", render_status(&status));
+                }
+            }
+            SlotAction::Create { .. } => {
+                let lsn = admin.create()?;
+                println!("created slot {slot} at {lsn}");
+            }
+            SlotAction::Drop { yes, .. } => {
+                admin.drop_slot(&confirm(yes))?;
+                println!("dropped slot {slot}; the next `pgcdc run` creates it again and takes a snapshot");
+            }
+            SlotAction::Advance { to, yes, .. } => {
+                let target: Lsn = to.parse()?;
+                let reached = admin.advance(target, &confirm(yes))?;
+                println!("advanced slot {slot} to {reached}");
+                if reached < target {
+                    println!(
+                        "note: the server had flushed WAL only up to {reached}; run the command again to go further"
+                    );
+                }
+            }
+            SlotAction::Reset {
+                no_snapshot, yes, ..
+            } => match admin.reset(!no_snapshot, &confirm(yes))? {
+                Some(lsn) => println!("reset slot {slot}: recreated at {lsn}, no snapshot"),
+                None => println!(
+                    "reset slot {slot}: dropped; the next `pgcdc run` recreates it and takes a fresh snapshot"
+                ),
+            },
+        }
+        Ok(())
+    });
+    runtime.block_on(task).context("the slot command failed")?
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -1,0 +1,168 @@
+//! `pgcdc slot ...` against a real server: what each command does, and what it refuses.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+fn slot(config: &Path, args: &[&str]) -> (bool, String) {
+    let mut all = vec![
+        "slot",
+        args[0],
+        "--config",
+        config.to_str().expect("utf-8 path"),
+    ];
+    all.extend_from_slice(&args[1..]);
+    let output = pgcdc_output(&all, &[]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!text.contains("panicked"), "{text}");
+    (output.status.success(), text)
+}
+
+fn gap_markers(sink: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(sink.join("_pgcdc/pgcdc/gaps"))
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slot_commands_inspect_repair_and_refuse() {
+    let cluster = PgCluster::start().await;
+    cluster
+        .execute(
+            "create table public.t (id int primary key, v text);
+             create publication pgcdc_pub for table public.t;
+             insert into public.t select g, 'v' || g from generate_series(1, 50) g;",
+        )
+        .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sink = dir.path().join("stage");
+    let config = write_config(
+        dir.path(),
+        &cluster.url(SUPERUSER, None, SHOP_DB),
+        "pgcdc",
+        "pgcdc_pub",
+        &sink,
+        "1s",
+        "128MiB",
+        "csv",
+    );
+
+    let (ok, text) = slot(&config, &["status"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("exists               no"), "{text}");
+
+    let mut pgcdc = Pgcdc::run(&config);
+    pgcdc.wait_output("Streaming changes", DEADLINE).await;
+    let (ok, text) = slot(&config, &["status", "--json"]);
+    assert!(ok, "{text}");
+    let status: serde_json::Value = serde_json::from_str(&text).expect("status JSON");
+    assert_eq!(status["exists"], true);
+    assert_eq!(status["plugin"], "pgoutput");
+    assert!(status["active_pid"].is_number(), "{status}");
+    assert_eq!(status["checkpoint"]["snapshot"], "done");
+
+    // Destructive commands refuse while pgcdc holds the slot, even with --yes.
+    for args in [
+        &["drop", "--yes"][..],
+        &["reset", "--yes"][..],
+        &["advance", "--to", "FF/0", "--yes"][..],
+    ] {
+        let (ok, text) = slot(&config, args);
+        assert!(!ok, "{args:?} must refuse: {text}");
+        assert!(text.contains("is in use by pid"), "{text}");
+    }
+    pgcdc.stop_cleanly(DEADLINE).await;
+
+    // No terminal and no --yes: no confirmation, nothing done.
+    let (ok, text) = slot(&config, &["drop"]);
+    assert!(
+        !ok && text.contains("without confirmation: pass --yes"),
+        "{text}"
+    );
+    let (ok, text) = slot(&config, &["create"]);
+    assert!(!ok && text.contains("already exists"), "{text}");
+
+    // Advance: never backwards; forward skips and says so, and pgcdc carries on.
+    let (ok, text) = slot(&config, &["advance", "--to", "0/1", "--yes"]);
+    assert!(!ok && text.contains("backwards"), "{text}");
+    cluster
+        .execute("insert into public.t values (1000, 'skipped by advance')")
+        .await;
+    // The insert position: with synchronous_commit=off the write position may trail the commit.
+    let target = cluster
+        .query_scalar("select pg_current_wal_insert_lsn()::text")
+        .await
+        .expect("lsn");
+    // A slot advances only over WAL the server has flushed (asynchronous commit delays it).
+    let client = cluster.client(SHOP_DB).await;
+    wait_until("the WAL up to the target is flushed", DEADLINE, || {
+        let client = &client;
+        let target = target.clone();
+        async move {
+            let row = client
+                .query_one(
+                    "select pg_current_wal_flush_lsn() >= $1::text::pg_lsn",
+                    &[&target],
+                )
+                .await
+                .ok()?;
+            row.get::<_, bool>(0).then_some(())
+        }
+    })
+    .await;
+    let (ok, text) = slot(&config, &["advance", "--to", &target, "--yes"]);
+    assert!(ok, "{text}");
+    assert_eq!(gap_markers(&sink).len(), 1);
+    let checkpoint =
+        std::fs::read_to_string(sink.join("_pgcdc/pgcdc/checkpoint.json")).expect("checkpoint");
+    assert!(
+        checkpoint.contains(&format!("\"flush_lsn\": \"{target}\"")),
+        "{checkpoint}"
+    );
+    let mut pgcdc = Pgcdc::run(&config);
+    pgcdc.wait_output("Streaming changes", DEADLINE).await;
+    pgcdc.stop_cleanly(DEADLINE).await;
+    let rows = read_change_files(&sink, "public.t");
+    assert!(
+        rows.iter().all(|r| r.get("id") != Some("1000")),
+        "the change before the advance target is skipped"
+    );
+
+    // Reset: the next run takes a fresh snapshot at the new slot, which holds the skipped row.
+    let (ok, text) = slot(&config, &["reset", "--yes"]);
+    assert!(ok, "{text}");
+    assert!(!sink.join("_pgcdc/pgcdc/checkpoint.json").exists());
+    assert_eq!(gap_markers(&sink).len(), 2);
+    let mut pgcdc = Pgcdc::run(&config);
+    pgcdc.wait_output("Snapshot complete", DEADLINE).await;
+    pgcdc.stop_cleanly(DEADLINE).await;
+    let rows = read_change_files(&sink, "public.t");
+    assert!(
+        rows.iter()
+            .any(|r| r.op == 'R' && r.get("id") == Some("1000")),
+        "the fresh snapshot copies the row the advance skipped"
+    );
+
+    // Reset without a snapshot recreates the slot at once.
+    let (ok, text) = slot(&config, &["reset", "--no-snapshot", "--yes"]);
+    assert!(ok && text.contains("recreated at"), "{text}");
+    let (ok, text) = slot(&config, &["status", "--json"]);
+    assert!(ok, "{text}");
+    let status: serde_json::Value = serde_json::from_str(&text).expect("status JSON");
+    assert_eq!(status["exists"], true);
+    assert_eq!(status["checkpoint"]["snapshot"], "skipped");
+
+    let (ok, text) = slot(&config, &["drop", "--yes"]);
+    assert!(ok, "{text}");
+    let (ok, text) = slot(&config, &["status"]);
+    assert!(ok && text.contains("exists               no"), "{text}");
+}
