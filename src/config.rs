@@ -56,6 +56,9 @@ pub struct SourceConfig {
     /// How often a standby status update is sent even when nothing changed. PostgreSQL drops a
     /// walsender that hears nothing for `wal_sender_timeout` (60 s by default).
     pub status_interval: Duration,
+    /// When set, pgcdc emits a logical decoding message this often so the slot advances even
+    /// when the database writes only outside the publication (or nothing at all).
+    pub heartbeat: Option<Duration>,
 }
 
 impl fmt::Debug for SourceConfig {
@@ -65,6 +68,7 @@ impl fmt::Debug for SourceConfig {
             .field("slot", &self.slot)
             .field("publication", &self.publication)
             .field("status_interval", &self.status_interval)
+            .field("heartbeat", &self.heartbeat)
             .finish()
     }
 }
@@ -161,6 +165,10 @@ impl FileFormat {
 #[derive(Debug, Clone)]
 pub struct MetricsConfig {
     pub listen: SocketAddr,
+    /// How often the slot's figures are read from the server.
+    pub poll_interval: Duration,
+    /// `/readyz` fails while the replication lag exceeds this.
+    pub ready_max_lag_bytes: u64,
 }
 
 /// A replication slot name as PostgreSQL accepts it: lower-case letters, digits and underscores,
@@ -264,7 +272,10 @@ impl RawTable {
 /// Every setting pgcdc knows, by section. The file, the environment and the flags may only name
 /// these, so a typo fails loudly instead of being ignored.
 const KNOWN: &[(&str, &[&str])] = &[
-    ("source", &["url", "slot", "publication", "status_interval"]),
+    (
+        "source",
+        &["url", "slot", "publication", "status_interval", "heartbeat"],
+    ),
     (
         "sink",
         &[
@@ -281,7 +292,10 @@ const KNOWN: &[(&str, &[&str])] = &[
         ],
     ),
     ("batch", &["window", "max_file_bytes", "format"]),
-    ("metrics", &["listen"]),
+    (
+        "metrics",
+        &["listen", "poll_interval", "ready_max_lag_bytes"],
+    ),
 ];
 
 fn known_keys(section: &str) -> Option<&'static [&'static str]> {
@@ -465,6 +479,11 @@ fn validate(mut raw: RawTable, pgpassword: Option<String>) -> Result<Config, Con
         raw.take_or("source.status_interval", "10s"),
     )?;
 
+    let heartbeat = match raw.take("source.heartbeat") {
+        None => None,
+        Some((value, _)) if matches!(value.trim(), "0" | "0s" | "off" | "") => None,
+        Some(value) => Some(parse_duration("source.heartbeat", value)?),
+    };
     let target = sink_target(&mut raw, slot.as_str())?;
 
     let window = parse_duration("batch.window", raw.take_or("batch.window", "60s"))?;
@@ -500,6 +519,14 @@ fn validate(mut raw: RawTable, pgpassword: Option<String>) -> Result<Config, Con
     })?;
 
     // Anything left over came from the environment or a flag and names no known key.
+    let poll_interval = parse_duration(
+        "metrics.poll_interval",
+        raw.take_or("metrics.poll_interval", "15s"),
+    )?;
+    let ready_max_lag_bytes = parse_size(
+        "metrics.ready_max_lag_bytes",
+        raw.take_or("metrics.ready_max_lag_bytes", "1GiB"),
+    )?;
     // Those from the file were checked as it was read.
     if let Some((key, (_, origin))) = raw.0.into_iter().next() {
         return Err(unknown_key_error(&key, &origin));
@@ -511,6 +538,7 @@ fn validate(mut raw: RawTable, pgpassword: Option<String>) -> Result<Config, Con
             slot,
             publication,
             status_interval,
+            heartbeat,
         },
         sink: SinkConfig { target },
         batch: BatchConfig {
@@ -518,7 +546,11 @@ fn validate(mut raw: RawTable, pgpassword: Option<String>) -> Result<Config, Con
             max_file_bytes,
             format,
         },
-        metrics: MetricsConfig { listen },
+        metrics: MetricsConfig {
+            listen,
+            poll_interval,
+            ready_max_lag_bytes,
+        },
     })
 }
 

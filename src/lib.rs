@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod lsn;
 pub mod metrics;
+pub mod monitor;
 pub mod pgoutput;
 pub mod run;
 pub mod sink;

@@ -9,19 +9,22 @@ use clap::Parser;
 use tokio::sync::watch;
 use tracing::{error, info};
 
-use pgcdc::cli::{Cli, Command, SlotAction};
+use pgcdc::cli::{Cli, Command, LogFormat, SlotAction};
 use pgcdc::config::Config;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PGCDC_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    // PGCDC_LOG, else RUST_LOG, else info; e.g. PGCDC_LOG=pgcdc=debug,info.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PGCDC_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -141,7 +144,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 config.metrics.listen
             )
         })?;
-    tokio::spawn(pgcdc::metrics::serve(listener));
+    pgcdc::metrics::init(config.source.slot.as_str());
+    tokio::spawn(pgcdc::metrics::serve(
+        listener,
+        config.metrics.ready_max_lag_bytes,
+    ));
+    tokio::spawn(pgcdc::monitor::run(config.clone()));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(async move {

@@ -1,17 +1,54 @@
 //! Every metric pgcdc exports, registered in one place, and the HTTP listener that serves them.
 //!
 //! Names follow Prometheus conventions: `pgcdc_` prefix, base units, `_total` for counters.
-//! Labels take bounded values only (table names, op codes), never an LSN or an object key.
+//! Every series carries a constant `slot` label (one pgcdc serves one slot); other labels take
+//! bounded values only (table names, op codes, error kinds), never an LSN or an object key.
+//! Positions are exported as integers (bytes since 0/0), so differences are byte counts.
+//!
+//! Two gauges are derived at scrape time from timestamps the pipeline keeps
+//! ([`Live`]): the open window's age and the replication lag in seconds.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+
+use crate::lsn::Lsn;
+
+/// Every metric name, so dashboards, alert rules and tests can be checked against one list.
+pub mod names {
+    pub const ROWS: &str = "pgcdc_rows_total";
+    pub const TRANSACTIONS: &str = "pgcdc_transactions_total";
+    pub const FILES: &str = "pgcdc_files_written_total";
+    pub const BYTES: &str = "pgcdc_bytes_written_total";
+    pub const RECEIVED_LSN: &str = "pgcdc_received_lsn";
+    pub const WRITTEN_LSN: &str = "pgcdc_written_lsn";
+    pub const ACKNOWLEDGED_LSN: &str = "pgcdc_acknowledged_lsn";
+    pub const SERVER_WAL_LSN: &str = "pgcdc_server_wal_lsn";
+    pub const LAG_BYTES: &str = "pgcdc_replication_lag_bytes";
+    pub const LAG_SECONDS: &str = "pgcdc_replication_lag_seconds";
+    pub const RETAINED_WAL: &str = "pgcdc_slot_retained_wal_bytes";
+    pub const SAFE_WAL_SIZE: &str = "pgcdc_slot_safe_wal_size_bytes";
+    pub const WAL_STATUS: &str = "pgcdc_slot_wal_status";
+    pub const SLOT_ACTIVE: &str = "pgcdc_slot_active";
+    pub const SLOT_STATS: &str = "pgcdc_slot_stats";
+    pub const STREAMING: &str = "pgcdc_streaming";
+    pub const WINDOW_AGE: &str = "pgcdc_window_age_seconds";
+    pub const UPLOAD_SECONDS: &str = "pgcdc_upload_duration_seconds";
+    pub const FLUSH_SECONDS: &str = "pgcdc_flush_duration_seconds";
+    pub const SINK_ERRORS: &str = "pgcdc_sink_errors_total";
+    pub const ERRORS: &str = "pgcdc_errors_total";
+    pub const RECONNECTS: &str = "pgcdc_reconnects_total";
+    pub const BUILD_INFO: &str = "pgcdc_build_info";
+}
 
 pub struct Metrics {
     pub registry: Registry,
@@ -19,102 +56,234 @@ pub struct Metrics {
     pub transactions: IntCounter,
     pub files: IntCounterVec,
     pub bytes: IntCounterVec,
-    pub checkpoint_lsn: IntGauge,
     pub received_lsn: IntGauge,
-    pub sink_errors: IntCounterVec,
-    pub reconnects: IntCounter,
+    pub written_lsn: IntGauge,
+    pub acknowledged_lsn: IntGauge,
+    pub server_wal_lsn: IntGauge,
+    pub lag_bytes: IntGauge,
+    pub lag_seconds: Gauge,
+    pub retained_wal: IntGauge,
+    pub safe_wal_size: IntGauge,
+    pub wal_status: IntGaugeVec,
+    pub slot_active: IntGauge,
+    pub slot_stats: IntGaugeVec,
+    pub streaming: IntGauge,
+    pub window_age: Gauge,
     pub upload_seconds: Histogram,
+    pub flush_seconds: Histogram,
+    pub sink_errors: IntCounterVec,
+    pub errors: IntCounterVec,
+    pub reconnects: IntCounter,
 }
 
-fn build() -> Result<Metrics, prometheus::Error> {
-    let registry = Registry::new();
-    let rows = IntCounterVec::new(
-        Opts::new("pgcdc_rows_total", "Change rows written, by table and op"),
-        &["table", "op"],
+/// Timestamps and flags the pipeline updates and the scrape turns into gauges.
+#[derive(Debug, Default)]
+pub struct Live {
+    /// Unix microseconds when the open window got its first row; 0 when none is open.
+    pub window_opened_us: AtomicI64,
+    /// Unix microseconds of the newest moment pgcdc was fully caught up: the commit time of the
+    /// last durable change, or the time an idle stream confirmed there was nothing to send.
+    pub caught_up_us: AtomicI64,
+    /// Whether the replication stream is up.
+    pub streaming: AtomicBool,
+    /// Replication lag in bytes from the last slot poll; -1 before the first poll.
+    pub lag_bytes: AtomicI64,
+}
+
+fn register<C: Collector + Clone + 'static>(
+    registry: &Registry,
+    collector: C,
+) -> Result<C, prometheus::Error> {
+    registry.register(Box::new(collector.clone()))?;
+    Ok(collector)
+}
+
+fn build(slot: &str) -> Result<Metrics, prometheus::Error> {
+    use names::*;
+    let labels = HashMap::from([("slot".to_owned(), slot.to_owned())]);
+    let registry = Registry::new_custom(None, Some(labels))?;
+    let r = &registry;
+    let int = |name: &str, help: &str| IntGauge::new(name, help);
+    let latency_buckets = vec![
+        0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    ];
+    let build_info = IntGaugeVec::new(
+        Opts::new(BUILD_INFO, "Always 1; labels carry the pgcdc version"),
+        &["version"],
     )?;
-    let transactions = IntCounter::new(
-        "pgcdc_transactions_total",
-        "Transactions received from the server",
-    )?;
-    let files = IntCounterVec::new(
-        Opts::new("pgcdc_files_written_total", "Change files made durable"),
-        &["table"],
-    )?;
-    let bytes = IntCounterVec::new(
-        Opts::new(
-            "pgcdc_bytes_written_total",
-            "Bytes of change files made durable",
-        ),
-        &["table"],
-    )?;
-    let checkpoint_lsn = IntGauge::new(
-        "pgcdc_checkpoint_lsn",
-        "Flush LSN of the last checkpoint, as an integer",
-    )?;
-    let received_lsn = IntGauge::new(
-        "pgcdc_received_lsn",
-        "Start LSN of the last message received, as an integer",
-    )?;
-    let sink_errors = IntCounterVec::new(
-        Opts::new(
-            "pgcdc_sink_errors_total",
-            "Failed sink requests, by kind (timeout, connection, throttled, server, permanent)",
-        ),
-        &["kind"],
-    )?;
-    let upload_seconds = Histogram::with_opts(
-        HistogramOpts::new(
-            "pgcdc_upload_duration_seconds",
-            "Time to make one file durable in the sink, retries included",
-        )
-        .buckets(vec![
-            0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-        ]),
-    )?;
-    let reconnects = IntCounter::new(
-        "pgcdc_reconnects_total",
-        "Times the replication connection was re-established after an interruption",
-    )?;
-    registry.register(Box::new(reconnects.clone()))?;
-    registry.register(Box::new(sink_errors.clone()))?;
-    registry.register(Box::new(upload_seconds.clone()))?;
-    registry.register(Box::new(rows.clone()))?;
-    registry.register(Box::new(transactions.clone()))?;
-    registry.register(Box::new(files.clone()))?;
-    registry.register(Box::new(bytes.clone()))?;
-    registry.register(Box::new(checkpoint_lsn.clone()))?;
-    registry.register(Box::new(received_lsn.clone()))?;
+    build_info
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
+    register(r, build_info)?;
     Ok(Metrics {
+        rows: register(
+            r,
+            IntCounterVec::new(
+                Opts::new(ROWS, "Change rows written, by table and op (I, U, D, T, R)"),
+                &["table", "op"],
+            )?,
+        )?,
+        transactions: register(
+            r,
+            IntCounter::new(TRANSACTIONS, "Transactions received from the server")?,
+        )?,
+        files: register(
+            r,
+            IntCounterVec::new(Opts::new(FILES, "Change files made durable"), &["table"])?,
+        )?,
+        bytes: register(
+            r,
+            IntCounterVec::new(
+                Opts::new(BYTES, "Bytes of change files made durable"),
+                &["table"],
+            )?,
+        )?,
+        received_lsn: register(r, int(RECEIVED_LSN, "WAL position of the last message received")?)?,
+        written_lsn: register(
+            r,
+            int(WRITTEN_LSN, "Commit LSN of the last change made durable in the sink")?,
+        )?,
+        acknowledged_lsn: register(
+            r,
+            int(ACKNOWLEDGED_LSN, "Position acknowledged to the server as flushed (the checkpoint)")?,
+        )?,
+        server_wal_lsn: register(r, int(SERVER_WAL_LSN, "The server's current WAL position")?)?,
+        lag_bytes: register(
+            r,
+            int(LAG_BYTES, "Server WAL position minus the slot's confirmed flush position")?,
+        )?,
+        lag_seconds: register(
+            r,
+            Gauge::new(
+                LAG_SECONDS,
+                "Seconds since pgcdc was last caught up: now minus the commit time of the last durable change (0 while idle and caught up)",
+            )?,
+        )?,
+        retained_wal: register(
+            r,
+            int(RETAINED_WAL, "WAL the slot holds back: server WAL position minus restart_lsn")?,
+        )?,
+        safe_wal_size: register(
+            r,
+            int(SAFE_WAL_SIZE, "WAL that can still be written before the slot is invalidated (PostgreSQL 13+, with max_slot_wal_keep_size)")?,
+        )?,
+        wal_status: register(
+            r,
+            IntGaugeVec::new(
+                Opts::new(WAL_STATUS, "1 for the slot's wal_status (reserved, extended, unreserved, lost)"),
+                &["status"],
+            )?,
+        )?,
+        slot_active: register(r, int(SLOT_ACTIVE, "1 when a process streams from the slot")?)?,
+        slot_stats: register(
+            r,
+            IntGaugeVec::new(
+                Opts::new(SLOT_STATS, "pg_stat_replication_slots counters (PostgreSQL 14+): spill_txns, spill_count, spill_bytes, stream_txns, stream_count, stream_bytes, total_txns, total_bytes"),
+                &["stat"],
+            )?,
+        )?,
+        streaming: register(r, int(STREAMING, "1 while the replication stream is connected")?)?,
+        window_age: register(
+            r,
+            Gauge::new(WINDOW_AGE, "Age of the open window (0 when none is open)")?,
+        )?,
+        upload_seconds: register(
+            r,
+            Histogram::with_opts(
+                HistogramOpts::new(UPLOAD_SECONDS, "Time to make one file durable in the sink, retries included")
+                    .buckets(latency_buckets.clone()),
+            )?,
+        )?,
+        flush_seconds: register(
+            r,
+            Histogram::with_opts(
+                HistogramOpts::new(FLUSH_SECONDS, "Time to close a window: finish its files, publish them and write the checkpoint")
+                    .buckets(latency_buckets),
+            )?,
+        )?,
+        sink_errors: register(
+            r,
+            IntCounterVec::new(
+                Opts::new(SINK_ERRORS, "Failed sink requests, by kind (timeout, connection, throttled, server, permanent)"),
+                &["kind"],
+            )?,
+        )?,
+        errors: register(
+            r,
+            IntCounterVec::new(
+                Opts::new(ERRORS, "Errors that stopped or restarted replication, by kind"),
+                &["kind"],
+            )?,
+        )?,
+        reconnects: register(
+            r,
+            IntCounter::new(RECONNECTS, "Times the replication connection was re-established after an interruption")?,
+        )?,
         registry,
-        rows,
-        transactions,
-        files,
-        bytes,
-        checkpoint_lsn,
-        received_lsn,
-        sink_errors,
-        reconnects,
-        upload_seconds,
     })
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+static LIVE: OnceLock<Live> = OnceLock::new();
+
+/// Sets the slot label; call once at start-up before anything records a metric.
+pub fn init(slot: &str) {
+    #[allow(clippy::expect_used)]
+    let _ = METRICS.get_or_init(|| build(slot).expect("metric names are valid and unique"));
 }
 
 /// The process-wide metrics. Registration of these fixed, distinct names cannot fail; if it
 /// ever did, that is a programming error caught by the first test that touches metrics.
 pub fn get() -> &'static Metrics {
-    static METRICS: OnceLock<Metrics> = OnceLock::new();
     #[allow(clippy::expect_used)]
-    METRICS.get_or_init(|| build().expect("metric names are valid and unique"))
+    METRICS.get_or_init(|| build("").expect("metric names are valid and unique"))
+}
+
+pub fn live() -> &'static Live {
+    LIVE.get_or_init(|| Live {
+        lag_bytes: AtomicI64::new(-1),
+        ..Live::default()
+    })
 }
 
 /// An LSN as a gauge value (LSNs stay far below 2^63 in practice).
-pub fn lsn_value(lsn: crate::lsn::Lsn) -> i64 {
+pub fn lsn_value(lsn: Lsn) -> i64 {
     i64::try_from(lsn.as_u64()).unwrap_or(i64::MAX)
 }
 
+pub fn now_unix_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// Whether pgcdc should receive traffic: streaming, and the last known lag within `max_lag`.
+pub fn ready(max_lag_bytes: u64) -> bool {
+    let live = live();
+    let lag = live.lag_bytes.load(Ordering::Relaxed);
+    live.streaming.load(Ordering::Relaxed)
+        && (lag < 0 || u64::try_from(lag).unwrap_or(0) <= max_lag_bytes)
+}
+
 pub fn render() -> Vec<u8> {
+    let m = get();
+    let live = live();
+    let now = now_unix_micros();
+    let opened = live.window_opened_us.load(Ordering::Relaxed);
+    m.window_age.set(if opened > 0 {
+        (now - opened).max(0) as f64 / 1e6
+    } else {
+        0.0
+    });
+    let caught_up = live.caught_up_us.load(Ordering::Relaxed);
+    m.lag_seconds.set(if caught_up > 0 {
+        (now - caught_up).max(0) as f64 / 1e6
+    } else {
+        0.0
+    });
+    m.streaming
+        .set(i64::from(live.streaming.load(Ordering::Relaxed)));
     let mut out = Vec::new();
     // Encoding into a Vec cannot fail on I/O; a malformed family would be a bug in `build`.
-    let _ = TextEncoder::new().encode(&get().registry.gather(), &mut out);
+    let _ = TextEncoder::new().encode(&m.registry.gather(), &mut out);
     out
 }
 
@@ -123,9 +292,10 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Serves `/metrics` and `/healthz` until the process ends. A deliberately tiny HTTP/1.1
-/// responder: one request per connection, no keep-alive, which is all a scraper needs.
-pub async fn serve(listener: TcpListener) {
+/// Serves `/metrics`, `/healthz` (the process is alive) and `/readyz` (streaming, lag within
+/// `ready_max_lag_bytes`) until the process ends. A deliberately tiny HTTP/1.1 responder: one
+/// request per connection, no keep-alive, which is all a scraper or a probe needs.
+pub async fn serve(listener: TcpListener, ready_max_lag_bytes: u64) {
     loop {
         let Ok((mut socket, _)) = listener.accept().await else {
             continue;
@@ -141,6 +311,15 @@ pub async fn serve(listener: TcpListener) {
             let (status, content_type, body) = match path {
                 "/metrics" => ("200 OK", "text/plain; version=0.0.4", render()),
                 "/healthz" => ("200 OK", "text/plain", b"ok\n".to_vec()),
+                "/readyz" if ready(ready_max_lag_bytes) => {
+                    ("200 OK", "text/plain", b"ready\n".to_vec())
+                }
+                "/readyz" => (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    b"not ready: not streaming, or lag above metrics.ready_max_lag_bytes\n"
+                        .to_vec(),
+                ),
                 _ => ("404 Not Found", "text/plain", b"not found\n".to_vec()),
             };
             let head = format!(
@@ -151,5 +330,55 @@ pub async fn serve(listener: TcpListener) {
             let _ = socket.write_all(&body).await;
             let _ = socket.shutdown().await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_named_metric_is_exported() {
+        init("test_slot");
+        let m = get();
+        m.rows.with_label_values(&["public.t", "I"]).inc();
+        m.files.with_label_values(&["public.t"]).inc();
+        m.bytes.with_label_values(&["public.t"]).inc();
+        m.wal_status.with_label_values(&["reserved"]).set(1);
+        m.slot_stats.with_label_values(&["spill_bytes"]).set(0);
+        m.sink_errors.with_label_values(&["timeout"]).inc();
+        m.errors.with_label_values(&["source"]).inc();
+        let text = String::from_utf8(render()).unwrap();
+        for name in [
+            names::ROWS,
+            names::TRANSACTIONS,
+            names::FILES,
+            names::BYTES,
+            names::RECEIVED_LSN,
+            names::WRITTEN_LSN,
+            names::ACKNOWLEDGED_LSN,
+            names::SERVER_WAL_LSN,
+            names::LAG_BYTES,
+            names::LAG_SECONDS,
+            names::RETAINED_WAL,
+            names::SAFE_WAL_SIZE,
+            names::WAL_STATUS,
+            names::SLOT_ACTIVE,
+            names::SLOT_STATS,
+            names::STREAMING,
+            names::WINDOW_AGE,
+            names::UPLOAD_SECONDS,
+            names::FLUSH_SECONDS,
+            names::SINK_ERRORS,
+            names::ERRORS,
+            names::RECONNECTS,
+            names::BUILD_INFO,
+        ] {
+            assert!(
+                text.contains(&format!("\n{name}")) || text.starts_with(name),
+                "{name} missing"
+            );
+        }
+        assert!(text.contains("slot=\"test_slot\""), "{text}");
     }
 }

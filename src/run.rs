@@ -8,6 +8,7 @@
 //! everything before it are published and the checkpoint says so.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::runtime::Handle;
@@ -70,6 +71,21 @@ pub enum RunError {
 }
 
 impl RunError {
+    /// A short, bounded label for `pgcdc_errors_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RunError::Source(_) | RunError::SqlConnect(_) => "source",
+            RunError::Decode { .. } | RunError::Changes { .. } => "decode",
+            RunError::Sink(_) | RunError::Spool { .. } => "sink",
+            RunError::Checkpoint(_) => "checkpoint",
+            RunError::Snapshot(_) => "snapshot",
+            RunError::SlotInUse { .. }
+            | RunError::WrongPlugin { .. }
+            | RunError::SlotLost { .. }
+            | RunError::SlotInvalidated { .. } => "slot",
+        }
+    }
+
     /// Whether reconnecting may cure it (only tried once pgcdc has streamed: a setup that never
     /// worked fails at once, so a typo is not retried forever).
     pub fn is_transient(&self) -> bool {
@@ -220,7 +236,7 @@ fn run_once(
         sink.delete(stale)?;
     }
     metrics::get()
-        .checkpoint_lsn
+        .acknowledged_lsn
         .set(metrics::lsn_value(checkpoint.flush_lsn));
 
     let command = slot::start_replication_command(slot_name, &config.source.publication, Lsn::ZERO);
@@ -241,6 +257,7 @@ fn run_once(
             other => RunError::Source(other),
         })?;
     *streamed = true;
+    metrics::live().streaming.store(true, Ordering::Relaxed);
     info!(
         slot = slot_name,
         publication = %config.source.publication,
@@ -260,10 +277,15 @@ fn run_once(
         last_checkpoint_write: Instant::now(),
         status_interval: config.source.status_interval,
         changes: Vec::new(),
+        last_commit_unix_us: 0,
     };
     let result = pipeline.stream(handle, stream, shutdown);
+    let live = metrics::live();
+    live.streaming.store(false, Ordering::Relaxed);
+    live.window_opened_us.store(0, Ordering::Relaxed);
     if let Err(e) = &result {
         debug!(error = %e, "Pipeline stopped");
+        metrics::get().errors.with_label_values(&[e.kind()]).inc();
     }
     result
 }
@@ -431,6 +453,8 @@ struct Pipeline<'a> {
     last_checkpoint_write: Instant,
     status_interval: Duration,
     changes: Vec<Change>,
+    /// Commit time (Unix µs) of the last transaction received, for the lag in seconds.
+    last_commit_unix_us: i64,
 }
 
 impl Pipeline<'_> {
@@ -517,6 +541,9 @@ impl Pipeline<'_> {
         match change {
             Change::Begin(meta) => {
                 self.txn = Some(*meta);
+                self.last_commit_unix_us = meta
+                    .commit_ts
+                    .saturating_add(source::frame::PG_EPOCH_OFFSET_SECS * 1_000_000);
                 self.skip_txn = meta.commit_lsn <= self.checkpoint.commit_lsn;
                 if self.skip_txn {
                     debug!(commit_lsn = %meta.commit_lsn, "Skipping a transaction the checkpoint covers");
@@ -538,6 +565,11 @@ impl Pipeline<'_> {
                     .is_some_and(|&lsn| meta.commit_lsn <= lsn)
                 {
                     return Ok(());
+                }
+                if self.batcher.is_empty() {
+                    metrics::live()
+                        .window_opened_us
+                        .store(metrics::now_unix_micros(), Ordering::Relaxed);
                 }
                 self.batcher
                     .push(row, Instant::now())
@@ -578,11 +610,20 @@ impl Pipeline<'_> {
 
     /// Closes the window and makes its files durable; returns the new flush position.
     fn seal(&mut self) -> Result<Option<Lsn>, RunError> {
+        let started = Instant::now();
         let sealed = self.batcher.seal().map_err(|source| RunError::Spool {
             dir: self.sink.spool_dir().display().to_string(),
             source,
         })?;
         publish(self.sink, &sealed)?;
+        let m = metrics::get();
+        let live = metrics::live();
+        live.window_opened_us.store(0, Ordering::Relaxed);
+        if let Some(last) = sealed.files.iter().map(|f| f.key.last).max() {
+            m.written_lsn.set(metrics::lsn_value(last));
+            live.caught_up_us
+                .fetch_max(self.last_commit_unix_us, Ordering::Relaxed);
+        }
         for file in &sealed.files {
             let entry = self.durable.entry(file.key.folder.clone()).or_default();
             *entry = (*entry).max(file.key.last);
@@ -595,6 +636,7 @@ impl Pipeline<'_> {
         }
         self.checkpoint.advance(commit_lsn, end_lsn);
         self.save_checkpoint()?;
+        m.flush_seconds.observe(started.elapsed().as_secs_f64());
         Ok(Some(self.checkpoint.flush_lsn))
     }
 
@@ -611,6 +653,10 @@ impl Pipeline<'_> {
         if !self.batcher.is_empty() || self.assembler.in_transaction() {
             return Ok(None);
         }
+        // Nothing pending: pgcdc is caught up as of now.
+        metrics::live()
+            .caught_up_us
+            .fetch_max(metrics::now_unix_micros(), Ordering::Relaxed);
         let (commit, end) = self.last_commit.unwrap_or_default();
         let flush = end.max(wal_end.unwrap_or_default());
         if flush <= self.checkpoint.flush_lsn {
@@ -628,7 +674,7 @@ impl Pipeline<'_> {
         self.checkpoint.save(self.sink)?;
         self.last_checkpoint_write = Instant::now();
         metrics::get()
-            .checkpoint_lsn
+            .acknowledged_lsn
             .set(metrics::lsn_value(self.checkpoint.flush_lsn));
         debug!(commit_lsn = %self.checkpoint.commit_lsn, flush_lsn = %self.checkpoint.flush_lsn, "Checkpoint written");
         Ok(())

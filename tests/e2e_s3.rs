@@ -443,3 +443,71 @@ async fn every_uploaded_file_raises_one_s3_event_for_the_snowpipe_queue() {
         "one event per uploaded data file, none for bookkeeping"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lag_metrics_rise_while_s3_is_down_and_fall_back_after() {
+    use common::http::{get, sample};
+
+    let setup = Setup::new().await;
+    let outage = Outage::start(setup.moto.port()).await;
+    let config = setup.config(&outage.endpoint(), "");
+    let text = std::fs::read_to_string(&config).expect("config").replace(
+        "[metrics]\n",
+        "[metrics]\npoll_interval = \"200ms\"\nready_max_lag_bytes = \"64KiB\"\n",
+    );
+    std::fs::write(&config, text).expect("config");
+    let addr = metrics_listen(&config);
+    let mut pgcdc = setup.run(&config);
+    pgcdc.wait_output("Streaming changes", DEADLINE).await;
+
+    let scrape = || async { get(&addr, "/metrics").await.map(|(_, body)| body) };
+    let ready = || async { get(&addr, "/readyz").await.map(|(status, _)| status) };
+    assert_eq!(get(&addr, "/healthz").await.map(|(s, _)| s), Some(200));
+    wait_until("ready once streaming with little lag", DEADLINE, || async {
+        (ready().await == Some(200)).then_some(())
+    })
+    .await;
+
+    outage.take_down().await;
+    for round in 0..10 {
+        write_batch(&setup.cluster, 1000 + round * 100, 100).await;
+    }
+    let lagging = wait_until(
+        "lag rises above 64 KiB while S3 is down",
+        DEADLINE,
+        || async {
+            let body = scrape().await?;
+            let lag = sample(&body, "pgcdc_replication_lag_bytes")?;
+            let window = sample(&body, "pgcdc_window_age_seconds")?;
+            let errors = sample(&body, "pgcdc_sink_errors_total")?;
+            (lag > 65536.0 && window > 0.0 && errors > 0.0).then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(sample(&lagging, "pgcdc_streaming"), Some(1.0), "{lagging}");
+    assert_eq!(
+        sample(&lagging, "pgcdc_slot_active"),
+        Some(1.0),
+        "{lagging}"
+    );
+    assert_eq!(
+        ready().await,
+        Some(503),
+        "not ready while lag is above the bound"
+    );
+
+    outage.bring_back().await;
+    let recovered = wait_until("lag falls back once S3 returns", DEADLINE, || async {
+        let body = scrape().await?;
+        let lag = sample(&body, "pgcdc_replication_lag_bytes")?;
+        (lag < 65536.0 && ready().await == Some(200)).then_some(body)
+    })
+    .await;
+    assert!(
+        sample(&recovered, "pgcdc_acknowledged_lsn") >= sample(&lagging, "pgcdc_acknowledged_lsn"),
+        "{recovered}"
+    );
+    assert!(sample(&recovered, "pgcdc_files_written_total").unwrap_or(0.0) > 0.0);
+    assert!(recovered.contains("slot=\"pgcdc\""), "{recovered}");
+    pgcdc.stop_cleanly(DEADLINE).await;
+}

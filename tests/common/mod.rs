@@ -30,4 +30,5 @@ pub use replay::{
     read_change_files, read_text, replay, table_state, try_read_change_files,
 };
 pub use wait::{POLL_INTERVAL, Satisfied, wait_until};
+pub mod http;
 pub mod s3;

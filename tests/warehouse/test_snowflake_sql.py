@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
+import logging
 import re
 from pathlib import Path
 
@@ -27,6 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 SNOWFLAKE = REPO / "snowflake"
 SCRIPTS = sorted(SNOWFLAKE.glob("[0-9][0-9][0-9]_*.sql"))
 AWS = SNOWFLAKE / "aws"
+# sqlglot warns for every statement it keeps as a Command; COMMAND_SHAPES checks those instead.
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
 # Object names the scripts create and refer to (dbt/profiles.yml uses the database, the
 # TRANSFORMER role and the TRANSFORMING warehouse).
@@ -70,28 +72,20 @@ COMMAND_SHAPES = [
     r"alter task pgcdc\.raw\.\w+ resume",
     r"show pipes like '\w+' in schema pgcdc\.raw",
 ]
+# ... and in the examples of snowflake/README.md.
+README_COMMAND_SHAPES = [
+    r"alter pipe pgcdc\.raw\.\w+ refresh( prefix = '[^']*')?",
+    r"execute task pgcdc\.raw\.\w+",
+    r"desc pipe pgcdc\.raw\.\w+",
+]
 
 
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def fixture_dir() -> Path:
-    """pgcdc's real output (DEMO_OUT of `DEMO_SCENARIO=fixture scripts/demo.sh`)."""
-    configured = os.environ.get("PGCDC_FIXTURE")
-    path = Path(configured or "/tmp/pgcdc-fixture")
-    if not (path / "stage").is_dir():
-        message = (
-            f"no pgcdc fixture at {path}: run "
-            f"`DEMO_SCENARIO=fixture DEMO_OUT={path} bash scripts/demo.sh`"
-        )
-        if configured:
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
-def fixture_files() -> list[Path]:
-    files = sorted((fixture_dir() / "stage" / TABLE_FOLDER).glob("dt=*/hour=*/*.csv*"))
+def fixture_files(fixture_dir: Path) -> list[Path]:
+    """The change files of a real pgcdc run (conftest.py's fixture_dir)."""
+    files = sorted((fixture_dir / "stage" / TABLE_FOLDER).glob("dt=*/hour=*/*.csv*"))
     assert files, f"the fixture has no change files under {TABLE_FOLDER}"
     return files
 
@@ -116,7 +110,7 @@ def script(name: str) -> list[exp.Expr]:
 
 def command_text(statement: exp.Command) -> str:
     """A Command's original text, whitespace collapsed, comments removed."""
-    text = f"{statement.this} {statement.expression.name if isinstance(statement.expression, exp.Expr) else statement.expression}"
+    text = f"{statement.this} {statement.expression}"
     text = re.sub(r"--[^\n]*", " ", text)
     return re.sub(r"\s+", " ", text).strip()
 
@@ -131,20 +125,28 @@ def only(items: list, what: str):
 
 
 def name_of(node: exp.Expr) -> str:
+    """The (qualified) name a CREATE creates or a COPY loads, upper-case."""
+    if isinstance(node, exp.Create) and isinstance(node.this, exp.Identifier):
+        return node.this.name.upper()  # warehouses, integrations
     table = node if isinstance(node, exp.Table) else node.find(exp.Table)
     return ".".join(part.name for part in table.parts).upper()
+
+
+def sql_of(node: exp.Expr) -> str:
+    """Snowflake SQL of a node without the comments sqlglot attaches to it, upper-case."""
+    return node.sql("snowflake", comments=False).upper()
 
 
 def options(create: exp.Create) -> dict[str, exp.Expr]:
     """CREATE ... name = value properties, by upper-case name."""
     found = {}
     for prop in create.args["properties"].expressions:
-        if isinstance(prop, exp.Property):
-            found[prop.name.upper()] = prop.args.get("value")
+        if isinstance(prop, exp.FileFormatProperty):
+            found["FILE_FORMAT"] = prop
         elif isinstance(prop, exp.SchemaCommentProperty):
             found["COMMENT"] = prop.this
-        elif isinstance(prop, exp.FileFormatProperty):
-            found["FILE_FORMAT"] = prop
+        elif isinstance(prop, exp.Property):
+            found[prop.name.upper()] = prop.args.get("value")
     return found
 
 
@@ -250,6 +252,19 @@ def test_only_documented_placeholders(path: Path):
         assert placeholder in readme, f"snowflake/README.md does not explain {placeholder}"
 
 
+def test_readme_sql_examples_parse():
+    readme = (SNOWFLAKE / "README.md").read_text()
+    blocks = re.findall(r"```sql\n(.*?)```", readme, flags=re.DOTALL)
+    assert len(blocks) >= 2
+    for block in blocks:
+        for statement in sqlglot.parse(block, read="snowflake", error_level=sqlglot.ErrorLevel.RAISE):
+            if isinstance(statement, exp.Command):
+                text = command_text(statement)
+                assert any(
+                    re.fullmatch(shape, text, flags=re.IGNORECASE) for shape in COMMAND_SHAPES + README_COMMAND_SHAPES
+                ), f"README.md: not a statement sqlglot knows, nor a known Command shape: {text}"
+
+
 # --- 001 database, schemas, warehouses, roles ---------------------------------------------------
 
 
@@ -272,7 +287,7 @@ def test_roles_and_grants():
     commands = [command_text(s).lower() for s in statements if isinstance(s, exp.Command)]
     roles = {m.group(1) for c in commands if (m := re.match(r"create role if not exists (\w+)", c))}
     assert roles == {"loader", "transformer", "reader"}
-    grants = [s.sql("snowflake").upper() for s in statements if isinstance(s, exp.Grant)]
+    grants = [sql_of(s) for s in statements if isinstance(s, exp.Grant)]
     assert "GRANT USAGE, OPERATE ON WAREHOUSE LOADING TO ROLE LOADER" in grants
     assert "GRANT USAGE ON WAREHOUSE TRANSFORMING TO ROLE TRANSFORMER" in grants
     assert any(g.startswith("GRANT CREATE FILE FORMAT, CREATE STAGE, CREATE TABLE, CREATE PIPE, CREATE TASK ON SCHEMA PGCDC.RAW TO ROLE LOADER") for g in grants)
@@ -298,9 +313,9 @@ def test_storage_integration():
     assert value(props["STORAGE_ALLOWED_LOCATIONS"]) == ["s3://<bucket>/<prefix>/"]
     assert stage_url() == "s3://<bucket>/<prefix>/", "the stage must sit on the allowed location"
     assert "GRANT USAGE ON INTEGRATION PGCDC_S3 TO ROLE LOADER" in [
-        s.sql("snowflake").upper() for s in statements if isinstance(s, exp.Grant)
+        sql_of(s) for s in statements if isinstance(s, exp.Grant)
     ]
-    assert any(isinstance(s, exp.Describe) and "PGCDC_S3" in s.sql("snowflake").upper() for s in statements)
+    assert any(isinstance(s, exp.Describe) and "PGCDC_S3" in sql_of(s) for s in statements)
 
 
 # --- 003 file format ----------------------------------------------------------------------------
@@ -352,9 +367,9 @@ def test_stage_uses_the_integration_and_the_file_format():
 # --- 005 RAW table ------------------------------------------------------------------------------
 
 
-def test_raw_columns_are_the_file_header_plus_load_metadata():
+def test_raw_columns_are_the_file_header_plus_load_metadata(fixture_dir):
     """The DDL cannot drift from what pgcdc writes: compare it with real files' headers."""
-    headers = {tuple(header_of(f)) for f in fixture_files()}
+    headers = {tuple(header_of(f)) for f in fixture_files(fixture_dir)}
     assert len(headers) == 1, f"fixture files disagree on the header: {headers}"
     header = [name.upper() for name in headers.pop()]
     assert header[:6] == ["_OP", "_COMMIT_LSN", "_SEQ", "_XID", "_COMMIT_TS", "_UNCHANGED"]
@@ -414,21 +429,21 @@ def test_task_runs_the_same_copy_and_is_resumed():
     assert re.search(r"\bschedule = '\d+ minute'", header, flags=re.IGNORECASE), header
     check_copy(copy)
     _, pipe_copy = body_copy(script("006_pipe.sql"), "pipe")
-    assert copy.sql("snowflake") == pipe_copy.sql("snowflake"), "the pipe and the task must run the same COPY"
+    assert sql_of(copy) == sql_of(pipe_copy), "the pipe and the task must run the same COPY"
     task = re.search(r"create task if not exists (\S+)", header, flags=re.IGNORECASE).group(1)
     commands = [command_text(s).lower() for s in statements if isinstance(s, exp.Command)]
     assert f"alter task {task.lower()} resume" in commands
     assert "GRANT EXECUTE TASK ON ACCOUNT TO ROLE LOADER" in [
-        s.sql("snowflake").upper() for s in statements if isinstance(s, exp.Grant)
+        sql_of(s) for s in statements if isinstance(s, exp.Grant)
     ]
 
 
-def test_pattern_selects_exactly_pgcdcs_data_files():
+def test_pattern_selects_exactly_pgcdcs_data_files(fixture_dir):
     """Snowflake applies PATTERN to the file's path (a full match); so does Python's fullmatch."""
     _, copy = body_copy(script("006_pipe.sql"), "pipe")
     pattern = re.compile(copy_pattern(copy))
-    stage = fixture_dir() / "stage"
-    real = [str(f.relative_to(stage)) for f in fixture_files()]
+    stage = fixture_dir / "stage"
+    real = [f.relative_to(stage).as_posix() for f in fixture_files(fixture_dir)]
     for path in real:
         assert pattern.fullmatch(path), f"PATTERN misses a file pgcdc wrote: {path}"
     wanted = [

@@ -1,0 +1,145 @@
+//! Reads the slot's figures from the server on an ordinary connection, at an interval, into the
+//! metrics; and, when configured, emits the heartbeat message that keeps an idle slot moving.
+//!
+//! Best effort by design: a failed poll is logged and tried again at the next tick, and never
+//! stops replication. Columns a server version lacks (`wal_status`, `safe_wal_size` before 13,
+//! `pg_stat_replication_slots` before 14) simply leave their metrics absent.
+
+use std::sync::atomic::Ordering;
+
+use tokio::time::MissedTickBehavior;
+use tracing::{debug, warn};
+
+use crate::config::Config;
+use crate::lsn::Lsn;
+use crate::metrics;
+
+const SLOT_STATS: &[&str] = &[
+    "spill_txns",
+    "spill_count",
+    "spill_bytes",
+    "stream_txns",
+    "stream_count",
+    "stream_bytes",
+    "total_txns",
+    "total_bytes",
+];
+
+/// Runs until the process ends.
+pub async fn run(config: Config) {
+    let mut ticker = tokio::time::interval(config.metrics.poll_interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut heartbeat = config.source.heartbeat.map(|every| {
+        let mut t = tokio::time::interval(every);
+        t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        t
+    });
+    let mut client: Option<tokio_postgres::Client> = None;
+    let mut warned = false;
+    loop {
+        let beat = tokio::select! {
+            _ = ticker.tick() => false,
+            _ = tick(&mut heartbeat) => true,
+        };
+        if client.as_ref().is_none_or(|c| c.is_closed()) {
+            client = match config.source.connect.connect(tokio_postgres::NoTls).await {
+                Ok((c, connection)) => {
+                    tokio::spawn(connection);
+                    Some(c)
+                }
+                Err(e) => {
+                    if !warned {
+                        warn!(error = %e, "Cannot connect to read slot metrics; retrying at the next poll");
+                        warned = true;
+                    }
+                    continue;
+                }
+            };
+        }
+        let Some(c) = &client else { continue };
+        let result = if beat {
+            c.batch_execute("select pg_logical_emit_message(false, 'pgcdc.heartbeat', now()::text)")
+                .await
+                .map(|_| debug!("Heartbeat emitted"))
+        } else {
+            poll(c, config.source.slot.as_str()).await
+        };
+        match result {
+            Ok(()) => warned = false,
+            Err(e) if !warned => {
+                warn!(error = %e, heartbeat = beat, "Reading slot metrics failed; retrying at the next poll");
+                warned = true;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn poll(client: &tokio_postgres::Client, slot: &str) -> Result<(), tokio_postgres::Error> {
+    let m = metrics::get();
+    let row = client
+        .query_one(
+            "select pg_current_wal_lsn()::text, \
+                    (select to_jsonb(s)::text from pg_catalog.pg_replication_slots s where slot_name = $1), \
+                    current_setting('server_version_num')::int",
+            &[&slot],
+        )
+        .await?;
+    let current: Lsn = row.get::<_, String>(0).parse().unwrap_or_default();
+    m.server_wal_lsn.set(metrics::lsn_value(current));
+    let version: i32 = row.get(2);
+    let Some(text) = row.get::<_, Option<String>>(1) else {
+        m.slot_active.set(0);
+        return Ok(());
+    };
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let lsn = |key: &str| json[key].as_str().and_then(|s| s.parse::<Lsn>().ok());
+    m.slot_active
+        .set(i64::from(json["active"].as_bool().unwrap_or(false)));
+    if let Some(confirmed) = lsn("confirmed_flush_lsn") {
+        let lag = i64::try_from(current.saturating_sub(confirmed)).unwrap_or(i64::MAX);
+        m.lag_bytes.set(lag);
+        metrics::live().lag_bytes.store(lag, Ordering::Relaxed);
+    }
+    if let Some(restart) = lsn("restart_lsn") {
+        m.retained_wal
+            .set(i64::try_from(current.saturating_sub(restart)).unwrap_or(i64::MAX));
+    }
+    if let Some(status) = json["wal_status"].as_str() {
+        for known in ["reserved", "extended", "unreserved", "lost"] {
+            m.wal_status
+                .with_label_values(&[known])
+                .set(i64::from(known == status));
+        }
+    }
+    if let Some(safe) = json["safe_wal_size"].as_i64() {
+        m.safe_wal_size.set(safe);
+    }
+    if version >= 140000 {
+        let stats = client
+            .query_opt(
+                "select to_jsonb(r)::text from pg_catalog.pg_stat_replication_slots r where slot_name = $1",
+                &[&slot],
+            )
+            .await?;
+        if let Some(row) = stats {
+            let json: serde_json::Value =
+                serde_json::from_str(&row.get::<_, String>(0)).unwrap_or_default();
+            for stat in SLOT_STATS {
+                if let Some(value) = json[*stat].as_i64() {
+                    m.slot_stats.with_label_values(&[stat]).set(value);
+                }
+            }
+        }
+    }
+    Ok(())
+}
