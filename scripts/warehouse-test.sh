@@ -28,4 +28,4 @@ if [[ -z "${PGCDC_FIXTURE:-}" ]]; then
 fi
 
 cd "$repo"
-exec "$venv/bin/pytest" -p no:cacheprovider -q tests/warehouse
+exec "$venv/bin/pytest" -p no:cacheprovider -q tests/warehouse tests/observability

@@ -63,6 +63,9 @@ pub async fn run(config: &Config) -> Vec<Finding> {
                 ),
                 Err(e) => Finding::fail("publication", e),
             });
+            findings.push(capacity(&mut conn).await);
+            findings.push(role(&mut conn).await);
+            findings.extend(tables(&mut conn, publication).await);
             let name = config.source.slot.as_str();
             findings.push(match slot::find_slot(&mut conn, name).await {
                 Ok(None) => Finding::pass(
@@ -97,6 +100,123 @@ pub async fn run(config: &Config) -> Vec<Finding> {
         }
     }
     findings.push(check_sink(config).await);
+    findings
+}
+
+/// Free replication slots and WAL senders: pgcdc needs one of each.
+async fn capacity(conn: &mut Connection) -> Finding {
+    let query = "select current_setting('max_replication_slots')::int - (select count(*) from pg_catalog.pg_replication_slots) as free_slots, \
+                 current_setting('max_wal_senders')::int - (select count(*) from pg_catalog.pg_stat_replication) as free_senders";
+    match conn.simple_query(query).await {
+        Err(e) => Finding::fail("capacity", e),
+        Ok(result) => {
+            let number = |column| {
+                result
+                    .first(column)
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .unwrap_or(0)
+            };
+            let (slots, senders) = (number("free_slots"), number("free_senders"));
+            if slots < 1 || senders < 1 {
+                Finding::fail(
+                    "capacity",
+                    format!(
+                        "{slots} free replication slots and {senders} free WAL senders: raise max_replication_slots / max_wal_senders (ALTER SYSTEM ..., then restart) or drop unused slots"
+                    ),
+                )
+            } else {
+                Finding::pass(
+                    "capacity",
+                    format!("{slots} free replication slots, {senders} free WAL senders"),
+                )
+            }
+        }
+    }
+}
+
+/// The role needs REPLICATION (or superuser) to stream.
+async fn role(conn: &mut Connection) -> Finding {
+    let query = "select current_user as name, rolreplication::text as replication, rolsuper::text as superuser \
+                 from pg_catalog.pg_roles where rolname = current_user";
+    match conn.simple_query(query).await {
+        Err(e) => Finding::fail("role", e),
+        Ok(result) => {
+            let name = result.first("name").unwrap_or_default().to_owned();
+            let replication = result.first("replication") == Some("true");
+            let superuser = result.first("superuser") == Some("true");
+            if replication || superuser {
+                Finding::pass("role", format!("{name} may stream (REPLICATION)"))
+            } else {
+                Finding::fail(
+                    "role",
+                    format!(
+                        "role {name} lacks REPLICATION: run `ALTER ROLE {name} REPLICATION;` as a superuser"
+                    ),
+                )
+            }
+        }
+    }
+}
+
+/// Per published table: SELECT rights (for the snapshot) and a replica identity that lets
+/// PostgreSQL publish updates and deletes.
+async fn tables(conn: &mut Connection, publication: &str) -> Vec<Finding> {
+    let query = format!(
+        "select quote_ident(t.schemaname) || '.' || quote_ident(t.tablename) as name, \
+                has_table_privilege(c.oid, 'select')::text as can_select, \
+                c.relreplident::text as identity, \
+                exists(select 1 from pg_catalog.pg_index i where i.indrelid = c.oid and i.indisprimary)::text as has_pk \
+         from pg_catalog.pg_publication_tables t \
+         join pg_catalog.pg_namespace n on n.nspname = t.schemaname \
+         join pg_catalog.pg_class c on c.relnamespace = n.oid and c.relname = t.tablename \
+         where t.pubname = {} order by 1",
+        crate::source::conn::quote_literal(publication)
+    );
+    let result = match conn.simple_query(&query).await {
+        Ok(result) => result,
+        Err(e) => return vec![Finding::fail("tables", e)],
+    };
+    let column = |name: &str| result.columns.iter().position(|c| c == name);
+    let (Some(i_name), Some(i_select), Some(i_identity), Some(i_pk)) = (
+        column("name"),
+        column("can_select"),
+        column("identity"),
+        column("has_pk"),
+    ) else {
+        return vec![Finding::fail("tables", "unexpected reply from the catalog")];
+    };
+    let mut findings = Vec::new();
+    for row in &result.rows {
+        let get = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+        let (name, select, identity, pk) = (get(i_name), get(i_select), get(i_identity), get(i_pk));
+        if select != "true" {
+            findings.push(Finding::fail(
+                "table",
+                format!("{name}: no SELECT right (needed for the snapshot): run `GRANT SELECT ON {name} TO <pgcdc role>;`"),
+            ));
+        }
+        let identity_ok = match identity.as_str() {
+            "f" | "i" => true,
+            "d" => pk == "true",
+            _ => false,
+        };
+        if identity_ok {
+            let kind = match identity.as_str() {
+                "f" => "FULL",
+                "i" => "USING INDEX",
+                _ => "DEFAULT (primary key)",
+            };
+            findings.push(Finding::pass(
+                "table",
+                format!("{name}: replica identity {kind}"),
+            ));
+        } else {
+            findings.push(Finding::fail(
+                "table",
+                format!("{name}: no usable replica identity, so PostgreSQL rejects its UPDATEs and DELETEs once published: add a primary key or run `ALTER TABLE {name} REPLICA IDENTITY FULL;`"),
+            ));
+        }
+    }
     findings
 }
 

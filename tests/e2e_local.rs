@@ -642,3 +642,58 @@ async fn a_dropped_slot_stops_pgcdc_with_the_documented_error() {
         "{output}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_reports_each_problem_with_its_fix() {
+    let setup = Setup::new("1s", "128MiB", "csv").await;
+    let run_check = |envs: Vec<(&'static str, String)>| {
+        let config = setup.config.clone();
+        async move {
+            let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let output = pgcdc_output(
+                ["check".as_ref(), "--config".as_ref(), config.as_os_str()],
+                &envs,
+            );
+            (
+                output.status.success(),
+                String::from_utf8_lossy(&output.stdout).into_owned(),
+            )
+        }
+    };
+    let (ok, text) = run_check(vec![]).await;
+    assert!(ok, "{text}");
+    for line in [
+        "ok    connect",
+        "ok    wal_level",
+        "ok    publication  \"pgcdc_pub\": public.sales",
+        "ok    capacity",
+        "ok    role",
+        "ok    table        public.sales: replica identity DEFAULT (primary key)",
+        "ok    slot",
+        "ok    sink",
+        "all checks passed",
+    ] {
+        assert!(text.contains(line), "expected {line:?} in:\n{text}");
+    }
+
+    // A published table without a key, and a role that may not stream.
+    setup
+        .cluster
+        .execute(
+            "create table public.nokey (v text);
+             alter publication pgcdc_pub add table public.nokey;
+             create role plain login password 'plain-pw';",
+        )
+        .await;
+    let plain = setup.cluster.url("plain", Some("plain-pw"), SHOP_DB);
+    let (ok, text) = run_check(vec![]).await;
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("FAIL  table        public.nokey: no usable replica identity")
+            && text.contains("REPLICA IDENTITY FULL"),
+        "{text}"
+    );
+    let (ok, text) = run_check(vec![("PGCDC_SOURCE_URL", plain)]).await;
+    assert!(!ok, "{text}");
+    assert!(!text.contains("plain-pw"), "{text}");
+}
