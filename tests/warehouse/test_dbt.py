@@ -36,7 +36,6 @@ def run_dbt(venv_bin, work: Path, stage: Path, *args: str) -> subprocess.Complet
         DBT_SEND_ANONYMOUS_USAGE_STATS="false",
         NO_COLOR="1",
     )
-    env.pop("PGCDC_DBT_TARGET", None)
     command = [
         str(venv_bin("dbt")), *args,
         "--project-dir", "dbt", "--profiles-dir", "dbt", "--target", "local", "--no-use-colors",
