@@ -432,8 +432,13 @@ fn publish(sink: &dyn Sink, sealed: &Sealed) -> Result<(), RunError> {
     Ok(())
 }
 
+/// Events taken from the channel per wake-up: one `block_on` per message would park and wake
+/// the pipeline thread a million times for a million-row transaction.
+const EVENT_BATCH: usize = 1024;
+
 enum Wake {
-    Event(Option<SourceEvent>),
+    /// `n` events were moved into the inbox; 0 means the channel closed.
+    Events(usize),
     Deadline,
     Shutdown,
 }
@@ -465,6 +470,7 @@ impl Pipeline<'_> {
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), RunError> {
         let mut stopping = *shutdown.borrow();
+        let mut inbox = Vec::with_capacity(EVENT_BATCH);
         loop {
             if stopping && !self.assembler.in_transaction() {
                 self.seal()?;
@@ -485,7 +491,7 @@ impl Pipeline<'_> {
                         let _ = changed;
                         Wake::Shutdown
                     }
-                    event = stream.events.recv() => Wake::Event(event),
+                    n = stream.events.recv_many(&mut inbox, EVENT_BATCH) => Wake::Events(n),
                     _ = sleep_until(deadline), if deadline.is_some() => Wake::Deadline,
                 }
             });
@@ -499,42 +505,52 @@ impl Pipeline<'_> {
                         self.seal_and_ack(&stream)?;
                     }
                 }
-                Wake::Event(None) => {
+                Wake::Events(0) => {
                     // The socket task ended: it tells why.
                     return Err(match handle.block_on(stream.join()) {
                         Err(e) => RunError::Source(e),
                         Ok(()) => RunError::Source(SourceError::Closed),
                     });
                 }
-                Wake::Event(Some(SourceEvent::Keepalive { wal_end })) => {
-                    if let Some(flush) = self.advance_idle(Some(wal_end), false)? {
-                        stream.feedback.flushed(flush);
+                Wake::Events(_) => {
+                    for event in inbox.drain(..) {
+                        self.handle_event(event, &stream)?;
                     }
-                }
-                Wake::Event(Some(SourceEvent::Data { wal_start, data })) => {
-                    metrics::get()
-                        .received_lsn
-                        .set(metrics::lsn_value(wal_start));
-                    let message =
-                        pgoutput::decode(&data, false).map_err(|source| RunError::Decode {
-                            lsn: wal_start,
-                            source,
-                        })?;
-                    self.changes.clear();
-                    self.assembler
-                        .apply(message, &mut self.changes)
-                        .map_err(|source| RunError::Changes {
-                            lsn: wal_start,
-                            source,
-                        })?;
-                    let changes = std::mem::take(&mut self.changes);
-                    for change in &changes {
-                        self.apply(change, &stream)?;
-                    }
-                    self.changes = changes;
                 }
             }
         }
+    }
+
+    fn handle_event(&mut self, event: SourceEvent, stream: &Stream) -> Result<(), RunError> {
+        match event {
+            SourceEvent::Keepalive { wal_end } => {
+                if let Some(flush) = self.advance_idle(Some(wal_end), false)? {
+                    stream.feedback.flushed(flush);
+                }
+            }
+            SourceEvent::Data { wal_start, data } => {
+                metrics::get()
+                    .received_lsn
+                    .set(metrics::lsn_value(wal_start));
+                let message = pgoutput::decode(&data, false).map_err(|source| RunError::Decode {
+                    lsn: wal_start,
+                    source,
+                })?;
+                self.changes.clear();
+                self.assembler
+                    .apply(message, &mut self.changes)
+                    .map_err(|source| RunError::Changes {
+                        lsn: wal_start,
+                        source,
+                    })?;
+                let changes = std::mem::take(&mut self.changes);
+                for change in &changes {
+                    self.apply(change, stream)?;
+                }
+                self.changes = changes;
+            }
+        }
+        Ok(())
     }
 
     fn apply(&mut self, change: &Change, stream: &Stream) -> Result<(), RunError> {

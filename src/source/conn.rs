@@ -22,6 +22,9 @@ use crate::config::redacted_target;
 pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Transport for T {}
 
+/// How much the socket is asked for at a time.
+const READ_CHUNK: usize = 256 * 1024;
+
 /// The CopyBothResponse tag, which postgres-protocol's backend parser does not know.
 const COPY_BOTH_RESPONSE: u8 = b'W';
 
@@ -316,6 +319,11 @@ impl Connection {
         loop {
             if let Some(message) = self.parse_buffered()? {
                 return Ok(message);
+            }
+            // Keep a large free tail: parsed messages are split off the front, and a small
+            // tail would turn a stream of XLogData into one syscall per few hundred bytes.
+            if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 2 {
+                self.read_buf.reserve(READ_CHUNK);
             }
             let n = self
                 .reader

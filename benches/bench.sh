@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# pgcdc against its natural ceiling, in one run on one throwaway cluster: two slots on the same
+# publication are created before the load, then one is drained by pg_recvlogical (which only
+# writes the raw pgoutput bytes to a file) and the other by pgcdc (decoding, CSV, gzip, durable
+# files, checkpoint). Prints both drain times, rows/s, the ratio, pgcdc's peak RSS and CPU
+# seconds, and appends one JSON line per scenario to benches/results.jsonl.
+#
+#   make bench                                  (release build, default scenarios)
+#   benches/bench.sh --rows 1000000 --rows-per-txn 1000000
+#   benches/bench.sh --rows 200000 --rows-per-txn 10 --width 200
+#
+# Drain time for pgcdc runs until its checkpoint covers the last transaction, with a 200 ms
+# window, so it includes making the files durable.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+target_dir=${CARGO_TARGET_DIR:-$HOME/.cache/pgcdc/target}
+pgcdc_bin=${PGCDC_BIN:-$target_dir/release/pgcdc}
+results=${BENCH_RESULTS:-$repo/benches/results.jsonl}
+scenarios=()
+rows=""
+per_txn=""
+width=0
+while (($#)); do
+    case "$1" in
+        --rows) rows=$2; shift 2 ;;
+        --rows-per-txn) per_txn=$2; shift 2 ;;
+        --width) width=$2; shift 2 ;;
+        *) echo "usage: $0 [--rows N] [--rows-per-txn N] [--width EXTRA_BYTES]" >&2; exit 2 ;;
+    esac
+done
+if [[ -n "$rows" ]]; then
+    scenarios=("$rows:${per_txn:-$rows}:$width")
+else
+    scenarios=("1000000:1000000:$width" "200000:10:$width")
+fi
+
+say() { printf '%s\n' "$*" >&2; }
+die() { say "bench: $*"; exit 1; }
+[[ -x "$pgcdc_bin" ]] || die "no pgcdc binary at $pgcdc_bin (make build)"
+bindir=$(pg_config --bindir 2>/dev/null || true)
+[[ -x "$bindir/initdb" ]] || bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -t/ -k4,4n | tail -n 1)
+[[ -x "$bindir/pg_recvlogical" ]] || die "no pg_recvlogical in $bindir (scripts/install-deps.sh)"
+
+if [[ $(id -u) -eq 0 ]]; then as_pg=(runuser -u postgres --); base=/tmp; else as_pg=(); base=${TMPDIR:-/tmp}; fi
+work=$(mktemp -d "$base/pgcdc-bench-XXXXXX")
+chmod 0711 "$work"
+mkdir -m 0700 "$work/pg"
+[[ ${#as_pg[@]} -eq 0 ]] || chown postgres: "$work/pg"
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+pgcdc_pid=
+cleanup() {
+    [[ -z "$pgcdc_pid" ]] || kill -KILL "$pgcdc_pid" 2>/dev/null || true
+    "${as_pg[@]}" "$bindir/pg_ctl" stop -D "$work/pg/data" -m immediate -w -s >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+"${as_pg[@]}" "$bindir/initdb" -D "$work/pg/data" -U postgres -A trust >/dev/null
+"${as_pg[@]}" "$bindir/pg_ctl" start -D "$work/pg/data" -w -s -l "$work/pg/log" -o \
+    "-c port=$port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$work/pg -c wal_level=logical -c max_wal_senders=10 -c max_replication_slots=10 -c fsync=off -c shared_buffers=256MB -c max_wal_size=4GB" >/dev/null
+sql() { psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres "$@"; }
+sql -d postgres -c 'create database shop'
+sql -d shop -f "$repo/replication_setup/001_ecommerce_sales.sql" >/dev/null
+sql -d shop -c 'create publication pgcdc_pub for table ecommerce_sales'
+
+now() { date +%s.%N; }
+cpu_of() { awk '{ print ($14 + $15) / 100 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+hwm_of() { awk '/VmHWM/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+printf '\n%-10s %-8s %-6s | %-22s | %-22s | %-6s | %-9s %-8s\n' rows per_txn width "pg_recvlogical s (rows/s)" "pgcdc s (rows/s)" ratio "RSS MiB" "CPU s" >&2
+for scenario in "${scenarios[@]}"; do
+    IFS=: read -r n per w <<<"$scenario"
+    sql -d shop -q -c 'truncate ecommerce_sales' >/dev/null
+    for slot in bench_recv bench_pgcdc; do
+        sql -d shop -At -c "select pg_drop_replication_slot('$slot') from pg_replication_slots where slot_name = '$slot'" >/dev/null
+        sql -d shop -At -c "select pg_create_logical_replication_slot('$slot', 'pgoutput')" >/dev/null
+    done
+    # The load: n rows in transactions of `per` rows.
+    sql -d shop <<EOF >/dev/null
+do \$\$
+declare done_rows bigint := 0;
+begin
+    while done_rows < $n loop
+        insert into ecommerce_sales (invoice_no, stock_code, description, quantity, invoice_date, unit_price, customer_id, country)
+        select (536365 + (done_rows + g) / 5)::text, '85123A',
+               'WHITE HANGING HEART T-LIGHT HOLDER' || repeat('x', $w),
+               (g % 12) + 1, timestamp '2010-12-01 08:26:00' + (done_rows + g) * interval '1 minute',
+               2.55, 17850, 'United Kingdom'
+        from generate_series(1, least($per, $n - done_rows)) g;
+        done_rows := done_rows + least($per, $n - done_rows);
+        commit;
+    end loop;
+end \$\$;
+EOF
+    target=$(sql -d shop -At -c 'select pg_current_wal_insert_lsn()')
+
+    # pg_recvlogical: the ceiling.
+    start=$(now)
+    "$bindir/pg_recvlogical" -d "host=127.0.0.1 port=$port user=postgres dbname=shop" -S bench_recv --start \
+        -E "$target" --no-loop -o proto_version=1 -o publication_names=pgcdc_pub -f "$work/recv.out" 2>/dev/null
+    recv_s=$(echo "$(now) - $start" | bc)
+    rm -f "$work/recv.out"
+
+    # pgcdc to a local sink.
+    rm -rf "$work/stage"
+    cat >"$work/pgcdc.toml" <<EOF
+[source]
+url = "postgres://postgres@127.0.0.1:$port/shop"
+slot = "bench_pgcdc"
+publication = "pgcdc_pub"
+status_interval = "1s"
+[sink]
+url = "file://$work/stage"
+[batch]
+window = "200ms"
+max_file_bytes = "128MiB"
+format = "csv.gz"
+[metrics]
+listen = "127.0.0.1:0"
+EOF
+    start=$(now)
+    PGCDC_LOG=warn "$pgcdc_bin" run --config "$work/pgcdc.toml" 2>"$work/pgcdc.log" &
+    pgcdc_pid=$!
+    checkpoint=$work/stage/_pgcdc/bench_pgcdc/checkpoint.json
+    cpu=0 hwm=0
+    until [[ -f "$checkpoint" ]] && [[ $(sql -d shop -At -c "select '$(python3 -c "import json,sys; print(json.load(open('$checkpoint'))['flush_lsn'])" 2>/dev/null || echo 0/0)'::pg_lsn >= '$target'::pg_lsn") == t ]]; do
+        kill -0 "$pgcdc_pid" 2>/dev/null || { cat "$work/pgcdc.log" >&2; die "pgcdc exited"; }
+        cpu=$(cpu_of "$pgcdc_pid"); hwm=$(hwm_of "$pgcdc_pid")
+        sleep 0.02
+    done
+    pgcdc_s=$(echo "$(now) - $start" | bc)
+    cpu=$(cpu_of "$pgcdc_pid"); hwm=$(hwm_of "$pgcdc_pid")
+    kill -TERM "$pgcdc_pid"; wait "$pgcdc_pid" || true; pgcdc_pid=
+
+    recv_rate=$(echo "$n / $recv_s" | bc)
+    pgcdc_rate=$(echo "$n / $pgcdc_s" | bc)
+    ratio=$(echo "scale=2; $pgcdc_s / $recv_s" | bc)
+    rss_mib=$(echo "scale=1; $hwm / 1024" | bc)
+    printf '%-10s %-8s %-6s | %8.2f (%9s)   | %8.2f (%9s)   | %-6s | %-9s %-8s\n' \
+        "$n" "$per" "$w" "$recv_s" "$recv_rate" "$pgcdc_s" "$pgcdc_rate" "$ratio" "$rss_mib" "$cpu" >&2
+    printf '{"date":"%s","host":"%s","cores":%s,"rows":%s,"rows_per_txn":%s,"width":%s,"sink":"local","recvlogical_s":%s,"pgcdc_s":%s,"ratio":%s,"pgcdc_peak_rss_kib":%s,"pgcdc_cpu_s":%s}\n' \
+        "$(date -u +%FT%TZ)" "$(hostname)" "$(nproc)" "$n" "$per" "$w" "$recv_s" "$pgcdc_s" "$ratio" "$hwm" "$cpu" >>"$results"
+done
+say ""
+say "appended to $results"
