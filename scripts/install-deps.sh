@@ -99,4 +99,69 @@ else
     echo "$want" > "$stamp"
     say "Python venv ready: $venv"
 fi
+# promtool (Debian's `prometheus` package) for tests/observability: `promtool check rules`,
+# `promtool test rules` and `promtool check metrics` on the assets in grafana/. Only the tool is
+# wanted: if the package starts a Prometheus server, it is stopped and disabled again, so nothing
+# listens on :9090 or scrapes while tests run.
+if command -v promtool >/dev/null 2>&1; then
+    say "promtool present: $(command -v promtool) ($(promtool --version 2>&1 | head -n 1))"
+else
+    say "no promtool found: installing Debian's prometheus package (for promtool)"
+    if [[ $(id -u) -eq 0 ]]; then
+        sudo=()
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo=(sudo)
+    else
+        say "not root and no sudo: install the 'prometheus' package (it ships promtool) yourself" >&2
+        exit 1
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        say "no apt-get here: install promtool (from a Prometheus release) yourself" >&2
+        exit 1
+    fi
+    running_before=$(pgrep -x prometheus | sort || true)
+    # Ask invoke-rc.d not to start services during the install, unless a policy already exists
+    # (Docker images ship one that refuses every start).
+    policy=/usr/sbin/policy-rc.d
+    added_policy=0
+    if [[ ! -e "$policy" ]]; then
+        printf '#!/bin/sh\n# added by pgcdc scripts/install-deps.sh while installing prometheus\nexit 101\n' |
+            "${sudo[@]}" tee "$policy" >/dev/null
+        "${sudo[@]}" chmod 0755 "$policy"
+        added_policy=1
+    fi
+    say "running: ${sudo[*]:+${sudo[*]} }apt-get update"
+    status=0
+    "${sudo[@]}" apt-get update </dev/null || status=$?
+    if ((status == 0)); then
+        say "running: ${sudo[*]:+${sudo[*]} }apt-get install -y --no-install-recommends prometheus"
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus </dev/null ||
+            status=$?
+    fi
+    if ((added_policy)); then
+        "${sudo[@]}" rm -f "$policy"
+    fi
+    ((status == 0)) || { say "installing the prometheus package failed (status $status)" >&2; exit "$status"; }
+    # The package's server is not wanted here: stop and disable it if it was started anyway.
+    if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
+        if systemctl is-active --quiet prometheus 2>/dev/null || systemctl is-enabled --quiet prometheus 2>/dev/null; then
+            say "stopping and disabling the prometheus service the package set up"
+            "${sudo[@]}" systemctl disable --now prometheus >/dev/null 2>&1 || true
+        fi
+    elif [[ -x /etc/init.d/prometheus ]] && [[ -n "$(pgrep -x prometheus || true)" ]]; then
+        say "stopping the prometheus service the package started"
+        "${sudo[@]}" /etc/init.d/prometheus stop </dev/null >/dev/null 2>&1 || true
+    fi
+    if command -v update-rc.d >/dev/null 2>&1 && [[ -e /etc/init.d/prometheus ]]; then
+        "${sudo[@]}" update-rc.d prometheus disable >/dev/null 2>&1 || true
+    fi
+    for pid in $(pgrep -x prometheus || true); do
+        if ! grep -qx "$pid" <<<"$running_before"; then
+            say "a Prometheus server (pid $pid) is still running after the install; stop it: it is not needed" >&2
+            exit 1
+        fi
+    done
+    command -v promtool >/dev/null 2>&1 || { say "prometheus installed but promtool still not found" >&2; exit 1; }
+    say "installed: $(command -v promtool) ($(promtool --version 2>&1 | head -n 1))"
+fi
 say "ok"
