@@ -10,7 +10,7 @@ CARGO ?= cargo
 # With a committed lock file, builds must not silently pick other versions.
 LOCKED := $(if $(wildcard Cargo.lock),--locked,)
 
-.PHONY: build test cargo-test warehouse-test lint fmt clippy deps demo clean
+.PHONY: build test cargo-test warehouse-test lint fmt clippy deps demo bench clean
 
 build:
 	$(CARGO) build --release $(LOCKED)
@@ -38,6 +38,10 @@ warehouse-test:
 
 demo: deps build
 	bash scripts/demo.sh
+
+# pgcdc against pg_recvlogical on the same slot data; appends to benches/results.jsonl.
+bench: deps build
+	bash benches/bench.sh
 
 clean:
 	$(CARGO) clean

@@ -9,8 +9,8 @@
 #   benches/bench.sh --rows 1000000 --rows-per-txn 1000000
 #   benches/bench.sh --rows 200000 --rows-per-txn 10 --width 200
 #
-# Drain time for pgcdc runs until its checkpoint covers the last transaction, with a 200 ms
-# window, so it includes making the files durable.
+# Drain time for pgcdc runs until its checkpoint covers the last transaction (a marker row after
+# the load), with a 200 ms window, so it includes making the files durable.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -93,6 +93,17 @@ begin
     end loop;
 end \$\$;
 EOF
+    # A one-row marker transaction ends the load: once pgcdc's checkpoint commit_lsn reaches
+    # the position noted inside it, every row is durable (idle acknowledgement, which is rate
+    # limited, plays no part in the timing).
+    marker=$(sql -d shop -At <<'EOF'
+begin;
+insert into ecommerce_sales (invoice_no, stock_code, description, quantity, invoice_date, unit_price, customer_id, country)
+values ('999999', 'MARK', 'bench marker', 1, timestamp '2011-12-09 12:50:00', 0, null, 'United Kingdom');
+select pg_current_wal_insert_lsn();
+commit;
+EOF
+)
     target=$(sql -d shop -At -c 'select pg_current_wal_insert_lsn()')
 
     # pg_recvlogical: the ceiling.
@@ -120,11 +131,11 @@ format = "csv.gz"
 listen = "127.0.0.1:0"
 EOF
     start=$(now)
-    PGCDC_LOG=warn "$pgcdc_bin" run --config "$work/pgcdc.toml" 2>"$work/pgcdc.log" &
+    PGCDC_LOG=${BENCH_LOG:-warn} "$pgcdc_bin" run --config "$work/pgcdc.toml" 2>"$work/pgcdc.log" &
     pgcdc_pid=$!
     checkpoint=$work/stage/_pgcdc/bench_pgcdc/checkpoint.json
     cpu=0 hwm=0
-    until [[ -f "$checkpoint" ]] && [[ $(sql -d shop -At -c "select '$(python3 -c "import json,sys; print(json.load(open('$checkpoint'))['flush_lsn'])" 2>/dev/null || echo 0/0)'::pg_lsn >= '$target'::pg_lsn") == t ]]; do
+    until [[ -f "$checkpoint" ]] && [[ $(sql -d shop -At -c "select '$(python3 -c "import json,sys; print(json.load(open('$checkpoint'))['commit_lsn'])" 2>/dev/null || echo 0/0)'::pg_lsn >= '$marker'::pg_lsn") == t ]]; do
         kill -0 "$pgcdc_pid" 2>/dev/null || { cat "$work/pgcdc.log" >&2; die "pgcdc exited"; }
         cpu=$(cpu_of "$pgcdc_pid"); hwm=$(hwm_of "$pgcdc_pid")
         sleep 0.02
@@ -132,6 +143,7 @@ EOF
     pgcdc_s=$(echo "$(now) - $start" | bc)
     cpu=$(cpu_of "$pgcdc_pid"); hwm=$(hwm_of "$pgcdc_pid")
     kill -TERM "$pgcdc_pid"; wait "$pgcdc_pid" || true; pgcdc_pid=
+    [[ -z "${BENCH_KEEP_LOG:-}" ]] || cp "$work/pgcdc.log" "$BENCH_KEEP_LOG"
 
     recv_rate=$(echo "$n / $recv_s" | bc)
     pgcdc_rate=$(echo "$n / $pgcdc_s" | bc)
