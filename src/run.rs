@@ -532,10 +532,11 @@ impl Pipeline<'_> {
                 metrics::get()
                     .received_lsn
                     .set(metrics::lsn_value(wal_start));
-                let message = pgoutput::decode(&data, false).map_err(|source| RunError::Decode {
-                    lsn: wal_start,
-                    source,
-                })?;
+                let message =
+                    pgoutput::decode(&data, false).map_err(|source| RunError::Decode {
+                        lsn: wal_start,
+                        source,
+                    })?;
                 self.changes.clear();
                 self.assembler
                     .apply(message, &mut self.changes)

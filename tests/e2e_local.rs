@@ -697,3 +697,72 @@ async fn check_reports_each_problem_with_its_fix() {
     assert!(!ok, "{text}");
     assert!(!text.contains("plain-pw"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn heartbeat_moves_an_idle_slot_and_logs_can_be_json() {
+    let setup = Setup::new("1s", "128MiB", "csv").await;
+    setup.add_source_setting("status_interval = \"1s\"\nheartbeat = \"200ms\"");
+    let mut pgcdc = Pgcdc::spawn(
+        [
+            "--log-format".as_ref(),
+            "json".as_ref(),
+            "run".as_ref(),
+            "--config".as_ref(),
+            setup.config.as_os_str(),
+        ],
+        &[],
+    );
+    pgcdc.wait_output("Streaming changes", DEADLINE).await;
+    let start = setup
+        .cluster
+        .query_scalar(
+            "select confirmed_flush_lsn::text from pg_replication_slots where slot_name = 'pgcdc'",
+        )
+        .await
+        .expect("slot");
+    // Nothing writes to the database: only the heartbeat can move the slot.
+    let client = setup.cluster.client(SHOP_DB).await;
+    wait_until("the heartbeat advances the idle slot", DEADLINE, || {
+        let client = &client;
+        let start = start.clone();
+        async move {
+            let row = client
+                .query_one(
+                    "select confirmed_flush_lsn > $1::text::pg_lsn from pg_replication_slots where slot_name = 'pgcdc'",
+                    &[&start],
+                )
+                .await
+                .ok()?;
+            row.get::<_, bool>(0).then_some(())
+        }
+    })
+    .await;
+    // And the WAL holds pgcdc's heartbeat messages (seen through a second, test_decoding slot).
+    setup
+        .cluster
+        .execute("select pg_create_logical_replication_slot('watch', 'test_decoding')")
+        .await;
+    wait_until("a heartbeat message is in the WAL", DEADLINE, || {
+        let client = &client;
+        async move {
+            let row = client
+                .query_one(
+                    "select count(*) from pg_logical_slot_peek_changes('watch', null, null) where data like '%prefix: pgcdc.heartbeat%'",
+                    &[],
+                )
+                .await
+                .ok()?;
+            (row.get::<_, i64>(0) > 0).then_some(())
+        }
+    })
+    .await;
+    pgcdc.stop_cleanly(DEADLINE).await;
+    for line in pgcdc.stderr().lines().filter(|l| !l.trim().is_empty()) {
+        let value: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(
+            value["level"].is_string() && value["fields"].is_object(),
+            "{line}"
+        );
+    }
+}
