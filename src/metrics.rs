@@ -44,6 +44,7 @@ pub mod names {
     pub const WINDOW_AGE: &str = "pgcdc_window_age_seconds";
     pub const UPLOAD_SECONDS: &str = "pgcdc_upload_duration_seconds";
     pub const FLUSH_SECONDS: &str = "pgcdc_flush_duration_seconds";
+    pub const COMMIT_TO_DURABLE: &str = "pgcdc_commit_to_durable_seconds";
     pub const SINK_ERRORS: &str = "pgcdc_sink_errors_total";
     pub const ERRORS: &str = "pgcdc_errors_total";
     pub const RECONNECTS: &str = "pgcdc_reconnects_total";
@@ -71,6 +72,7 @@ pub struct Metrics {
     pub window_age: Gauge,
     pub upload_seconds: Histogram,
     pub flush_seconds: Histogram,
+    pub commit_to_durable: Histogram,
     pub sink_errors: IntCounterVec,
     pub errors: IntCounterVec,
     pub reconnects: IntCounter,
@@ -198,7 +200,14 @@ fn build(slot: &str) -> Result<Metrics, prometheus::Error> {
             r,
             Histogram::with_opts(
                 HistogramOpts::new(FLUSH_SECONDS, "Time to close a window: finish its files, publish them and write the checkpoint")
-                    .buckets(latency_buckets),
+                    .buckets(latency_buckets.clone()),
+            )?,
+        )?,
+        commit_to_durable: register(
+            r,
+            Histogram::with_opts(
+                HistogramOpts::new(COMMIT_TO_DURABLE, "Per transaction with captured rows: from its commit on the server to its file being durable and checkpointed")
+                    .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0]),
             )?,
         )?,
         sink_errors: register(
@@ -369,6 +378,7 @@ mod tests {
             names::WINDOW_AGE,
             names::UPLOAD_SECONDS,
             names::FLUSH_SECONDS,
+            names::COMMIT_TO_DURABLE,
             names::SINK_ERRORS,
             names::ERRORS,
             names::RECONNECTS,

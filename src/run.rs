@@ -278,6 +278,8 @@ fn run_once(
         status_interval: config.source.status_interval,
         changes: Vec::new(),
         last_commit_unix_us: 0,
+        txn_has_rows: false,
+        window_commits: Vec::new(),
     };
     let result = pipeline.stream(handle, stream, shutdown);
     let live = metrics::live();
@@ -460,6 +462,11 @@ struct Pipeline<'a> {
     changes: Vec<Change>,
     /// Commit time (Unix µs) of the last transaction received, for the lag in seconds.
     last_commit_unix_us: i64,
+    /// Whether the open transaction wrote rows into the window.
+    txn_has_rows: bool,
+    /// Commit times of the window's transactions, observed as commit-to-durable latency when
+    /// the window's checkpoint is written.
+    window_commits: Vec<i64>,
 }
 
 impl Pipeline<'_> {
@@ -598,6 +605,7 @@ impl Pipeline<'_> {
                     .rows
                     .with_label_values(&[&folder, row.op.code()])
                     .inc();
+                self.txn_has_rows = true;
             }
             Change::Commit {
                 commit_lsn,
@@ -609,6 +617,9 @@ impl Pipeline<'_> {
                 if self.skip_txn {
                     self.skip_txn = false;
                     return Ok(());
+                }
+                if std::mem::take(&mut self.txn_has_rows) {
+                    self.window_commits.push(self.last_commit_unix_us);
                 }
                 let due = self.batcher.commit(*commit_lsn, *end_lsn, Instant::now());
                 if due {
@@ -654,6 +665,11 @@ impl Pipeline<'_> {
         self.checkpoint.advance(commit_lsn, end_lsn);
         self.save_checkpoint()?;
         m.flush_seconds.observe(started.elapsed().as_secs_f64());
+        let now = metrics::now_unix_micros();
+        for committed in self.window_commits.drain(..) {
+            m.commit_to_durable
+                .observe((now - committed).max(0) as f64 / 1e6);
+        }
         Ok(Some(self.checkpoint.flush_lsn))
     }
 
