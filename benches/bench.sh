@@ -173,5 +173,72 @@ EOF
     printf '{"date":"%s","host":"%s","cores":%s,"rows":%s,"rows_per_txn":%s,"width":%s,"sink":"local","method":"both_orders_mean","recvlogical_s":%.3f,"pgcdc_s":%.3f,"ratio":%.3f,"pgcdc_peak_rss_kib":%s,"pgcdc_cpu_s":%.2f}\n' \
         "$(date -u +%FT%TZ)" "$(hostname)" "$(nproc)" "$n" "$per" "$w" "$recv_s" "$pgcdc_s" "$ratio" "$hwm" "$cpu" >>"$results"
 done
+
+# --- Latency: commit -> durable file at a steady rate, read from pgcdc's own histogram --------
+rate=${BENCH_TPS:-1000}
+seconds=${BENCH_LATENCY_SECONDS:-20}
+window=${BENCH_WINDOW:-5s}
+sql -d shop -At -c "select pg_create_logical_replication_slot('bench_lat', 'pgoutput')" >/dev/null
+metrics_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+rm -rf "$work/stage-lat"
+cat >"$work/lat.toml" <<EOF
+[source]
+url = "postgres://postgres@127.0.0.1:$port/shop"
+slot = "bench_lat"
+publication = "pgcdc_pub"
+[sink]
+url = "file://$work/stage-lat"
+[batch]
+window = "$window"
+format = "csv.gz"
+[metrics]
+listen = "127.0.0.1:$metrics_port"
+EOF
+PGCDC_LOG=warn "$pgcdc_bin" run --config "$work/lat.toml" 2>"$work/lat.log" &
+pgcdc_pid=$!
+cat >"$work/one.sql" <<'EOF'
+insert into ecommerce_sales (invoice_no, stock_code, description, quantity, invoice_date, unit_price, customer_id, country)
+values ('570000', '22423', 'REGENCY CAKESTAND 3 TIER', 1, timestamp '2011-10-01 10:00:00', 12.75, 13089, 'United Kingdom');
+EOF
+"$bindir/pgbench" -n -h 127.0.0.1 -p "$port" -U postgres -f "$work/one.sql" -R "$rate" -T "$seconds" -c 4 -j 2 shop >"$work/pgbench.log" 2>&1 \
+    || { cat "$work/pgbench.log" >&2; die "pgbench failed"; }
+achieved=$(awk '/^tps = / { print int($3) }' "$work/pgbench.log")
+lat_marker=$(sql -d shop -At <<'EOF'
+begin;
+insert into ecommerce_sales (invoice_no, stock_code, description, quantity, invoice_date, unit_price, customer_id, country)
+values ('999998', 'MARK', 'latency marker', 1, timestamp '2011-12-09 12:50:00', 0, null, 'United Kingdom');
+select pg_current_wal_insert_lsn();
+commit;
+EOF
+)
+lat_checkpoint=$work/stage-lat/_pgcdc/bench_lat/checkpoint.json
+until [[ -f "$lat_checkpoint" ]] && [[ $(sql -d shop -At -c "select '$(python3 -c "import json; print(json.load(open('$lat_checkpoint'))['commit_lsn'])" 2>/dev/null || echo 0/0)'::pg_lsn >= '$lat_marker'::pg_lsn") == t ]]; do
+    kill -0 "$pgcdc_pid" 2>/dev/null || { cat "$work/lat.log" >&2; die "pgcdc exited"; }
+    sleep 0.1
+done
+read -r p50 p99 count < <(python3 - "$metrics_port" <<'EOF'
+import sys, urllib.request
+text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics").read().decode()
+buckets = []
+for line in text.splitlines():
+    if line.startswith("pgcdc_commit_to_durable_seconds_bucket"):
+        le = line.split('le="')[1].split('"')[0]
+        buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+total = buckets[-1][1] if buckets else 0
+def quantile(q):
+    # Upper bound of the bucket holding the q-th observation (conservative).
+    for le, n in buckets:
+        if n >= q * total:
+            return le
+    return float("nan")
+print(quantile(0.5), quantile(0.99), int(total))
+EOF
+)
+kill -TERM "$pgcdc_pid"; wait "$pgcdc_pid" || true; pgcdc_pid=
+say ""
+say "latency: $achieved tx/s for ${seconds}s, window $window: commit -> durable p50 <= ${p50}s, p99 <= ${p99}s over $count transactions (histogram bucket bounds)"
+printf '{"date":"%s","host":"%s","cores":%s,"scenario":"latency","tps":%s,"seconds":%s,"window":"%s","p50_le_s":%s,"p99_le_s":%s,"transactions":%s}\n' \
+    "$(date -u +%FT%TZ)" "$(hostname)" "$(nproc)" "${achieved:-0}" "$seconds" "$window" "$p50" "$p99" "$count" >>"$results"
+
 say ""
 say "appended to $results"
