@@ -39,9 +39,12 @@ warehouse-test:
 demo: deps build
 	bash scripts/demo.sh
 
-# pgcdc against pg_recvlogical on the same slot data; appends to benches/results.jsonl.
+# pgcdc against pg_recvlogical on the same slot data, and commit-to-durable latency at 1k tx/s
+# (appends to benches/results.jsonl); then Criterion micro-benchmarks of the decoder and the
+# CSV encoder (MB/s).
 bench: deps build
 	bash benches/bench.sh
+	$(CARGO) bench $(LOCKED) --bench decode --bench csv_encode
 
 clean:
 	$(CARGO) clean
