@@ -69,9 +69,30 @@ now() { date +%s.%N; }
 cpu_of() { awk '{ print ($14 + $15) / 100 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 hwm_of() { awk '/VmHWM/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 
-printf '\n%-10s %-8s %-6s | %-22s | %-22s | %-6s | %-9s %-8s\n' rows per_txn width "pg_recvlogical s (rows/s)" "pgcdc s (rows/s)" ratio "RSS MiB" "CPU s" >&2
+printf '\n%-10s %-8s %-6s %-6s | %-22s | %-22s | %-6s | %-9s %-8s\n' rows per_txn width sink "pg_recvlogical s (rows/s)" "pgcdc s (rows/s)" ratio "RSS MiB" "CPU s" >&2
+# The local S3 server (moto, from the project venv) for the S3 rows of the table.
+venv=${PGCDC_VENV:-$HOME/.cache/pgcdc/venv}
+[[ -x "$venv/bin/moto_server" ]] || die "no moto_server in $venv (scripts/install-deps.sh)"
+s3_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+MOTO_S3_DEFAULT_KEY_BUFFER_SIZE=65536 "$venv/bin/moto_server" -H 127.0.0.1 -p "$s3_port" >"$work/moto.log" 2>&1 </dev/null &
+moto_pid=$!
+trap 'kill "$moto_pid" 2>/dev/null || true; cleanup' EXIT
+export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+for _ in $(seq 100); do
+    "$venv/bin/python" "$repo/scripts/s3util.py" "http://127.0.0.1:$s3_port" mkbucket bench 2>/dev/null && break
+    sleep 0.1
+done
+
 for scenario in "${scenarios[@]}"; do
-    IFS=: read -r n per w <<<"$scenario"
+  IFS=: read -r n per w <<<"$scenario"
+  for sink in local s3; do
+    case "$sink" in
+        local) sink_section="url = \"file://$work/stage\"" ;;
+        s3) sink_section="url = \"s3://bench/run\"
+endpoint = \"http://127.0.0.1:$s3_port\"
+force_path_style = true
+spool_dir = \"$work/spool\"" ;;
+    esac
     # One measurement: load, then drain both slots in the given order.
     measure() {
     sql -d shop -q -c 'truncate ecommerce_sales' >/dev/null
@@ -120,7 +141,13 @@ EOF
     }
     run_pgcdc() {
     # pgcdc to a local sink.
-    rm -rf "$work/stage"
+    rm -rf "$work/stage" "$work/spool"
+    "$venv/bin/python" - "http://127.0.0.1:$s3_port" <<'PY' 2>/dev/null || true
+import sys, boto3
+from botocore.config import Config
+s3 = boto3.resource("s3", endpoint_url=sys.argv[1], config=Config(s3={"addressing_style": "path"}))
+s3.Bucket("bench").objects.all().delete()
+PY
     cat >"$work/pgcdc.toml" <<EOF
 [source]
 url = "postgres://postgres@127.0.0.1:$port/shop"
@@ -128,7 +155,7 @@ slot = "bench_pgcdc"
 publication = "pgcdc_pub"
 status_interval = "1s"
 [sink]
-url = "file://$work/stage"
+$sink_section
 [batch]
 window = "200ms"
 max_file_bytes = "128MiB"
@@ -139,9 +166,13 @@ EOF
     start=$(now)
     PGCDC_LOG=${BENCH_LOG:-warn} "$pgcdc_bin" run --config "$work/pgcdc.toml" 2>"$work/pgcdc.log" &
     pgcdc_pid=$!
-    checkpoint=$work/stage/_pgcdc/bench_pgcdc/checkpoint.json
+    if [[ "$sink" == s3 ]]; then
+        read_checkpoint() { "$venv/bin/python" "$repo/scripts/s3util.py" "http://127.0.0.1:$s3_port" get bench run/_pgcdc/bench_pgcdc/checkpoint.json; }
+    else
+        read_checkpoint() { cat "$work/stage/_pgcdc/bench_pgcdc/checkpoint.json" 2>/dev/null; }
+    fi
     cpu=0 hwm=0
-    until [[ -f "$checkpoint" ]] && [[ $(sql -d shop -At -c "select '$(python3 -c "import json,sys; print(json.load(open('$checkpoint'))['commit_lsn'])" 2>/dev/null || echo 0/0)'::pg_lsn >= '$marker'::pg_lsn") == t ]]; do
+    until [[ $(sql -d shop -At -c "select '$(read_checkpoint | python3 -c "import json,sys; print(json.load(sys.stdin)['commit_lsn'])" 2>/dev/null || echo 0/0)'::pg_lsn >= '$marker'::pg_lsn") == t ]]; do
         kill -0 "$pgcdc_pid" 2>/dev/null || { cat "$work/pgcdc.log" >&2; die "pgcdc exited"; }
         cpu=$(cpu_of "$pgcdc_pid"); hwm=$(hwm_of "$pgcdc_pid")
         sleep 0.02
@@ -168,10 +199,11 @@ EOF
     pgcdc_rate=$(echo "$n / $pgcdc_s" | bc)
     ratio=$(echo "scale=2; $pgcdc_s / $recv_s" | bc)
     rss_mib=$(echo "scale=1; $hwm / 1024" | bc)
-    printf '%-10s %-8s %-6s | %8.2f (%9s)   | %8.2f (%9s)   | %-6s | %-9s %-8s\n' \
-        "$n" "$per" "$w" "$recv_s" "$recv_rate" "$pgcdc_s" "$pgcdc_rate" "$ratio" "$rss_mib" "$cpu" >&2
-    printf '{"date":"%s","host":"%s","cores":%s,"rows":%s,"rows_per_txn":%s,"width":%s,"sink":"local","method":"both_orders_mean","recvlogical_s":%.3f,"pgcdc_s":%.3f,"ratio":%.3f,"pgcdc_peak_rss_kib":%s,"pgcdc_cpu_s":%.2f}\n' \
-        "$(date -u +%FT%TZ)" "$(hostname)" "$(nproc)" "$n" "$per" "$w" "$recv_s" "$pgcdc_s" "$ratio" "$hwm" "$cpu" >>"$results"
+    printf '%-10s %-8s %-6s %-6s | %8.2f (%9s)   | %8.2f (%9s)   | %-6s | %-9s %-8s\n' \
+        "$n" "$per" "$w" "$sink" "$recv_s" "$recv_rate" "$pgcdc_s" "$pgcdc_rate" "$ratio" "$rss_mib" "$cpu" >&2
+    printf '{"date":"%s","host":"%s","cores":%s,"rows":%s,"rows_per_txn":%s,"width":%s,"sink":"%s","method":"both_orders_mean","recvlogical_s":%.3f,"pgcdc_s":%.3f,"ratio":%.3f,"pgcdc_peak_rss_kib":%s,"pgcdc_cpu_s":%.2f}\n' \
+        "$(date -u +%FT%TZ)" "$(hostname)" "$(nproc)" "$n" "$per" "$w" "$sink" "$recv_s" "$pgcdc_s" "$ratio" "$hwm" "$cpu" >>"$results"
+  done
 done
 
 # --- Latency: commit -> durable file at a steady rate, read from pgcdc's own histogram --------
@@ -239,6 +271,34 @@ say ""
 say "latency: $achieved tx/s for ${seconds}s, window $window: commit -> durable p50 <= ${p50}s, p99 <= ${p99}s over $count transactions (histogram bucket bounds)"
 printf '{"date":"%s","host":"%s","cores":%s,"scenario":"latency","tps":%s,"seconds":%s,"window":"%s","p50_le_s":%s,"p99_le_s":%s,"transactions":%s}\n' \
     "$(date -u +%FT%TZ)" "$(hostname)" "$(nproc)" "${achieved:-0}" "$seconds" "$window" "$p50" "$p99" "$count" >>"$results"
+
+# --- Snapshot: pgcdc's initial copy (COPY text -> CSV.gz, durable) against a bare COPY -------
+snap_rows=${BENCH_SNAPSHOT_ROWS:-1000000}
+sql -d shop -q -c 'truncate ecommerce_sales' >/dev/null
+sql -d shop -q <<EOF >/dev/null
+insert into ecommerce_sales (invoice_no, stock_code, description, quantity, invoice_date, unit_price, customer_id, country)
+select (536365 + g / 5)::text, '85123A', 'WHITE HANGING HEART T-LIGHT HOLDER', (g % 12) + 1,
+       timestamp '2010-12-01 08:26:00' + g * interval '1 minute', 2.55, 17850, 'United Kingdom'
+from generate_series(1, $snap_rows) g;
+EOF
+start=$(now)
+sql -d shop -c 'copy ecommerce_sales to stdout' >/dev/null
+copy_s=$(echo "$(now) - $start" | bc)
+rm -rf "$work/stage-snap"
+sed -e 's/bench_lat/bench_snap/' -e "s|stage-lat|stage-snap|" -e "s/127.0.0.1:$metrics_port/127.0.0.1:0/" "$work/lat.toml" >"$work/snap.toml"
+PGCDC_LOG=info "$pgcdc_bin" run --config "$work/snap.toml" 2>"$work/snap.log" &
+pgcdc_pid=$!
+until grep -q 'Snapshot complete' "$work/snap.log"; do
+    kill -0 "$pgcdc_pid" 2>/dev/null || { cat "$work/snap.log" >&2; die "pgcdc exited"; }
+    sleep 0.05
+done
+kill -TERM "$pgcdc_pid"; wait "$pgcdc_pid" || true; pgcdc_pid=
+snap_ms=$(grep -o 'elapsed_ms=[0-9]*' "$work/snap.log" | head -n 1 | cut -d= -f2)
+snap_s=$(echo "scale=3; $snap_ms / 1000" | bc)
+speed=$(echo "scale=3; $copy_s / $snap_s" | bc)
+say "snapshot: $snap_rows rows: COPY to /dev/null ${copy_s}s, pgcdc snapshot to durable csv.gz ${snap_s}s: speed $speed x COPY"
+printf '{"date":"%s","host":"%s","cores":%s,"scenario":"snapshot","rows":%s,"copy_s":%.3f,"snapshot_s":%.3f,"speed_vs_copy":%.3f}\n' \
+    "$(date -u +%FT%TZ)" "$(hostname)" "$(nproc)" "$snap_rows" "$copy_s" "$snap_s" "$speed" >>"$results"
 
 say ""
 say "appended to $results"

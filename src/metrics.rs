@@ -207,7 +207,10 @@ fn build(slot: &str) -> Result<Metrics, prometheus::Error> {
             r,
             Histogram::with_opts(
                 HistogramOpts::new(COMMIT_TO_DURABLE, "Per transaction with captured rows: from its commit on the server to its file being durable and checkpointed")
-                    .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0]),
+                    .buckets(vec![
+                        0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 5.5, 6.0, 7.0, 8.0, 10.0, 15.0, 30.0, 60.0,
+                        90.0, 120.0, 300.0, 600.0,
+                    ]),
             )?,
         )?,
         sink_errors: register(
