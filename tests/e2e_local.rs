@@ -363,22 +363,14 @@ async fn an_idle_slot_still_advances() {
         .query_scalar("select pg_current_wal_lsn()::text")
         .await
         .expect("current LSN");
-    let client = setup.cluster.client(SHOP_DB).await;
-    wait_until("the slot confirms WAL it had nothing to send for", DEADLINE, || {
-        let client = &client;
-        let target = target.clone();
-        async move {
-            let row = client
-                .query_one(
-                    "select confirmed_flush_lsn >= $1::text::pg_lsn from pg_replication_slots where slot_name = 'pgcdc'",
-                    &[&target],
-                )
-                .await
-                .ok()?;
-            row.get::<_, bool>(0).then_some(())
-        }
-    })
-    .await;
+    setup
+        .cluster
+        .wait_true(
+            "the slot confirms WAL it had nothing to send for",
+            DEADLINE,
+            &format!("select confirmed_flush_lsn >= '{target}'::pg_lsn from pg_replication_slots where slot_name = 'pgcdc'"),
+        )
+        .await;
     pgcdc.stop_cleanly(DEADLINE).await;
     assert!(data_files(&setup.sink).is_empty(), "no rows, no files");
 }
@@ -721,41 +713,27 @@ async fn heartbeat_moves_an_idle_slot_and_logs_can_be_json() {
         .await
         .expect("slot");
     // Nothing writes to the database: only the heartbeat can move the slot.
-    let client = setup.cluster.client(SHOP_DB).await;
-    wait_until("the heartbeat advances the idle slot", DEADLINE, || {
-        let client = &client;
-        let start = start.clone();
-        async move {
-            let row = client
-                .query_one(
-                    "select confirmed_flush_lsn > $1::text::pg_lsn from pg_replication_slots where slot_name = 'pgcdc'",
-                    &[&start],
-                )
-                .await
-                .ok()?;
-            row.get::<_, bool>(0).then_some(())
-        }
-    })
-    .await;
+    setup
+        .cluster
+        .wait_true(
+            "the heartbeat advances the idle slot",
+            DEADLINE,
+            &format!("select confirmed_flush_lsn > '{start}'::pg_lsn from pg_replication_slots where slot_name = 'pgcdc'"),
+        )
+        .await;
     // And the WAL holds pgcdc's heartbeat messages (seen through a second, test_decoding slot).
     setup
         .cluster
         .execute("select pg_create_logical_replication_slot('watch', 'test_decoding')")
         .await;
-    wait_until("a heartbeat message is in the WAL", DEADLINE, || {
-        let client = &client;
-        async move {
-            let row = client
-                .query_one(
-                    "select count(*) from pg_logical_slot_peek_changes('watch', null, null) where data like '%prefix: pgcdc.heartbeat%'",
-                    &[],
-                )
-                .await
-                .ok()?;
-            (row.get::<_, i64>(0) > 0).then_some(())
-        }
-    })
-    .await;
+    setup
+        .cluster
+        .wait_true(
+            "a heartbeat message is in the WAL",
+            DEADLINE,
+            "select count(*) > 0 from pg_logical_slot_peek_changes('watch', null, null) where data like '%prefix: pgcdc.heartbeat%'",
+        )
+        .await;
     pgcdc.stop_cleanly(DEADLINE).await;
     for line in pgcdc.stderr().lines().filter(|l| !l.trim().is_empty()) {
         let value: serde_json::Value = serde_json::from_str(line)

@@ -103,22 +103,13 @@ async fn slot_commands_inspect_repair_and_refuse() {
         .await
         .expect("lsn");
     // A slot advances only over WAL the server has flushed (asynchronous commit delays it).
-    let client = cluster.client(SHOP_DB).await;
-    wait_until("the WAL up to the target is flushed", DEADLINE, || {
-        let client = &client;
-        let target = target.clone();
-        async move {
-            let row = client
-                .query_one(
-                    "select pg_current_wal_flush_lsn() >= $1::text::pg_lsn",
-                    &[&target],
-                )
-                .await
-                .ok()?;
-            row.get::<_, bool>(0).then_some(())
-        }
-    })
-    .await;
+    cluster
+        .wait_true(
+            "the WAL up to the target is flushed",
+            DEADLINE,
+            &format!("select pg_current_wal_flush_lsn() >= '{target}'::pg_lsn"),
+        )
+        .await;
     let (ok, text) = slot(&config, &["advance", "--to", &target, "--yes"]);
     assert!(ok, "{text}");
     assert_eq!(gap_markers(&sink).len(), 1);

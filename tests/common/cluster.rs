@@ -219,6 +219,22 @@ impl PgCluster {
     }
 
     /// `ALTER SYSTEM SET name = 'value'` and reload (for settings that need no restart).
+    /// Waits until `sql` (a query returning one boolean, run in `shop`) is true.
+    pub async fn wait_true(&self, what: &str, deadline: Duration, sql: &str) {
+        let client = self.client(SHOP_DB).await;
+        wait_until(what, deadline, || {
+            let client = &client;
+            async move {
+                client
+                    .query_one(sql, &[])
+                    .await
+                    .ok()
+                    .is_some_and(|row| row.get::<_, bool>(0))
+            }
+        })
+        .await;
+    }
+
     pub async fn set_config(&self, name: &str, value: &str) {
         let client = self.client("postgres").await;
         // ALTER SYSTEM cannot run in a transaction block: one statement per call.
