@@ -164,4 +164,11 @@ else
     command -v promtool >/dev/null 2>&1 || { say "prometheus installed but promtool still not found" >&2; exit 1; }
     say "installed: $(command -v promtool) ($(promtool --version 2>&1 | head -n 1))"
 fi
+# bc: arithmetic in benches/bench.sh (make bench).
+if ! command -v bc >/dev/null 2>&1; then
+    say "bc missing: installing it"
+    if [[ $(id -u) -eq 0 ]]; then sudo=(); else sudo=(sudo); fi
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends bc </dev/null \
+        || { "${sudo[@]}" apt-get update && "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends bc </dev/null; }
+fi
 say "ok"
