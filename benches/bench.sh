@@ -37,6 +37,8 @@ else
 fi
 
 say() { printf '%s\n' "$*" >&2; }
+# BENCH_ONLY=scenarios|latency|snapshot runs one phase (default: all).
+want() { [[ -z "${BENCH_ONLY:-}" || "${BENCH_ONLY}" == "$1" ]]; }
 die() { say "bench: $*"; exit 1; }
 [[ -x "$pgcdc_bin" ]] || die "no pgcdc binary at $pgcdc_bin (make build)"
 bindir=$(pg_config --bindir 2>/dev/null || true)
@@ -83,6 +85,7 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 
+if want scenarios; then
 for scenario in "${scenarios[@]}"; do
   IFS=: read -r n per w <<<"$scenario"
   for sink in local s3; do
@@ -205,7 +208,9 @@ EOF
         "$(date -u +%FT%TZ)" "$(hostname)" "$(nproc)" "$n" "$per" "$w" "$sink" "$recv_s" "$pgcdc_s" "$ratio" "$hwm" "$cpu" >>"$results"
   done
 done
+fi
 
+if want latency; then
 # --- Latency: commit -> durable file at a steady rate, read from pgcdc's own histogram --------
 rate=${BENCH_TPS:-1000}
 seconds=${BENCH_LATENCY_SECONDS:-20}
@@ -271,7 +276,9 @@ say ""
 say "latency: $achieved tx/s for ${seconds}s, window $window: commit -> durable p50 <= ${p50}s, p99 <= ${p99}s over $count transactions (histogram bucket bounds)"
 printf '{"date":"%s","host":"%s","cores":%s,"scenario":"latency","tps":%s,"seconds":%s,"window":"%s","p50_le_s":%s,"p99_le_s":%s,"transactions":%s}\n' \
     "$(date -u +%FT%TZ)" "$(hostname)" "$(nproc)" "${achieved:-0}" "$seconds" "$window" "$p50" "$p99" "$count" >>"$results"
+fi
 
+if want snapshot; then
 # --- Snapshot: pgcdc's initial copy (COPY text -> CSV.gz, durable) against a bare COPY -------
 snap_rows=${BENCH_SNAPSHOT_ROWS:-1000000}
 sql -d shop -q -c 'truncate ecommerce_sales' >/dev/null
@@ -285,8 +292,19 @@ start=$(now)
 sql -d shop -c 'copy ecommerce_sales to stdout' >/dev/null
 copy_s=$(echo "$(now) - $start" | bc)
 rm -rf "$work/stage-snap"
-sed -e 's/bench_lat/bench_snap/' -e "s|stage-lat|stage-snap|" -e "s/127.0.0.1:$metrics_port/127.0.0.1:0/" "$work/lat.toml" >"$work/snap.toml"
-PGCDC_LOG=info "$pgcdc_bin" run --config "$work/snap.toml" 2>"$work/snap.log" &
+cat >"$work/snap.toml" <<EOF
+[source]
+url = "postgres://postgres@127.0.0.1:$port/shop"
+slot = "bench_snap"
+publication = "pgcdc_pub"
+[sink]
+url = "file://$work/stage-snap"
+[batch]
+format = "csv.gz"
+[metrics]
+listen = "127.0.0.1:0"
+EOF
+PGCDC_LOG=info ${BENCH_WRAP:-} "$pgcdc_bin" run --config "$work/snap.toml" 2>"$work/snap.log" &
 pgcdc_pid=$!
 until grep -q 'Snapshot complete' "$work/snap.log"; do
     kill -0 "$pgcdc_pid" 2>/dev/null || { cat "$work/snap.log" >&2; die "pgcdc exited"; }
@@ -300,5 +318,6 @@ say "snapshot: $snap_rows rows: COPY to /dev/null ${copy_s}s, pgcdc snapshot to 
 printf '{"date":"%s","host":"%s","cores":%s,"scenario":"snapshot","rows":%s,"copy_s":%.3f,"snapshot_s":%.3f,"speed_vs_copy":%.3f}\n' \
     "$(date -u +%FT%TZ)" "$(hostname)" "$(nproc)" "$snap_rows" "$copy_s" "$snap_s" "$speed" >>"$results"
 
+fi
 say ""
 say "appended to $results"
