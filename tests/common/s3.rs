@@ -75,17 +75,7 @@ impl MotoServer {
             log,
             _dir: dir,
         };
-        wait_until(
-            "moto_server accepts connections",
-            Duration::from_secs(30),
-            || async move {
-                TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .ok()
-                    .map(|_| ())
-            },
-        )
-        .await;
+        wait_port("moto_server accepts connections", port, true).await;
         server
     }
 
@@ -211,17 +201,7 @@ impl Outage {
         let port = free_port();
         let (up, up_rx) = watch::channel(true);
         let task = tokio::spawn(forward(port, upstream, up_rx));
-        wait_until(
-            "the outage proxy listens",
-            Duration::from_secs(10),
-            || async move {
-                TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .ok()
-                    .map(|_| ())
-            },
-        )
-        .await;
+        wait_port("the outage proxy listens", port, true).await;
         Outage { port, up, task }
     }
 
@@ -232,27 +212,15 @@ impl Outage {
     /// S3 becomes unreachable: new connections are refused, open ones are closed.
     pub async fn take_down(&self) {
         let _ = self.up.send(false);
-        let port = self.port;
-        wait_until(
-            "the outage proxy refuses connections",
-            Duration::from_secs(10),
-            || async move { TcpStream::connect(("127.0.0.1", port)).await.is_err() },
-        )
-        .await;
+        wait_port("the outage proxy refuses connections", self.port, false).await;
     }
 
     pub async fn bring_back(&self) {
         let _ = self.up.send(true);
-        let port = self.port;
-        wait_until(
+        wait_port(
             "the outage proxy accepts connections again",
-            Duration::from_secs(10),
-            || async move {
-                TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .ok()
-                    .map(|_| ())
-            },
+            self.port,
+            true,
         )
         .await;
     }
