@@ -14,6 +14,7 @@ pub mod config;
 pub mod lsn;
 pub mod metrics;
 pub mod monitor;
+pub mod pg_time;
 pub mod pgoutput;
 pub mod run;
 pub mod sink;

@@ -263,10 +263,6 @@ pub fn lsn_value(lsn: Lsn) -> i64 {
     i64::try_from(lsn.as_u64()).unwrap_or(i64::MAX)
 }
 
-pub fn now_unix_micros() -> i64 {
-    chrono::Utc::now().timestamp_micros()
-}
-
 /// Whether pgcdc should receive traffic: streaming, and the last known lag within `max_lag`.
 pub fn ready(max_lag_bytes: u64) -> bool {
     let live = live();
@@ -278,7 +274,7 @@ pub fn ready(max_lag_bytes: u64) -> bool {
 pub fn render() -> Vec<u8> {
     let m = get();
     let live = live();
-    let now = now_unix_micros();
+    let now = crate::pg_time::now_unix_micros();
     let opened = live.window_opened_us.load(Ordering::Relaxed);
     m.window_age.set(if opened > 0 {
         (now - opened).max(0) as f64 / 1e6

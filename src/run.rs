@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 use tokio::sync::watch;
@@ -22,10 +22,11 @@ use crate::checkpoint::{Checkpoint, CheckpointError, SnapshotState};
 use crate::config::{Config, SinkTarget};
 use crate::lsn::Lsn;
 use crate::metrics;
+use crate::pg_time;
 use crate::pgoutput::{self, DecodeError};
 use crate::sink::{LocalSink, ObjectKey, S3Sink, Sink, SinkError, key};
 use crate::snapshot::{self, SnapshotError};
-use crate::source::{self, Connection, SourceError, SourceEvent, Stream, slot};
+use crate::source::{Connection, SourceError, SourceEvent, Stream, slot};
 
 /// Events buffered between the socket task and the pipeline.
 const CHANNEL_CAPACITY: usize = 4096;
@@ -338,14 +339,6 @@ fn delete_snapshot_files(sink: &dyn Sink, lsn: Lsn) -> Result<(), RunError> {
     Ok(())
 }
 
-fn now_pg_micros() -> i64 {
-    let unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
-    unix - source::frame::PG_EPOCH_OFFSET_SECS * 1_000_000
-}
-
 /// Creates the slot with an exported snapshot and copies the published tables inside it.
 fn initial_snapshot(
     config: &Config,
@@ -375,7 +368,7 @@ fn initial_snapshot(
     let meta = TxnMeta {
         xid: None,
         commit_lsn: created.consistent_point,
-        commit_ts: now_pg_micros(),
+        commit_ts: pg_time::from_unix_micros(pg_time::now_unix_micros()),
     };
     batcher.begin(meta);
     let mut seq = 0u64;
@@ -565,9 +558,7 @@ impl Pipeline<'_> {
         match change {
             Change::Begin(meta) => {
                 self.txn = Some(*meta);
-                self.last_commit_unix_us = meta
-                    .commit_ts
-                    .saturating_add(source::frame::PG_EPOCH_OFFSET_SECS * 1_000_000);
+                self.last_commit_unix_us = pg_time::to_unix_micros(meta.commit_ts);
                 self.skip_txn = meta.commit_lsn <= self.checkpoint.commit_lsn;
                 if self.skip_txn {
                     debug!(commit_lsn = %meta.commit_lsn, "Skipping a transaction the checkpoint covers");
@@ -593,7 +584,7 @@ impl Pipeline<'_> {
                 if self.batcher.is_empty() {
                     metrics::live()
                         .window_opened_us
-                        .store(metrics::now_unix_micros(), Ordering::Relaxed);
+                        .store(pg_time::now_unix_micros(), Ordering::Relaxed);
                 }
                 self.batcher
                     .push(row, Instant::now())
@@ -665,7 +656,7 @@ impl Pipeline<'_> {
         self.checkpoint.advance(commit_lsn, end_lsn);
         self.save_checkpoint()?;
         m.flush_seconds.observe(started.elapsed().as_secs_f64());
-        let now = metrics::now_unix_micros();
+        let now = pg_time::now_unix_micros();
         for committed in self.window_commits.drain(..) {
             m.commit_to_durable
                 .observe((now - committed).max(0) as f64 / 1e6);
@@ -689,7 +680,7 @@ impl Pipeline<'_> {
         // Nothing pending: pgcdc is caught up as of now.
         metrics::live()
             .caught_up_us
-            .fetch_max(metrics::now_unix_micros(), Ordering::Relaxed);
+            .fetch_max(pg_time::now_unix_micros(), Ordering::Relaxed);
         let (commit, end) = self.last_commit.unwrap_or_default();
         let flush = end.max(wal_end.unwrap_or_default());
         if flush <= self.checkpoint.flush_lsn {

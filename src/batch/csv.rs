@@ -60,8 +60,7 @@ pub fn encode_header(out: &mut Vec<u8>, table: &Table) {
 
 /// ISO-8601 UTC with microseconds from PostgreSQL's epoch-2000 microseconds.
 pub fn format_commit_ts(pg_micros: i64) -> String {
-    const PG_EPOCH_MICROS: i64 = 946_684_800 * 1_000_000;
-    match chrono::DateTime::from_timestamp_micros(pg_micros.saturating_add(PG_EPOCH_MICROS)) {
+    match chrono::DateTime::from_timestamp_micros(crate::pg_time::to_unix_micros(pg_micros)) {
         Some(ts) => ts.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
         // Only reachable for timestamps hundreds of thousands of years out; keep the raw value
         // rather than fail a whole file over it.

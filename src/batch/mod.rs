@@ -24,8 +24,6 @@ use crate::lsn::Lsn;
 use crate::sink::{ObjectKey, Part};
 use spool::SpoolWriter;
 
-const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800 * 1_000_000;
-
 /// A finished file waiting in the spool to be published.
 #[derive(Debug)]
 pub struct SealedFile {
@@ -132,7 +130,7 @@ impl Batcher {
         let output = self.tables.entry(folder).or_insert_with(|| TableOutput {
             first: meta.commit_lsn,
             last: meta.commit_lsn,
-            first_commit_unix_micros: meta.commit_ts.saturating_add(PG_EPOCH_UNIX_MICROS),
+            first_commit_unix_micros: crate::pg_time::to_unix_micros(meta.commit_ts),
             finished: Vec::new(),
             current: None,
         });

@@ -13,9 +13,6 @@ const XLOG_DATA: u8 = b'w';
 const PRIMARY_KEEPALIVE: u8 = b'k';
 const STANDBY_STATUS_UPDATE: u8 = b'r';
 
-/// Seconds between the Unix epoch and PostgreSQL's epoch (2000-01-01 00:00:00 UTC).
-pub const PG_EPOCH_OFFSET_SECS: i64 = 946_684_800;
-
 /// A frame the server sends inside CopyData.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -101,7 +98,7 @@ pub fn status_update(write: Lsn, flush: Lsn, now_unix_micros: i64, reply: bool) 
     buf.put_u64(write.as_u64());
     buf.put_u64(flush.as_u64());
     buf.put_u64(flush.as_u64());
-    buf.put_i64(now_unix_micros - PG_EPOCH_OFFSET_SECS * 1_000_000);
+    buf.put_i64(crate::pg_time::from_unix_micros(now_unix_micros));
     buf.put_u8(u8::from(reply));
     buf.freeze()
 }
@@ -172,7 +169,7 @@ mod tests {
         let b = status_update(
             Lsn::new(5),
             Lsn::new(3),
-            PG_EPOCH_OFFSET_SECS * 1_000_000 + 42,
+            crate::pg_time::PG_EPOCH_UNIX_MICROS + 42,
             true,
         );
         assert_eq!(b.len(), 34);

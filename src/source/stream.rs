@@ -7,7 +7,7 @@
 //! (TCP backpressure slows the walsender) but keeps writing status updates, which the walsender
 //! reads even while its own writes are blocked.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use postgres_protocol::message::backend;
@@ -115,10 +115,7 @@ struct Status {
 
 impl Status {
     fn queue(&self, conn: &mut Connection) -> Result<(), SourceError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
+        let now = crate::pg_time::now_unix_micros();
         // write can trail flush right after start (flush comes from the checkpoint).
         let write = self.write.max(self.flush);
         conn.queue_copy_data(frame::status_update(write, self.flush, now, false))
