@@ -68,6 +68,24 @@ sql -d shop -f "$repo/replication_setup/001_ecommerce_sales.sql" >/dev/null
 sql -d shop -c 'create publication pgcdc_pub for table ecommerce_sales'
 
 now() { date +%s.%N; }
+# Commits a one-row marker transaction and prints an LSN noted inside it: once a checkpoint's
+# commit_lsn reaches it, everything committed before the marker is durable (idle
+# acknowledgement, which is rate limited, plays no part in the timing).
+insert_marker() {
+    sql -d shop -At <<EOF
+begin;
+insert into ecommerce_sales (invoice_no, stock_code, description, quantity, invoice_date, unit_price, customer_id, country)
+values ('999999', 'MARK', '$1', 1, timestamp '2011-12-09 12:50:00', 0, null, 'United Kingdom');
+select pg_current_wal_insert_lsn();
+commit;
+EOF
+}
+# Whether the checkpoint JSON on stdin has a commit_lsn at or past the LSN $1.
+covers() {
+    local lsn
+    lsn=$(python3 -c "import json, sys; print(json.load(sys.stdin)['commit_lsn'])" 2>/dev/null) || return 1
+    [[ $(sql -d shop -At -c "select '$lsn'::pg_lsn >= '$1'::pg_lsn") == t ]]
+}
 cpu_of() { awk '{ print ($14 + $15) / 100 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 hwm_of() { awk '/VmHWM/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 
@@ -120,17 +138,7 @@ begin
     end loop;
 end \$\$;
 EOF
-    # A one-row marker transaction ends the load: once pgcdc's checkpoint commit_lsn reaches
-    # the position noted inside it, every row is durable (idle acknowledgement, which is rate
-    # limited, plays no part in the timing).
-    marker=$(sql -d shop -At <<'EOF'
-begin;
-insert into ecommerce_sales (invoice_no, stock_code, description, quantity, invoice_date, unit_price, customer_id, country)
-values ('999999', 'MARK', 'bench marker', 1, timestamp '2011-12-09 12:50:00', 0, null, 'United Kingdom');
-select pg_current_wal_insert_lsn();
-commit;
-EOF
-)
+    marker=$(insert_marker 'bench marker')
     target=$(sql -d shop -At -c 'select pg_current_wal_insert_lsn()')
 
     run_recvlogical() {
@@ -175,7 +183,7 @@ EOF
         read_checkpoint() { cat "$work/stage/_pgcdc/bench_pgcdc/checkpoint.json" 2>/dev/null; }
     fi
     cpu=0 hwm=0
-    until [[ $(sql -d shop -At -c "select '$(read_checkpoint | python3 -c "import json,sys; print(json.load(sys.stdin)['commit_lsn'])" 2>/dev/null || echo 0/0)'::pg_lsn >= '$marker'::pg_lsn") == t ]]; do
+    until read_checkpoint | covers "$marker"; do
         kill -0 "$pgcdc_pid" 2>/dev/null || { cat "$work/pgcdc.log" >&2; die "pgcdc exited"; }
         cpu=$(cpu_of "$pgcdc_pid"); hwm=$(hwm_of "$pgcdc_pid")
         sleep 0.02
@@ -240,16 +248,9 @@ EOF
 "$bindir/pgbench" -n -h 127.0.0.1 -p "$port" -U postgres -f "$work/one.sql" -R "$rate" -T "$seconds" -c 4 -j 2 shop >"$work/pgbench.log" 2>&1 \
     || { cat "$work/pgbench.log" >&2; die "pgbench failed"; }
 achieved=$(awk '/^tps = / { print int($3) }' "$work/pgbench.log")
-lat_marker=$(sql -d shop -At <<'EOF'
-begin;
-insert into ecommerce_sales (invoice_no, stock_code, description, quantity, invoice_date, unit_price, customer_id, country)
-values ('999998', 'MARK', 'latency marker', 1, timestamp '2011-12-09 12:50:00', 0, null, 'United Kingdom');
-select pg_current_wal_insert_lsn();
-commit;
-EOF
-)
+lat_marker=$(insert_marker 'latency marker')
 lat_checkpoint=$work/stage-lat/_pgcdc/bench_lat/checkpoint.json
-until [[ -f "$lat_checkpoint" ]] && [[ $(sql -d shop -At -c "select '$(python3 -c "import json; print(json.load(open('$lat_checkpoint'))['commit_lsn'])" 2>/dev/null || echo 0/0)'::pg_lsn >= '$lat_marker'::pg_lsn") == t ]]; do
+until covers "$lat_marker" <"$lat_checkpoint" 2>/dev/null; do
     kill -0 "$pgcdc_pid" 2>/dev/null || { cat "$work/lat.log" >&2; die "pgcdc exited"; }
     sleep 0.1
 done
