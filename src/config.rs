@@ -59,6 +59,21 @@ pub struct SourceConfig {
     /// When set, pgcdc emits a logical decoding message this often so the slot advances even
     /// when the database writes only outside the publication (or nothing at all).
     pub heartbeat: Option<Duration>,
+    /// Whether to ask PostgreSQL 14+ to stream large in-progress transactions (pgoutput protocol
+    /// 2) instead of holding them back until commit. pgcdc spools them to disk either way, so
+    /// this trades server-side spill files for pgcdc-side ones and lowers commit-to-file latency.
+    pub streaming: bool,
+    /// What to do with `pg_logical_emit_message` messages.
+    pub messages: Messages,
+}
+
+/// What pgcdc does with logical decoding messages (`pg_logical_emit_message`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Messages {
+    /// Not requested from the server (the default).
+    Ignore,
+    /// Written to the `_messages` folder, one row per message, in commit order.
+    Write,
 }
 
 impl fmt::Debug for SourceConfig {
@@ -69,6 +84,8 @@ impl fmt::Debug for SourceConfig {
             .field("publication", &self.publication)
             .field("status_interval", &self.status_interval)
             .field("heartbeat", &self.heartbeat)
+            .field("streaming", &self.streaming)
+            .field("messages", &self.messages)
             .finish()
     }
 }
@@ -274,7 +291,15 @@ impl RawTable {
 const KNOWN: &[(&str, &[&str])] = &[
     (
         "source",
-        &["url", "slot", "publication", "status_interval", "heartbeat"],
+        &[
+            "url",
+            "slot",
+            "publication",
+            "status_interval",
+            "heartbeat",
+            "streaming",
+            "messages",
+        ],
     ),
     (
         "sink",
@@ -484,6 +509,22 @@ fn validate(mut raw: RawTable, pgpassword: Option<String>) -> Result<Config, Con
         Some((value, _)) if matches!(value.trim(), "0" | "0s" | "off" | "") => None,
         Some(value) => Some(parse_duration("source.heartbeat", value)?),
     };
+    let streaming = match raw.take("source.streaming") {
+        None => true,
+        Some(v) => parse_bool("source.streaming", v)?,
+    };
+    let (messages, origin) = raw.take_or("source.messages", "ignore");
+    let messages = match messages.trim() {
+        "ignore" => Messages::Ignore,
+        "write" => Messages::Write,
+        other => {
+            return Err(value_error(
+                "source.messages",
+                &origin,
+                format!("{other:?} is not a choice: use \"ignore\" or \"write\""),
+            ));
+        }
+    };
     let target = sink_target(&mut raw, slot.as_str())?;
 
     let window = parse_duration("batch.window", raw.take_or("batch.window", "60s"))?;
@@ -539,6 +580,8 @@ fn validate(mut raw: RawTable, pgpassword: Option<String>) -> Result<Config, Con
             publication,
             status_interval,
             heartbeat,
+            streaming,
+            messages,
         },
         sink: SinkConfig { target },
         batch: BatchConfig {

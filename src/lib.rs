@@ -21,3 +21,4 @@ pub mod sink;
 pub mod slot_admin;
 pub mod snapshot;
 pub mod source;
+pub mod streamed;

@@ -19,14 +19,15 @@ use crate::backoff::Backoff;
 use crate::batch::{Batcher, Sealed};
 use crate::changes::{Assembler, Change, ChangesError, TxnMeta};
 use crate::checkpoint::{Checkpoint, CheckpointError, SnapshotState};
-use crate::config::{Config, SinkTarget};
+use crate::config::{Config, Messages, SinkTarget};
 use crate::lsn::Lsn;
 use crate::metrics;
 use crate::pg_time;
-use crate::pgoutput::{self, DecodeError};
+use crate::pgoutput::{self, Begin, Commit, DecodeError, Message, StreamCommit};
 use crate::sink::{LocalSink, ObjectKey, S3Sink, Sink, SinkError, key};
 use crate::snapshot::{self, SnapshotError};
 use crate::source::{Connection, SourceError, SourceEvent, Stream, slot};
+use crate::streamed::StreamedTxns;
 
 /// Events buffered between the socket task and the pipeline.
 const CHANNEL_CAPACITY: usize = 4096;
@@ -240,7 +241,26 @@ fn run_once(
         .acknowledged_lsn
         .set(metrics::lsn_value(checkpoint.flush_lsn));
 
-    let command = slot::start_replication_command(slot_name, &config.source.publication, Lsn::ZERO);
+    let version = handle.block_on(slot::server_version_num(&mut conn))?;
+    let protocol = slot::Protocol::negotiate(
+        version,
+        config.source.streaming,
+        config.source.messages == Messages::Write,
+    );
+    info!(
+        server_version = version,
+        proto_version = protocol.version,
+        streaming = protocol.streaming,
+        messages = protocol.messages,
+        "Chose the pgoutput protocol"
+    );
+    let command =
+        slot::start_replication_command(slot_name, &config.source.publication, Lsn::ZERO, protocol);
+    let streamed_txns =
+        StreamedTxns::open(sink.spool_dir().join("streams")).map_err(|source| RunError::Spool {
+            dir: sink.spool_dir().join("streams").display().to_string(),
+            source,
+        })?;
     let stream = handle
         .block_on(Stream::start(
             conn,
@@ -269,7 +289,8 @@ fn run_once(
     let mut pipeline = Pipeline {
         sink,
         batcher,
-        assembler: Assembler::new(),
+        assembler: Assembler::new(config.source.messages == Messages::Write),
+        streamed: streamed_txns,
         checkpoint,
         durable: durable.positions,
         last_commit: None,
@@ -377,7 +398,12 @@ fn initial_snapshot(
         &client,
         &created.snapshot_name,
         &tables,
-        |table, fields| {
+        |table, mut fields| {
+            for (field, column) in fields.iter_mut().zip(&table.columns) {
+                if let crate::changes::Field::Text(text) = field {
+                    *text = crate::changes::normalise::value(column.type_oid, std::mem::take(text));
+                }
+            }
             let row = crate::changes::ChangeRow {
                 table: table.clone(),
                 op: crate::changes::Op::Read,
@@ -442,6 +468,8 @@ struct Pipeline<'a> {
     sink: &'a dyn Sink,
     batcher: Batcher,
     assembler: Assembler,
+    /// Streamed transactions (protocol 2) waiting for their Stream Commit or Abort.
+    streamed: StreamedTxns,
     checkpoint: Checkpoint,
     /// Per table folder: the last commit already durable in the sink (from file names).
     durable: BTreeMap<String, Lsn>,
@@ -532,26 +560,99 @@ impl Pipeline<'_> {
                 metrics::get()
                     .received_lsn
                     .set(metrics::lsn_value(wal_start));
+                let in_stream = self.streamed.current().is_some();
                 let message =
-                    pgoutput::decode(&data, false).map_err(|source| RunError::Decode {
+                    pgoutput::decode(&data, in_stream).map_err(|source| RunError::Decode {
                         lsn: wal_start,
                         source,
                     })?;
-                self.changes.clear();
-                self.assembler
-                    .apply(message, &mut self.changes)
-                    .map_err(|source| RunError::Changes {
-                        lsn: wal_start,
-                        source,
-                    })?;
-                let changes = std::mem::take(&mut self.changes);
-                for change in &changes {
-                    self.apply(change, stream)?;
+                match message {
+                    Message::StreamStart(start) => self
+                        .streamed
+                        .start(start.xid, start.first_segment)
+                        .map_err(|e| self.spool_error(e))?,
+                    Message::StreamStop => self.streamed.stop(),
+                    Message::StreamAbort(abort) => {
+                        debug!(
+                            xid = abort.xid,
+                            subxid = abort.subxid,
+                            "Streamed transaction aborted; discarding what was spooled"
+                        );
+                        self.streamed
+                            .abort(abort.xid, abort.subxid)
+                            .map_err(|e| self.spool_error(e))?;
+                    }
+                    Message::StreamCommit(commit) => self.replay_streamed(&commit, stream)?,
+                    message if in_stream => self
+                        .streamed
+                        .append(message.stream_xid(), &data)
+                        .map_err(|e| self.spool_error(e))?,
+                    message => self.apply_message(message, wal_start, stream)?,
                 }
-                self.changes = changes;
             }
         }
         Ok(())
+    }
+
+    /// Runs one decoded message through the assembler and the window.
+    fn apply_message(
+        &mut self,
+        message: Message,
+        lsn: Lsn,
+        stream: &Stream,
+    ) -> Result<(), RunError> {
+        self.changes.clear();
+        self.assembler
+            .apply(message, &mut self.changes)
+            .map_err(|source| RunError::Changes { lsn, source })?;
+        let changes = std::mem::take(&mut self.changes);
+        for change in &changes {
+            self.apply(change, stream)?;
+        }
+        self.changes = changes;
+        Ok(())
+    }
+
+    /// Stream Commit: the spooled transaction goes through the same path as one sent whole.
+    fn replay_streamed(&mut self, commit: &StreamCommit, stream: &Stream) -> Result<(), RunError> {
+        let lsn = commit.commit_lsn;
+        let replay = self
+            .streamed
+            .commit(commit.xid)
+            .map_err(|e| self.spool_error(e))?;
+        self.apply_message(
+            Message::Begin(Begin {
+                final_lsn: lsn,
+                commit_ts: commit.commit_ts,
+                xid: commit.xid,
+            }),
+            lsn,
+            stream,
+        )?;
+        if let Some(mut replay) = replay {
+            while let Some(data) = replay.next_message().map_err(|e| self.spool_error(e))? {
+                let message = pgoutput::decode(&data, true)
+                    .map_err(|source| RunError::Decode { lsn, source })?;
+                self.apply_message(message, lsn, stream)?;
+            }
+        }
+        self.apply_message(
+            Message::Commit(Commit {
+                flags: commit.flags,
+                commit_lsn: lsn,
+                end_lsn: commit.end_lsn,
+                commit_ts: commit.commit_ts,
+            }),
+            lsn,
+            stream,
+        )
+    }
+
+    fn spool_error(&self, source: std::io::Error) -> RunError {
+        RunError::Spool {
+            dir: self.sink.spool_dir().display().to_string(),
+            source,
+        }
     }
 
     fn apply(&mut self, change: &Change, stream: &Stream) -> Result<(), RunError> {

@@ -5,6 +5,7 @@
 //! transaction, and resolves unchanged TOAST values from the old tuple when REPLICA IDENTITY FULL
 //! sent one.
 
+pub mod normalise;
 mod row;
 
 use std::collections::HashMap;
@@ -13,7 +14,9 @@ use std::sync::Arc;
 pub use row::{ChangeRow, ColumnInfo, Field, Op, Table, TxnMeta};
 
 use crate::lsn::Lsn;
-use crate::pgoutput::{Message, OldTuple, RelationId, Tuple, TupleData};
+use bytes::Bytes;
+
+use crate::pgoutput::{LogicalMessage, Message, OldTuple, RelationId, Tuple, TupleData};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ChangesError {
@@ -48,16 +51,31 @@ pub enum Change {
     Commit { commit_lsn: Lsn, end_lsn: Lsn },
 }
 
-#[derive(Debug, Default)]
+/// The prefix of pgcdc's own heartbeat messages, which are never written.
+pub const HEARTBEAT_PREFIX: &str = "pgcdc.heartbeat";
+
+#[derive(Debug)]
 pub struct Assembler {
     relations: HashMap<RelationId, Arc<Table>>,
     txn: Option<TxnMeta>,
     next_seq: u64,
+    /// `Some` when logical decoding messages are written (the `_messages` pseudo-table).
+    messages: Option<Arc<Table>>,
+    /// Wall clock in PostgreSQL microseconds, for messages sent outside a transaction (they have
+    /// no commit time). A field so tests can pin it.
+    clock: fn() -> i64,
 }
 
 impl Assembler {
-    pub fn new() -> Assembler {
-        Assembler::default()
+    /// `write_messages`: turn logical decoding messages into `_messages` rows.
+    pub fn new(write_messages: bool) -> Assembler {
+        Assembler {
+            relations: HashMap::new(),
+            txn: None,
+            next_seq: 0,
+            messages: write_messages.then(|| Arc::new(messages_table())),
+            clock: || crate::pg_time::from_unix_micros(crate::pg_time::now_unix_micros()),
+        }
     }
 
     /// Whether a transaction has begun and not yet committed.
@@ -144,8 +162,9 @@ impl Assembler {
                     self.push_row(out, "Truncate", table, Op::Truncate, fields)?;
                 }
             }
-            // Origins, types and logical decoding messages carry nothing pgcdc writes.
-            Message::Origin(_) | Message::Type(_) | Message::Message(_) => {}
+            Message::Message(message) => self.message(message, out)?,
+            // Origins and types carry nothing pgcdc writes.
+            Message::Origin(_) | Message::Type(_) => {}
             Message::StreamStart(_) => {
                 return Err(ChangesError::UnexpectedStreaming {
                     kind: "Stream Start",
@@ -167,6 +186,55 @@ impl Assembler {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// A logical decoding message becomes a `_messages` row. One sent outside a transaction
+    /// (`transactional = false`) arrives at its own WAL position, between the transactions that
+    /// committed before and after it, so it is written as a one-row transaction at that LSN.
+    fn message(
+        &mut self,
+        message: LogicalMessage,
+        out: &mut Vec<Change>,
+    ) -> Result<(), ChangesError> {
+        let Some(table) = self.messages.clone() else {
+            return Ok(());
+        };
+        if message.prefix == HEARTBEAT_PREFIX {
+            return Ok(());
+        }
+        let mut content = Vec::with_capacity(2 + 2 * message.content.len());
+        content.extend_from_slice(b"\\x");
+        for byte in message.content.iter() {
+            content.extend_from_slice(format!("{byte:02x}").as_bytes());
+        }
+        let fields = vec![
+            Field::Text(Bytes::from(message.lsn.to_string())),
+            Field::Text(Bytes::from_static(if message.transactional {
+                b"t"
+            } else {
+                b"f"
+            })),
+            Field::Text(Bytes::from(message.prefix)),
+            Field::Text(Bytes::from(content)),
+        ];
+        if self.txn.is_some() {
+            return self.push_row(out, "Message", table, Op::Message, fields);
+        }
+        let meta = TxnMeta {
+            xid: None,
+            commit_lsn: message.lsn,
+            commit_ts: (self.clock)(),
+        };
+        self.txn = Some(meta);
+        self.next_seq = 0;
+        out.push(Change::Begin(meta));
+        self.push_row(out, "Message", table, Op::Message, fields)?;
+        self.txn = None;
+        out.push(Change::Commit {
+            commit_lsn: message.lsn,
+            end_lsn: message.lsn,
+        });
         Ok(())
     }
 
@@ -200,6 +268,26 @@ impl Assembler {
     }
 }
 
+/// The columns of a `_messages` file.
+fn messages_table() -> Table {
+    let column = |name: &str, type_oid| ColumnInfo {
+        name: name.to_owned(),
+        type_oid,
+        type_modifier: -1,
+        is_key: false,
+    };
+    Table {
+        schema: String::new(),
+        name: "_messages".to_owned(),
+        columns: vec![
+            column("lsn", 3220),
+            column("transactional", 16),
+            column("prefix", 25),
+            column("content", 17),
+        ],
+    }
+}
+
 fn fields(
     table: &Table,
     kind: &'static str,
@@ -221,9 +309,15 @@ fn fields(
         .enumerate()
         .map(|(i, (value, column))| match value {
             TupleData::Null => Ok(Field::Null),
-            TupleData::Text(bytes) => Ok(Field::Text(bytes.clone())),
+            TupleData::Text(bytes) => Ok(Field::Text(normalise::value(
+                column.type_oid,
+                bytes.clone(),
+            ))),
             TupleData::UnchangedToast => match old.and_then(|t| t.columns().get(i)) {
-                Some(TupleData::Text(bytes)) => Ok(Field::Text(bytes.clone())),
+                Some(TupleData::Text(bytes)) => Ok(Field::Text(normalise::value(
+                    column.type_oid,
+                    bytes.clone(),
+                ))),
                 _ => Ok(Field::Unchanged),
             },
             TupleData::Binary(_) => Err(ChangesError::BinaryValue {
@@ -290,7 +384,7 @@ mod tests {
 
     #[test]
     fn numbers_changes_and_brackets_transactions() {
-        let mut a = Assembler::new();
+        let mut a = Assembler::new(false);
         let mut out = Vec::new();
         a.apply(relation(1), &mut out).unwrap();
         a.apply(begin(), &mut out).unwrap();
@@ -332,7 +426,7 @@ mod tests {
 
     #[test]
     fn unchanged_toast_is_not_null_and_uses_full_old_tuple() {
-        let mut a = Assembler::new();
+        let mut a = Assembler::new(false);
         let mut out = Vec::new();
         a.apply(relation(1), &mut out).unwrap();
         a.apply(begin(), &mut out).unwrap();
@@ -363,7 +457,7 @@ mod tests {
 
     #[test]
     fn a_key_change_deletes_the_old_key_first() {
-        let mut a = Assembler::new();
+        let mut a = Assembler::new(false);
         let mut out = Vec::new();
         a.apply(relation(1), &mut out).unwrap();
         a.apply(begin(), &mut out).unwrap();
@@ -387,7 +481,7 @@ mod tests {
 
     #[test]
     fn truncate_writes_one_row_per_table_and_delete_keeps_key() {
-        let mut a = Assembler::new();
+        let mut a = Assembler::new(false);
         let mut out = Vec::new();
         a.apply(relation(1), &mut out).unwrap();
         a.apply(relation(2), &mut out).unwrap();
@@ -423,7 +517,7 @@ mod tests {
 
     #[test]
     fn protocol_violations_are_errors() {
-        let mut a = Assembler::new();
+        let mut a = Assembler::new(false);
         let mut out = Vec::new();
         let insert = |id| {
             Message::Insert(Insert {

@@ -16,6 +16,8 @@ pub enum Op {
     Truncate,
     /// A row copied by the initial snapshot.
     Read,
+    /// A logical decoding message (`pg_logical_emit_message`), in the `_messages` folder.
+    Message,
 }
 
 impl Op {
@@ -26,6 +28,7 @@ impl Op {
             Op::Delete => "D",
             Op::Truncate => "T",
             Op::Read => "R",
+            Op::Message => "M",
         }
     }
 }
@@ -68,9 +71,14 @@ pub struct ColumnInfo {
 }
 
 impl Table {
-    /// `schema.table`, the name of the table's folder in the sink.
+    /// `schema.table`, the name of the table's folder in the sink; pgcdc's own streams (such as
+    /// `_messages`) have no schema and keep their bare name.
     pub fn folder(&self) -> String {
-        format!("{}.{}", self.schema, self.name)
+        if self.schema.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{}.{}", self.schema, self.name)
+        }
     }
 
     /// Whether rows of `other` can go into the same file as rows of `self` (same header).

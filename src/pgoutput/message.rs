@@ -83,6 +83,21 @@ impl Message {
             Message::StreamAbort(_) => "Stream Abort",
         }
     }
+
+    /// The (sub)transaction xid a message inside a stream block carries; `None` outside one and
+    /// for messages that never carry it.
+    pub fn stream_xid(&self) -> Option<Xid> {
+        match self {
+            Message::Relation(m) => m.xid,
+            Message::Type(m) => m.xid,
+            Message::Insert(m) => m.xid,
+            Message::Update(m) => m.xid,
+            Message::Delete(m) => m.xid,
+            Message::Truncate(m) => m.xid,
+            Message::Message(m) => m.xid,
+            _ => None,
+        }
+    }
 }
 
 /// `B`: Int64 final LSN, Int64 commit timestamp, Int32 xid.

@@ -13,7 +13,7 @@ use futures_util::{StreamExt, pin_mut};
 pub use copy_text::{CopyTextError, CopyTextParser};
 
 use crate::changes::{ColumnInfo, Field, Table};
-use crate::source::conn::{quote_ident, quote_literal};
+use crate::source::conn::{SESSION_SETTINGS, quote_ident, quote_literal};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -92,12 +92,15 @@ pub async fn copy_tables(
     tables: &[Arc<Table>],
     mut on_row: impl FnMut(&Arc<Table>, Vec<Field>) -> std::io::Result<()>,
 ) -> Result<u64, SnapshotError> {
-    client
-        .batch_execute(&format!(
-            "begin isolation level repeatable read read only; set transaction snapshot {}",
-            quote_literal(snapshot_name)
-        ))
-        .await?;
+    let mut setup = String::new();
+    for (name, value) in SESSION_SETTINGS {
+        setup.push_str(&format!("set {name} = {}; ", quote_literal(value)));
+    }
+    setup.push_str(&format!(
+        "begin isolation level repeatable read read only; set transaction snapshot {}",
+        quote_literal(snapshot_name)
+    ));
+    client.batch_execute(&setup).await?;
     let mut total = 0;
     for table in tables {
         let columns: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();

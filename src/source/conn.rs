@@ -141,10 +141,12 @@ impl Connection {
             ("database", dbname),
             ("replication", "database"),
             ("application_name", application_name),
-            ("client_encoding", "UTF8"),
         ];
-        frontend::startup_message(params.iter().copied(), &mut self.write_buf)
-            .map_err(SourceError::Io)?;
+        frontend::startup_message(
+            params.iter().chain(SESSION_SETTINGS).copied(),
+            &mut self.write_buf,
+        )
+        .map_err(SourceError::Io)?;
         self.flush().await?;
 
         let password = config.get_password();
@@ -425,6 +427,26 @@ async fn open_transport(config: &tokio_postgres::Config) -> io::Result<Box<dyn T
 }
 
 /// Quotes an identifier for a replication command (`"pgcdc_pub"`).
+/// Session settings that fix the text form of values. pgoutput runs each column's output function
+/// inside the walsender, so these decide what lands in the files; the snapshot's COPY session sets
+/// the same ones, so snapshot rows and streamed rows of one value are byte-identical.
+/// - UTF8, whatever the database's client default;
+/// - ISO dates in UTC, so a `timestamptz` always ends in `+00` and the file never depends on the
+///   server's or the role's time zone;
+/// - `extra_float_digits = 3`: float values round-trip exactly on every supported version;
+/// - hex `bytea`; `postgres` intervals;
+/// - `lc_monetary = C`, so `money` is `$1,234.56` whatever the server locale (pgcdc writes it as
+///   a plain decimal).
+pub const SESSION_SETTINGS: &[(&str, &str)] = &[
+    ("client_encoding", "UTF8"),
+    ("DateStyle", "ISO"),
+    ("TimeZone", "UTC"),
+    ("IntervalStyle", "postgres"),
+    ("extra_float_digits", "3"),
+    ("bytea_output", "hex"),
+    ("lc_monetary", "C"),
+];
+
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }

@@ -161,14 +161,62 @@ pub async fn drop_slot(conn: &mut Connection, slot: &str) -> Result<(), SourceEr
     Ok(())
 }
 
-/// The START_REPLICATION command for pgoutput protocol version 1: whole transactions are sent
-/// after they commit, which lets a file never hold an uncommitted change.
-pub fn start_replication_command(slot: &str, publication: &str, start: Lsn) -> String {
+/// `server_version_num` (`150018`), for choosing what to ask of the server.
+pub async fn server_version_num(conn: &mut Connection) -> Result<u32, SourceError> {
+    let result = conn.simple_query("SHOW server_version_num").await?;
+    result
+        .first("server_version_num")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| SourceError::Protocol("SHOW server_version_num gave no number".to_owned()))
+}
+
+/// What pgcdc asks pgoutput for: the highest protocol the server offers that pgcdc uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Protocol {
+    /// 1 (PostgreSQL 13) or 2 (14+, needed for streaming).
+    pub version: u8,
+    /// In-progress transactions are streamed in blocks (protocol 2), so the server does not spill
+    /// a huge transaction to disk and send it only at commit.
+    pub streaming: bool,
+    /// Logical decoding messages are sent (PostgreSQL 14+).
+    pub messages: bool,
+}
+
+impl Protocol {
+    /// Binary values and two-phase decoding stay off: text is what the files hold, and a prepared
+    /// transaction is only worth writing once it commits.
+    pub fn negotiate(server_version_num: u32, streaming: bool, messages: bool) -> Protocol {
+        let v14 = server_version_num >= 140_000;
+        Protocol {
+            version: if v14 && streaming { 2 } else { 1 },
+            streaming: v14 && streaming,
+            messages: v14 && messages,
+        }
+    }
+}
+
+/// The START_REPLICATION command for a pgoutput slot.
+pub fn start_replication_command(
+    slot: &str,
+    publication: &str,
+    start: Lsn,
+    protocol: Protocol,
+) -> String {
+    let mut options = format!(
+        "proto_version '{}', publication_names {}",
+        protocol.version,
+        quote_literal(&quote_ident(publication))
+    );
+    if protocol.streaming {
+        options.push_str(", streaming 'on'");
+    }
+    if protocol.messages {
+        options.push_str(", messages 'true'");
+    }
     format!(
-        "START_REPLICATION SLOT {} LOGICAL {} (proto_version '1', publication_names {})",
+        "START_REPLICATION SLOT {} LOGICAL {} ({options})",
         quote_ident(slot),
         start,
-        quote_literal(&quote_ident(publication))
     )
 }
 
@@ -178,9 +226,30 @@ mod tests {
 
     #[test]
     fn start_command_quotes_names() {
+        let v1 = Protocol::negotiate(130_010, true, true);
         assert_eq!(
-            start_replication_command("pgcdc", "my\"pub", Lsn::new(0x1_0000_0010)),
+            start_replication_command("pgcdc", "my\"pub", Lsn::new(0x1_0000_0010), v1),
             "START_REPLICATION SLOT \"pgcdc\" LOGICAL 1/10 (proto_version '1', publication_names '\"my\"\"pub\"')"
+        );
+    }
+
+    #[test]
+    fn streaming_and_messages_need_postgresql_14() {
+        let v2 = Protocol::negotiate(150_018, true, true);
+        assert_eq!((v2.version, v2.streaming, v2.messages), (2, true, true));
+        assert_eq!(
+            start_replication_command("s", "p", Lsn::ZERO, v2),
+            "START_REPLICATION SLOT \"s\" LOGICAL 0/0 (proto_version '2', publication_names '\"p\"', streaming 'on', messages 'true')"
+        );
+        let off = Protocol::negotiate(170_000, false, false);
+        assert_eq!(
+            (off.version, off.streaming, off.messages),
+            (1, false, false)
+        );
+        let old = Protocol::negotiate(130_000, true, true);
+        assert_eq!(
+            (old.version, old.streaming, old.messages),
+            (1, false, false)
         );
     }
 }
