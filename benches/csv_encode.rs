@@ -28,6 +28,7 @@ fn table() -> Arc<Table> {
             .iter()
             .map(|n| ColumnInfo {
                 name: (*n).into(),
+                type_name: "text".into(),
                 type_oid: 25,
                 type_modifier: -1,
                 is_key: *n == "id",

@@ -5,6 +5,8 @@
 //! `commit_lsn` is skipped, so a crash between a file landing and the server hearing about it
 //! does not write the rows twice.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::lsn::Lsn;
@@ -34,6 +36,12 @@ pub struct Checkpoint {
     /// The position acknowledged to the server as flushed (end of that commit, or a keepalive
     /// position while idle). Never ahead of what is durable.
     pub flush_lsn: Lsn,
+    /// The tables (`schema.table`) whose existing rows are covered: copied by a snapshot at the
+    /// given LSN, or streamed from the slot's start. A published table missing here is copied
+    /// when pgcdc notices it. `None` in checkpoints written before pgcdc tracked this; the tables
+    /// published at start-up are then taken as covered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables: Option<BTreeMap<String, Lsn>>,
     pub updated_at: String,
 }
 
@@ -55,6 +63,7 @@ impl Checkpoint {
             snapshot_lsn: None,
             commit_lsn: Lsn::ZERO,
             flush_lsn: Lsn::ZERO,
+            tables: None,
             updated_at: String::new(),
         }
     }
@@ -81,6 +90,19 @@ impl Checkpoint {
         bytes.push(b'\n');
         sink.write(&key::checkpoint_key(&self.slot), &bytes)?;
         Ok(())
+    }
+
+    /// Whether the existing rows of `folder` are covered.
+    pub fn covers_table(&self, folder: &str) -> bool {
+        self.tables.as_ref().is_none_or(|t| t.contains_key(folder))
+    }
+
+    /// Records that the existing rows of `folder` were copied (or streamed) as of `lsn`.
+    pub fn cover_table(&mut self, folder: &str, lsn: Lsn) {
+        self.tables
+            .get_or_insert_default()
+            .entry(folder.to_owned())
+            .or_insert(lsn);
     }
 
     /// Records that everything up to the commit at `commit_lsn` (ending at `end_lsn`) is durable.

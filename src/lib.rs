@@ -4,6 +4,7 @@
 //! Data flows one way: `source → pgoutput → changes → batch → sink → checkpoint`; `run` wires the
 //! stages together and `main.rs` only parses the command line and maps errors to exit codes.
 
+pub mod added_tables;
 pub mod backoff;
 pub mod batch;
 pub mod changes;
@@ -17,6 +18,7 @@ pub mod monitor;
 pub mod pg_time;
 pub mod pgoutput;
 pub mod run;
+pub mod schema_file;
 pub mod sink;
 pub mod slot_admin;
 pub mod snapshot;

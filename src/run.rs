@@ -15,15 +15,19 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::added_tables::{AddedTables, TableCopy};
 use crate::backoff::Backoff;
 use crate::batch::{Batcher, Sealed};
-use crate::changes::{Assembler, Change, ChangesError, TxnMeta};
+use crate::changes::{
+    Assembler, Change, ChangeRow, ChangesError, Field, Op, Table, TxnMeta, normalise,
+};
 use crate::checkpoint::{Checkpoint, CheckpointError, SnapshotState};
 use crate::config::{Config, Messages, SinkTarget};
 use crate::lsn::Lsn;
 use crate::metrics;
 use crate::pg_time;
 use crate::pgoutput::{self, Begin, Commit, DecodeError, Message, StreamCommit};
+use crate::schema_file::KnownSchemas;
 use crate::sink::{LocalSink, ObjectKey, S3Sink, Sink, SinkError, key};
 use crate::snapshot::{self, SnapshotError};
 use crate::source::{Connection, SourceError, SourceEvent, Stream, slot};
@@ -232,7 +236,37 @@ fn run_once(
         (None, None) => initial_snapshot(config, handle, sink, &mut conn, &mut batcher)?,
     };
 
-    let durable = key::durable_positions(sink.list()?.iter().map(String::as_str));
+    let mut checkpoint = checkpoint;
+    let published = handle.block_on(slot::publication_tables(
+        &mut conn,
+        &config.source.publication,
+    ))?;
+    if checkpoint.tables.is_none() {
+        // Written before pgcdc tracked tables, or the slot predates pgcdc: what is published now
+        // was covered by the stream from the start.
+        for folder in &published {
+            checkpoint.cover_table(folder, checkpoint.commit_lsn);
+        }
+        checkpoint.save(sink)?;
+    }
+    let spool_copies = sink.spool_dir().join("copies");
+    let mut added = AddedTables::new(config, handle, spool_copies.clone()).map_err(|source| {
+        RunError::Spool {
+            dir: spool_copies.display().to_string(),
+            source,
+        }
+    })?;
+    let uncovered: Vec<String> = published
+        .into_iter()
+        .filter(|f| !checkpoint.covers_table(f))
+        .collect();
+    if !uncovered.is_empty() {
+        added.request(uncovered);
+    }
+
+    let listing = sink.list()?;
+    let durable = key::durable_positions(listing.iter().map(String::as_str));
+    let schemas = KnownSchemas::from_keys(listing.iter().map(String::as_str));
     for stale in &durable.incomplete {
         info!(key = %stale, "Removing an incomplete part set left by a crash; its rows will be written again");
         sink.delete(stale)?;
@@ -291,6 +325,8 @@ fn run_once(
         batcher,
         assembler: Assembler::new(config.source.messages == Messages::Write),
         streamed: streamed_txns,
+        added,
+        schemas,
         checkpoint,
         durable: durable.positions,
         last_commit: None,
@@ -386,47 +422,19 @@ fn initial_snapshot(
         &client,
         &config.source.publication,
     ))?;
-    let meta = TxnMeta {
-        xid: None,
-        commit_lsn: created.consistent_point,
-        commit_ts: pg_time::from_unix_micros(pg_time::now_unix_micros()),
-    };
-    batcher.begin(meta);
-    let mut seq = 0u64;
     let started = Instant::now();
-    let rows = handle.block_on(snapshot::copy_tables(
-        &client,
-        &created.snapshot_name,
-        &tables,
-        |table, mut fields| {
-            for (field, column) in fields.iter_mut().zip(&table.columns) {
-                if let crate::changes::Field::Text(text) = field {
-                    *text = crate::changes::normalise::value(column.type_oid, std::mem::take(text));
-                }
-            }
-            let row = crate::changes::ChangeRow {
-                table: table.clone(),
-                op: crate::changes::Op::Read,
-                seq,
-                fields,
-            };
-            seq += 1;
-            batcher.push(&row, Instant::now())
-        },
-    ))?;
+    let rows = copy_into_batcher(handle, &client, &created, &tables, batcher)?;
     drop(client);
     connection_task.abort();
-    batcher.commit(
-        created.consistent_point,
-        created.consistent_point,
-        Instant::now(),
-    );
     let sealed = batcher.seal().map_err(|source| RunError::Spool {
         dir: sink.spool_dir().display().to_string(),
         source,
     })?;
-    publish(sink, &sealed)?;
+    publish(sink, &sealed, &mut KnownSchemas::default())?;
     ck.snapshot = SnapshotState::Done;
+    for table in &tables {
+        ck.cover_table(&table.folder(), created.consistent_point);
+    }
     ck.advance(created.consistent_point, created.consistent_point);
     ck.save(sink)?;
     info!(
@@ -439,10 +447,55 @@ fn initial_snapshot(
     Ok(ck)
 }
 
-/// Publishes the files of a closed window, in order (parts in index order).
-fn publish(sink: &dyn Sink, sealed: &Sealed) -> Result<(), RunError> {
+/// Copies `tables` inside the snapshot `created` exported, as one transaction of `_op = R` rows
+/// at its consistent point.
+pub(crate) fn copy_into_batcher(
+    handle: &Handle,
+    client: &tokio_postgres::Client,
+    created: &slot::CreatedSlot,
+    tables: &[std::sync::Arc<Table>],
+    batcher: &mut Batcher,
+) -> Result<u64, RunError> {
+    batcher.begin(TxnMeta {
+        xid: None,
+        commit_lsn: created.consistent_point,
+        commit_ts: pg_time::from_unix_micros(pg_time::now_unix_micros()),
+    });
+    let mut seq = 0u64;
+    let rows = handle.block_on(snapshot::copy_tables(
+        client,
+        &created.snapshot_name,
+        tables,
+        |table, mut fields| {
+            for (field, column) in fields.iter_mut().zip(&table.columns) {
+                if let Field::Text(text) = field {
+                    *text = normalise::value(column.type_oid, std::mem::take(text));
+                }
+            }
+            let row = ChangeRow {
+                table: table.clone(),
+                op: Op::Read,
+                seq,
+                fields,
+            };
+            seq += 1;
+            batcher.push(&row, Instant::now())
+        },
+    ))?;
+    batcher.commit(
+        created.consistent_point,
+        created.consistent_point,
+        Instant::now(),
+    );
+    Ok(rows)
+}
+
+/// Publishes the files of a closed window, in order (parts in index order), each after the
+/// schema file that describes its columns.
+fn publish(sink: &dyn Sink, sealed: &Sealed, schemas: &mut KnownSchemas) -> Result<(), RunError> {
     let m = metrics::get();
     for file in &sealed.files {
+        schemas.ensure(sink, &file.table, file.key.first)?;
         sink.publish(&file.spool_path, file.key.as_str())?;
         m.files.with_label_values(&[&file.key.folder]).inc();
         m.bytes
@@ -462,6 +515,7 @@ enum Wake {
     Events(usize),
     Deadline,
     Shutdown,
+    Copied(Result<TableCopy, RunError>),
 }
 
 struct Pipeline<'a> {
@@ -470,6 +524,10 @@ struct Pipeline<'a> {
     assembler: Assembler,
     /// Streamed transactions (protocol 2) waiting for their Stream Commit or Abort.
     streamed: StreamedTxns,
+    /// Copies of tables that joined the publication.
+    added: AddedTables,
+    /// Schema files already in the sink.
+    schemas: KnownSchemas,
     checkpoint: Checkpoint,
     /// Per table folder: the last commit already durable in the sink (from file names).
     durable: BTreeMap<String, Lsn>,
@@ -512,6 +570,7 @@ impl Pipeline<'_> {
                 .batcher
                 .deadline()
                 .filter(|_| !self.assembler.in_transaction());
+            let copies = &mut self.added.results;
             let wake = handle.block_on(async {
                 tokio::select! {
                     biased;
@@ -519,6 +578,7 @@ impl Pipeline<'_> {
                         let _ = changed;
                         Wake::Shutdown
                     }
+                    Some(copied) = copies.recv() => Wake::Copied(copied),
                     n = stream.events.recv_many(&mut inbox, EVENT_BATCH) => Wake::Events(n),
                     _ = sleep_until(deadline), if deadline.is_some() => Wake::Deadline,
                 }
@@ -528,6 +588,7 @@ impl Pipeline<'_> {
                     info!("Shutdown requested: closing the open window");
                     stopping = true;
                 }
+                Wake::Copied(copied) => self.publish_copy(copied?)?,
                 Wake::Deadline => {
                     if self.batcher.is_due(Instant::now()) {
                         self.seal_and_ack(&stream)?;
@@ -601,6 +662,12 @@ impl Pipeline<'_> {
         lsn: Lsn,
         stream: &Stream,
     ) -> Result<(), RunError> {
+        if let Message::Relation(relation) = &message {
+            let folder = format!("{}.{}", relation.namespace, relation.name);
+            if !self.checkpoint.covers_table(&folder) && !self.added.is_pending(&folder) {
+                self.added.request(vec![folder]);
+            }
+        }
         self.changes.clear();
         self.assembler
             .apply(message, &mut self.changes)
@@ -646,6 +713,21 @@ impl Pipeline<'_> {
             lsn,
             stream,
         )
+    }
+
+    /// Publishes the rows copied from tables that joined the publication; from now on the
+    /// stream's changes to them at or before the copy's LSN are skipped, as the copy holds them.
+    fn publish_copy(&mut self, copy: TableCopy) -> Result<(), RunError> {
+        publish(self.sink, &copy.sealed, &mut self.schemas)?;
+        for folder in &copy.folders {
+            let entry = self.durable.entry(folder.clone()).or_default();
+            *entry = (*entry).max(copy.lsn);
+            self.checkpoint.cover_table(folder, copy.lsn);
+        }
+        self.added.finished(&copy.folders);
+        self.save_checkpoint()?;
+        info!(tables = ?copy.folders, rows = copy.rows, lsn = %copy.lsn, "Existing rows of new tables are durable");
+        Ok(())
     }
 
     fn spool_error(&self, source: std::io::Error) -> RunError {
@@ -735,7 +817,7 @@ impl Pipeline<'_> {
             dir: self.sink.spool_dir().display().to_string(),
             source,
         })?;
-        publish(self.sink, &sealed)?;
+        publish(self.sink, &sealed, &mut self.schemas)?;
         let m = metrics::get();
         let live = metrics::live();
         live.window_opened_us.store(0, Ordering::Relaxed);

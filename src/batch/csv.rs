@@ -148,6 +148,7 @@ mod tests {
     fn table() -> Arc<Table> {
         let col = |name: &str| ColumnInfo {
             name: name.into(),
+            type_name: "text".into(),
             type_oid: 25,
             type_modifier: -1,
             is_key: false,

@@ -28,6 +28,8 @@ use spool::SpoolWriter;
 #[derive(Debug)]
 pub struct SealedFile {
     pub spool_path: PathBuf,
+    /// The columns of the file's header.
+    pub table: Arc<Table>,
     pub key: ObjectKey,
     pub rows: u64,
     pub bytes: u64,
@@ -46,7 +48,7 @@ struct TableOutput {
     first: Lsn,
     last: Lsn,
     first_commit_unix_micros: i64,
-    finished: Vec<(PathBuf, u64, u64)>,
+    finished: Vec<(PathBuf, Arc<Table>, u64, u64)>,
     current: Option<(Arc<Table>, SpoolWriter)>,
 }
 
@@ -134,7 +136,7 @@ impl Batcher {
             finished: Vec::new(),
             current: None,
         });
-        output.last = meta.commit_lsn;
+        output.last = output.last.max(meta.commit_lsn);
 
         // A new header (schema change) starts a new part.
         if let Some((table, _)) = &output.current
@@ -196,7 +198,7 @@ impl Batcher {
         for (folder, mut output) in std::mem::take(&mut self.tables) {
             roll(&mut output)?;
             let count = output.finished.len();
-            for (i, (spool_path, rows, bytes)) in output.finished.into_iter().enumerate() {
+            for (i, (spool_path, table, rows, bytes)) in output.finished.into_iter().enumerate() {
                 let part = (count > 1).then(|| Part {
                     index: u32::try_from(i + 1).unwrap_or(u32::MAX),
                     count: u32::try_from(count).unwrap_or(u32::MAX),
@@ -211,6 +213,7 @@ impl Batcher {
                 );
                 files.push(SealedFile {
                     spool_path,
+                    table,
                     key,
                     rows,
                     bytes,
@@ -228,10 +231,10 @@ impl Batcher {
 
 /// Finishes the table's current file, if any, into its list of parts.
 fn roll(output: &mut TableOutput) -> io::Result<()> {
-    if let Some((_, writer)) = output.current.take() {
+    if let Some((table, writer)) = output.current.take() {
         let rows = writer.rows();
         let (path, bytes) = writer.finish()?;
-        output.finished.push((path, rows, bytes));
+        output.finished.push((path, table, rows, bytes));
     }
     Ok(())
 }
@@ -253,6 +256,7 @@ mod tests {
                 .iter()
                 .map(|c| ColumnInfo {
                     name: (*c).into(),
+                    type_name: "text".into(),
                     type_oid: 25,
                     type_modifier: -1,
                     is_key: false,

@@ -7,6 +7,7 @@
 
 pub mod normalise;
 mod row;
+pub mod type_name;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -57,6 +58,8 @@ pub const HEARTBEAT_PREFIX: &str = "pgcdc.heartbeat";
 #[derive(Debug)]
 pub struct Assembler {
     relations: HashMap<RelationId, Arc<Table>>,
+    /// `(namespace, name)` of the non-built-in types pgoutput described with Type messages.
+    types: HashMap<u32, (String, String)>,
     txn: Option<TxnMeta>,
     next_seq: u64,
     /// `Some` when logical decoding messages are written (the `_messages` pseudo-table).
@@ -71,6 +74,7 @@ impl Assembler {
     pub fn new(write_messages: bool) -> Assembler {
         Assembler {
             relations: HashMap::new(),
+            types: HashMap::new(),
             txn: None,
             next_seq: 0,
             messages: write_messages.then(|| Arc::new(messages_table())),
@@ -118,6 +122,13 @@ impl Assembler {
                         .columns
                         .into_iter()
                         .map(|c| ColumnInfo {
+                            type_name: type_name::sql_type(
+                                c.type_oid,
+                                c.type_modifier,
+                                self.types
+                                    .get(&c.type_oid)
+                                    .map(|(ns, name)| (ns.as_str(), name.as_str())),
+                            ),
                             name: c.name,
                             type_oid: c.type_oid,
                             type_modifier: c.type_modifier,
@@ -163,8 +174,11 @@ impl Assembler {
                 }
             }
             Message::Message(message) => self.message(message, out)?,
-            // Origins and types carry nothing pgcdc writes.
-            Message::Origin(_) | Message::Type(_) => {}
+            Message::Type(t) => {
+                self.types.insert(t.id, (t.namespace, t.name));
+            }
+            // Origins carry nothing pgcdc writes.
+            Message::Origin(_) => {}
             Message::StreamStart(_) => {
                 return Err(ChangesError::UnexpectedStreaming {
                     kind: "Stream Start",
@@ -272,6 +286,7 @@ impl Assembler {
 fn messages_table() -> Table {
     let column = |name: &str, type_oid| ColumnInfo {
         name: name.to_owned(),
+        type_name: type_name::sql_type(type_oid, -1, None),
         type_oid,
         type_modifier: -1,
         is_key: false,

@@ -65,6 +65,8 @@ pub struct Table {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ColumnInfo {
     pub name: String,
+    /// The SQL type name ([`super::type_name::sql_type`]), for the schema files.
+    pub type_name: String,
     pub type_oid: u32,
     pub type_modifier: i32,
     pub is_key: bool,

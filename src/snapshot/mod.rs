@@ -12,6 +12,7 @@ use futures_util::{StreamExt, pin_mut};
 
 pub use copy_text::{CopyTextError, CopyTextParser};
 
+use crate::changes::type_name::{FIRST_USER_OID, sql_type};
 use crate::changes::{ColumnInfo, Field, Table};
 use crate::source::conn::{SESSION_SETTINGS, quote_ident, quote_literal};
 
@@ -59,8 +60,11 @@ pub async fn published_tables(
                 "select a.attname::text, a.atttypid, a.atttypmod, \
                         exists(select 1 from pg_catalog.pg_index i \
                                where i.indrelid = a.attrelid and i.indisprimary \
-                                 and a.attnum = any(i.indkey)) \
+                                 and a.attnum = any(i.indkey)), \
+                        n.nspname::text, t.typname::text \
                  from pg_catalog.pg_attribute a \
+                 join pg_catalog.pg_type t on t.oid = a.atttypid \
+                 join pg_catalog.pg_namespace n on n.oid = t.typnamespace \
                  where a.attrelid = (quote_ident($1) || '.' || quote_ident($2))::regclass \
                    and a.attnum > 0 and not a.attisdropped and a.attgenerated = '' \
                  order by a.attnum",
@@ -68,11 +72,21 @@ pub async fn published_tables(
             )
             .await?
             .into_iter()
-            .map(|c| ColumnInfo {
-                name: c.get(0),
-                type_oid: c.get(1),
-                type_modifier: c.get(2),
-                is_key: c.get(3),
+            .map(|c| {
+                let type_oid: u32 = c.get(1);
+                let type_modifier: i32 = c.get(2);
+                let (namespace, type_name): (String, String) = (c.get(4), c.get(5));
+                // Named as pgoutput's Type messages name them, so the snapshot's schema file and
+                // the stream's are the same document.
+                let user_type = (type_oid >= FIRST_USER_OID)
+                    .then_some((namespace.as_str(), type_name.as_str()));
+                ColumnInfo {
+                    name: c.get(0),
+                    type_name: sql_type(type_oid, type_modifier, user_type),
+                    type_oid,
+                    type_modifier,
+                    is_key: c.get(3),
+                }
             })
             .collect();
         tables.push(Arc::new(Table {

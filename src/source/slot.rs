@@ -1,7 +1,7 @@
 //! Replication commands and catalog checks run on the replication connection before streaming.
 
 use super::SourceError;
-use super::conn::{Connection, quote_ident, quote_literal};
+use super::conn::{Connection, QueryResult, quote_ident, quote_literal};
 use crate::lsn::Lsn;
 
 /// What IDENTIFY_SYSTEM says about the server.
@@ -146,6 +146,10 @@ pub async fn create_slot(conn: &mut Connection, slot: &str) -> Result<CreatedSlo
             quote_ident(slot)
         ))
         .await?;
+    created_slot(&result)
+}
+
+fn created_slot(result: &QueryResult) -> Result<CreatedSlot, SourceError> {
     Ok(CreatedSlot {
         consistent_point: parse_lsn(result.first("consistent_point"), "consistent_point")?,
         snapshot_name: result
@@ -153,6 +157,21 @@ pub async fn create_slot(conn: &mut Connection, slot: &str) -> Result<CreatedSlo
             .ok_or_else(|| SourceError::Protocol("no snapshot_name in the reply".to_owned()))?
             .to_owned(),
     })
+}
+
+/// Creates a slot that lives as long as this connection, only for the snapshot it exports: its
+/// consistent point says exactly which transactions the snapshot sees.
+pub async fn create_temporary_slot(
+    conn: &mut Connection,
+    slot: &str,
+) -> Result<CreatedSlot, SourceError> {
+    let result = conn
+        .simple_query(&format!(
+            "CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT",
+            quote_ident(slot)
+        ))
+        .await?;
+    created_slot(&result)
 }
 
 pub async fn drop_slot(conn: &mut Connection, slot: &str) -> Result<(), SourceError> {

@@ -465,10 +465,26 @@ fn key_of(row: &ChangeRow, key_columns: &[&str]) -> Vec<Option<String>> {
 
 /// The current contents of `table` (`"public.t"`, used verbatim in SQL) keyed like [`replay`]:
 /// every column selected as `::text`, so values compare with what the files carry.
+/// SQL giving a column's value as the README says pgcdc writes it: timestamps in ISO 8601 (with
+/// `T`, and for `timestamptz` in UTC with a `+00:00` offset), money as a plain decimal, everything
+/// else as PostgreSQL prints it.
+fn file_form(column: &str, type_name: &str) -> String {
+    match type_name {
+        "timestamp with time zone" => format!(
+            "case when isfinite({column}) then replace(({column} at time zone 'UTC')::text, ' ', 'T') || '+00:00' else {column}::text end"
+        ),
+        "timestamp without time zone" => format!(
+            "case when isfinite({column}) then replace({column}::text, ' ', 'T') else {column}::text end"
+        ),
+        "money" => format!("{column}::numeric::text"),
+        _ => format!("{column}::text"),
+    }
+}
+
 pub async fn table_state(client: &Client, table: &str, key_columns: &[&str]) -> TableState {
-    let columns: Vec<String> = client
+    let described: Vec<(String, String)> = client
         .query(
-            "select attname::text from pg_attribute \
+            "select attname::text, format_type(atttypid, null) from pg_attribute \
              where attrelid = $1::text::regclass and attnum > 0 and not attisdropped \
              order by attnum",
             &[&table],
@@ -476,11 +492,12 @@ pub async fn table_state(client: &Client, table: &str, key_columns: &[&str]) -> 
         .await
         .unwrap_or_else(|e| panic!("reading the columns of {table}: {}", pg_error(&e)))
         .iter()
-        .map(|row| row.get(0))
+        .map(|row| (row.get(0), row.get(1)))
         .collect();
-    let select: Vec<String> = columns
+    let columns: Vec<String> = described.iter().map(|(c, _)| c.clone()).collect();
+    let select: Vec<String> = described
         .iter()
-        .map(|c| format!("\"{}\"::text", c.replace('"', "\"\"")))
+        .map(|(c, t)| file_form(&format!("\"{}\"", c.replace('"', "\"\"")), t))
         .collect();
     let sql = format!("select {} from {table}", select.join(", "));
     let rows = client

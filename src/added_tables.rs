@@ -1,0 +1,168 @@
+//! Tables that join the publication while pgcdc runs.
+//!
+//! pgoutput starts sending a table's changes once it is published, but not the rows it already
+//! had. pgcdc copies those in the background, at a point that is consistent with the stream: a
+//! temporary replication slot exports a snapshot that sees exactly the transactions committed
+//! before its consistent point `C`. The rows are written as `_op = R` at `C`; the stream's changes
+//! to the table at or before `C` are then skipped (the copy holds them), those after `C` follow it.
+//! Changes before `C` that were already written stay: they sort before the copy, which supersedes
+//! them. The stream keeps flowing meanwhile; only the copy waits for transactions that were
+//! running when the slot was created.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::batch::{Batcher, Sealed};
+use crate::config::Config;
+use crate::lsn::Lsn;
+use crate::run::{RunError, copy_into_batcher};
+use crate::snapshot;
+use crate::source::{Connection, slot};
+
+/// Rows of newly published tables, copied and sealed, waiting to be published.
+#[derive(Debug)]
+pub struct TableCopy {
+    /// The consistent point the rows are as of.
+    pub lsn: Lsn,
+    /// The tables copied, including those that had no rows.
+    pub folders: Vec<String>,
+    pub sealed: Sealed,
+    pub rows: u64,
+}
+
+/// Copies running in the background and their results.
+pub struct AddedTables {
+    config: Config,
+    handle: Handle,
+    spool_root: PathBuf,
+    pending: BTreeSet<String>,
+    next_job: u64,
+    sender: mpsc::UnboundedSender<Result<TableCopy, RunError>>,
+    /// Finished copies, in the order they finished.
+    pub results: mpsc::UnboundedReceiver<Result<TableCopy, RunError>>,
+}
+
+impl AddedTables {
+    /// `spool_root` is emptied: copies of an earlier run were never published.
+    pub fn new(config: &Config, handle: &Handle, spool_root: PathBuf) -> std::io::Result<Self> {
+        if spool_root.exists() {
+            std::fs::remove_dir_all(&spool_root)?;
+        }
+        let (sender, results) = mpsc::unbounded_channel();
+        Ok(AddedTables {
+            config: config.clone(),
+            handle: handle.clone(),
+            spool_root,
+            pending: BTreeSet::new(),
+            next_job: 0,
+            sender,
+            results,
+        })
+    }
+
+    /// Whether a copy of `folder` is under way.
+    pub fn is_pending(&self, folder: &str) -> bool {
+        self.pending.contains(folder)
+    }
+
+    /// Starts copying the existing rows of `folders` on a thread of its own.
+    pub fn request(&mut self, folders: Vec<String>) {
+        let folders: Vec<String> = folders
+            .into_iter()
+            .filter(|f| self.pending.insert(f.clone()))
+            .collect();
+        if folders.is_empty() {
+            return;
+        }
+        info!(tables = ?folders, "Tables joined the publication; copying their existing rows in the background");
+        self.next_job += 1;
+        let job = self.next_job;
+        let config = self.config.clone();
+        let handle = self.handle.clone();
+        let spool = self.spool_root.join(job.to_string());
+        let sender = self.sender.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("pgcdc-copy-{job}"))
+            .spawn(move || {
+                let result = copy(&config, &handle, &folders, spool.clone(), job);
+                if result.is_err() {
+                    let _ = std::fs::remove_dir_all(&spool);
+                }
+                // The pipeline may have stopped; its replacement asks again.
+                let _ = sender.send(result);
+            });
+        if let Err(e) = spawned {
+            warn!(error = %e, "Cannot start a thread to copy new tables");
+        }
+    }
+
+    /// The copy of these tables is over (published or failed).
+    pub fn finished(&mut self, folders: &[String]) {
+        for folder in folders {
+            self.pending.remove(folder);
+        }
+    }
+}
+
+fn copy(
+    config: &Config,
+    handle: &Handle,
+    folders: &[String],
+    spool: PathBuf,
+    job: u64,
+) -> Result<TableCopy, RunError> {
+    let started = Instant::now();
+    let mut conn = handle.block_on(Connection::connect(&config.source.connect))?;
+    // Temporary: the server drops it when this connection closes, whatever happens to pgcdc.
+    let name = format!("pgcdc_copy_{}_{job}", std::process::id());
+    let created = handle.block_on(slot::create_temporary_slot(&mut conn, &name))?;
+    let (client, connection) = handle
+        .block_on(config.source.connect.connect(tokio_postgres::NoTls))
+        .map_err(RunError::SqlConnect)?;
+    let connection_task = handle.spawn(connection);
+    let tables: Vec<_> = handle
+        .block_on(snapshot::published_tables(
+            &client,
+            &config.source.publication,
+        ))?
+        .into_iter()
+        .filter(|t| folders.contains(&t.folder()))
+        .collect();
+    std::fs::create_dir_all(&spool).map_err(|source| RunError::Spool {
+        dir: spool.display().to_string(),
+        source,
+    })?;
+    let mut batcher = Batcher::new(
+        spool.clone(),
+        config.batch.format,
+        config.batch.max_file_bytes,
+        config.batch.window,
+    );
+    let rows = copy_into_batcher(handle, &client, &created, &tables, &mut batcher)?;
+    drop(client);
+    connection_task.abort();
+    drop(conn);
+    let sealed = batcher.seal().map_err(|source| RunError::Spool {
+        dir: spool.display().to_string(),
+        source,
+    })?;
+    info!(
+        tables = ?folders,
+        rows,
+        consistent_point = %created.consistent_point,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "Copied the existing rows of new tables"
+    );
+    Ok(TableCopy {
+        lsn: created.consistent_point,
+        // A table unpublished again meanwhile is simply not copied; it is still settled.
+        folders: folders.to_vec(),
+        sealed,
+        rows,
+    })
+}
