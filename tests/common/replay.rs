@@ -277,7 +277,7 @@ pub fn parse_change_file(file: &Path, text: &str) -> Result<Vec<ChangeRow>, Stri
         let (op, lsn, seq, xid, commit_ts, unchanged) =
             (next(), next(), next(), next(), next(), next());
         let op = match op.as_deref() {
-            Some(op @ ("I" | "U" | "D" | "T" | "R")) => op.chars().next().unwrap_or('?'),
+            Some(op @ ("I" | "U" | "D" | "T" | "R" | "M")) => op.chars().next().unwrap_or('?'),
             other => return Err(at(record, format!("_op {other:?} is not one of I U D T R"))),
         };
         let number = |name: &str, value: Option<String>| {

@@ -1,0 +1,521 @@
+//! Change semantics beyond one simple table: streamed (in-progress) transactions with aborts and
+//! savepoints, schema changes while writing, tables joining the publication, logical decoding
+//! messages. Real cluster, real `pgcdc`, local sink; every test compares the replay of the
+//! files with the tables.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use tempfile::TempDir;
+
+const DEADLINE: Duration = Duration::from_secs(180);
+
+struct Setup {
+    cluster: PgCluster,
+    _dir: TempDir,
+    sink: PathBuf,
+    config: PathBuf,
+}
+
+impl Setup {
+    async fn new(settings: &[(&str, &str)], ddl: &str) -> Setup {
+        let cluster = PgCluster::start_with(settings).await;
+        cluster.execute(ddl).await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sink = dir.path().join("stage");
+        let config = write_config(
+            dir.path(),
+            &cluster.url(SUPERUSER, None, SHOP_DB),
+            "pgcdc",
+            "pgcdc_pub",
+            &sink,
+            "1s",
+            "64MiB",
+            "csv.gz",
+        );
+        Setup {
+            cluster,
+            _dir: dir,
+            sink,
+            config,
+        }
+    }
+
+    fn add_source_setting(&self, line: &str) {
+        let text = std::fs::read_to_string(&self.config).expect("config");
+        let text = text.replacen("[source]\n", &format!("[source]\n{line}\n"), 1);
+        std::fs::write(&self.config, text).expect("config");
+    }
+
+    /// Waits until the files of `table` replay to exactly what it holds now.
+    async fn wait_replay_matches(&self, table: &str, key: &[&str], what: &str) {
+        let client = self.cluster.client(SHOP_DB).await;
+        let sink = self.sink.clone();
+        wait_until(what, DEADLINE, || {
+            let client = &client;
+            let sink = sink.clone();
+            async move {
+                let expected = table_state(client, table, key).await;
+                let rows = try_read_change_files(&sink, table).ok()?;
+                let actual = replay(&rows, key);
+                describe_diff(&expected, &actual).is_none().then_some(())
+            }
+        })
+        .await;
+    }
+}
+
+/// Peak resident memory of a process (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status")
+}
+
+fn total_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// A writer that runs `sql(i)` for i = 0, 1, 2, ... in its own session until stopped.
+struct Loop {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<u64>,
+}
+
+impl Loop {
+    async fn start(cluster: &PgCluster, sql: impl Fn(u64) -> String + Send + 'static) -> Loop {
+        let client = cluster.client(SHOP_DB).await;
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut i = 0;
+            while !*stop_rx.borrow() {
+                client
+                    .batch_execute(&sql(i))
+                    .await
+                    .unwrap_or_else(|e| panic!("writer statement {i}: {}", pg_error(&e)));
+                i += 1;
+                // Pacing, not synchronisation: a steady workload rather than one that starves
+                // pgcdc of the machine's two cores.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            i
+        });
+        Loop { stop, task }
+    }
+
+    async fn stop(self) -> u64 {
+        let _ = self.stop.send(true);
+        self.task.await.expect("writer task")
+    }
+}
+
+const SALES_DDL: &str = "
+    create table public.sales (id bigint primary key, note text, qty integer);
+    create publication pgcdc_pub for table public.sales;
+";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn huge_aborted_and_savepoint_transactions_stream_through_a_disk_spool() {
+    // A tiny decoding budget makes the server stream every transaction of some size.
+    let setup = Setup::new(&[("logical_decoding_work_mem", "64kB")], SALES_DDL).await;
+    let mut pgcdc = Pgcdc::run(&setup.config);
+    pgcdc.wait_output("Streaming changes", DEADLINE).await;
+    assert!(
+        pgcdc.output_text().contains("proto_version=2"),
+        "PostgreSQL 14+ is asked for protocol 2:\n{}",
+        pgcdc.output_text()
+    );
+
+    // 1. One million rows in one transaction.
+    setup
+        .cluster
+        .execute(
+            "insert into public.sales select g, 'row ' || g, g % 7 from generate_series(1, 1000000) g",
+        )
+        .await;
+
+    // 2. Half a million rows streamed, then rolled back.
+    let aborting = setup.cluster.client(SHOP_DB).await;
+    aborting
+        .batch_execute(
+            "begin; insert into public.sales select g, 'doomed', 0 from generate_series(2000001, 2500000) g",
+        )
+        .await
+        .expect("open the transaction to abort");
+    let streams = setup.sink.join("_pgcdc/pgcdc/spool/streams");
+    wait_until("pgcdc spools the open transaction", DEADLINE, || {
+        let streams = streams.clone();
+        async move { (total_size(&streams) > 8 << 20).then_some(()) }
+    })
+    .await;
+    aborting.batch_execute("rollback").await.expect("roll back");
+
+    // 3. Nested savepoints, some rolled back, in a transaction large enough to stream.
+    setup
+        .cluster
+        .execute(
+            "begin;
+             insert into public.sales select g, 'top', 1 from generate_series(3000001, 3050000) g;
+             savepoint a;
+             insert into public.sales select g, 'in a', 2 from generate_series(3100001, 3150000) g;
+             savepoint b;
+             insert into public.sales select g, 'in b, rolled back', 3 from generate_series(3200001, 3250000) g;
+             rollback to savepoint b;
+             insert into public.sales select g, 'in a after b', 4 from generate_series(3300001, 3310000) g;
+             release savepoint a;
+             savepoint c;
+             insert into public.sales select g, 'in c, rolled back', 5 from generate_series(3400001, 3450000) g;
+             update public.sales set note = 'updated in c' where id between 3000001 and 3000100;
+             rollback to savepoint c;
+             update public.sales set note = 'updated' where id between 3000001 and 3000100;
+             commit;",
+        )
+        .await;
+
+    setup
+        .wait_replay_matches(
+            "public.sales",
+            &["id"],
+            "streamed, aborted and savepoint transactions replay to the table",
+        )
+        .await;
+    setup
+        .cluster
+        .wait_true(
+            "the server streamed transactions to pgcdc",
+            DEADLINE,
+            "select coalesce((select stream_txns > 0 from pg_stat_replication_slots where slot_name = 'pgcdc'), false)",
+        )
+        .await;
+    let peak = peak_rss_kib(pgcdc.pid());
+    println!("pgcdc peak RSS: {} KiB", peak);
+    assert!(
+        peak < 64 * 1024,
+        "pgcdc's peak RSS was {peak} KiB; streamed transactions must not be held in memory"
+    );
+    pgcdc.stop_cleanly(DEADLINE).await;
+
+    let rows = read_change_files(&setup.sink, "public.sales");
+    assert_eq!(
+        duplicate_keys(&rows),
+        0,
+        "the files repeat (_commit_lsn, _seq) pairs"
+    );
+    let leaked = rows
+        .iter()
+        .filter(|r| {
+            let note = r.values.get("note").cloned().flatten().unwrap_or_default();
+            note == "doomed" || note.contains("rolled back") || note == "updated in c"
+        })
+        .count();
+    assert_eq!(
+        leaked, 0,
+        "rows of aborted (sub)transactions reached the files"
+    );
+    assert_eq!(
+        total_size(&streams),
+        0,
+        "committed and aborted streams leave no spool files"
+    );
+    assert!(
+        !setup.sink.join("_messages").exists(),
+        "messages are not written unless asked for"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schema_changes_flow_through_without_a_restart() {
+    let setup = Setup::new(
+        &[],
+        "create table public.items (id bigint primary key, a text, b integer, c numeric(8,2));
+         insert into public.items select g, 'seed ' || g, g, g / 4.0 from generate_series(1, 200) g;
+         create publication pgcdc_pub for table public.items;",
+    )
+    .await;
+    let mut pgcdc = Pgcdc::run(&setup.config);
+    pgcdc.wait_output("Streaming changes", DEADLINE).await;
+    let writer = Loop::start(&setup.cluster, |i| {
+        format!(
+            "insert into public.items (id, a) values ({id}, 'w{i}');
+             update public.items set a = a || '+' where id = {old};",
+            id = 1000 + i,
+            old = 1 + i % 200
+        )
+    })
+    .await;
+
+    let items_rows = |n: usize| {
+        let sink = setup.sink.clone();
+        move || {
+            let sink = sink.clone();
+            async move {
+                let rows = try_read_change_files(&sink, "public.items").ok()?;
+                (rows.len() >= n).then_some(rows.len())
+            }
+        }
+    };
+    let mut seen = wait_until("the writer's rows land", DEADLINE, items_rows(210)).await;
+    for ddl in [
+        "alter table public.items add column d text default 'x'",
+        "alter table public.items rename column b to b2",
+        "alter table public.items drop column c",
+        "alter table public.items alter column b2 type bigint using b2 * 10",
+    ] {
+        setup.cluster.execute(ddl).await;
+        seen = wait_until(
+            &format!("rows written after `{ddl}` land"),
+            DEADLINE,
+            items_rows(seen + 20),
+        )
+        .await;
+    }
+    let statements = writer.stop().await;
+    assert!(statements > 0);
+    // Rows the writer never touched after a change keep their old shape in the files (a CSV row
+    // holds the columns its table had when it changed); touch every row so the replay is exact.
+    setup.cluster.execute("update public.items set a = a").await;
+    setup
+        .wait_replay_matches(
+            "public.items",
+            &["id"],
+            "the replay equals the altered table",
+        )
+        .await;
+    assert!(
+        pgcdc.try_exit().is_none(),
+        "pgcdc must keep running through schema changes:\n{}",
+        pgcdc.output_text()
+    );
+    assert!(
+        !pgcdc.output_text().contains("reconnecting"),
+        "no reconnect either:\n{}",
+        pgcdc.output_text()
+    );
+
+    let schema_dir = setup.sink.join("public.items/_schema");
+    let mut documents: Vec<serde_json::Value> = std::fs::read_dir(&schema_dir)
+        .expect("schema folder")
+        .map(|e| {
+            let path = e.expect("entry").path();
+            serde_json::from_slice(&std::fs::read(&path).expect("schema file")).expect("json")
+        })
+        .collect();
+    documents.sort_by_key(|d| d["version"].as_str().unwrap_or_default().to_owned());
+    let shapes: Vec<Vec<String>> = documents
+        .iter()
+        .map(|d| {
+            d["columns"]
+                .as_array()
+                .expect("columns")
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} {}",
+                        c["name"].as_str().unwrap(),
+                        c["type"].as_str().unwrap()
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        shapes,
+        vec![
+            vec!["id bigint", "a text", "b integer", "c numeric(8,2)"],
+            vec![
+                "id bigint",
+                "a text",
+                "b integer",
+                "c numeric(8,2)",
+                "d text"
+            ],
+            vec![
+                "id bigint",
+                "a text",
+                "b2 integer",
+                "c numeric(8,2)",
+                "d text"
+            ],
+            vec!["id bigint", "a text", "b2 integer", "d text"],
+            vec!["id bigint", "a text", "b2 bigint", "d text"],
+        ],
+        "one schema file per shape, in order"
+    );
+    assert_eq!(documents[0]["key_columns"], serde_json::json!(["id"]));
+    pgcdc.stop_cleanly(DEADLINE).await;
+    // A restart sees the schema files and writes none again.
+    let mut again = Pgcdc::run(&setup.config);
+    again.wait_output("Streaming changes", DEADLINE).await;
+    setup
+        .cluster
+        .execute("insert into public.items (id, a) values (999999, 'after restart')")
+        .await;
+    setup
+        .wait_replay_matches("public.items", &["id"], "a row after the restart lands")
+        .await;
+    again.stop_cleanly(DEADLINE).await;
+    assert_eq!(
+        std::fs::read_dir(&schema_dir)
+            .expect("schema folder")
+            .count(),
+        5
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tables_joining_the_publication_are_copied_consistently_with_the_stream() {
+    let setup = Setup::new(
+        &[],
+        "create table public.t1 (id bigint primary key, v text);
+         create table public.t2 (id bigint primary key, v text);
+         create table public.t3 (id bigint primary key, v text, n integer);
+         insert into public.t1 select g, 'one ' || g from generate_series(1, 300) g;
+         insert into public.t2 select g, 'two ' || g from generate_series(1, 300) g;
+         insert into public.t3 select g, 'three ' || g, 0 from generate_series(1, 5000) g;
+         create publication pgcdc_pub for table public.t1, public.t2;",
+    )
+    .await;
+    let mut pgcdc = Pgcdc::run(&setup.config);
+    pgcdc.wait_output("Streaming changes", DEADLINE).await;
+    // Writes to t3 run before, during and after it joins the publication and is copied.
+    let writer = Loop::start(&setup.cluster, |i| {
+        format!(
+            "begin;
+             insert into public.t3 values ({new}, 'new', 1);
+             update public.t3 set n = n + 1, v = 'upd ' || {i} where id = {old};
+             delete from public.t3 where id = {gone};
+             update public.t1 set v = 'w' || {i} where id = {t1};
+             commit;",
+            new = 100_000 + i,
+            old = 1 + (i * 7) % 5000,
+            gone = 2 + (i * 13) % 5000,
+            t1 = 1 + i % 300,
+        )
+    })
+    .await;
+    let sink = setup.sink.clone();
+    wait_until("t1's changes stream", DEADLINE, || {
+        let sink = sink.clone();
+        async move {
+            let rows = try_read_change_files(&sink, "public.t1").ok()?;
+            (rows.iter().filter(|r| r.op == 'U').count() >= 20).then_some(())
+        }
+    })
+    .await;
+    setup
+        .cluster
+        .execute("alter publication pgcdc_pub add table public.t3")
+        .await;
+    pgcdc
+        .wait_output("Existing rows of new tables are durable", DEADLINE)
+        .await;
+    // Let the stream run past the copy for a while.
+    let sink = setup.sink.clone();
+    wait_until("t3 changes after the copy land", DEADLINE, || {
+        let sink = sink.clone();
+        async move {
+            let rows = try_read_change_files(&sink, "public.t3").ok()?;
+            (rows.iter().filter(|r| r.op != 'R').count() >= 50).then_some(())
+        }
+    })
+    .await;
+    writer.stop().await;
+    for table in ["public.t1", "public.t2", "public.t3"] {
+        setup
+            .wait_replay_matches(table, &["id"], &format!("{table} replays to the table"))
+            .await;
+    }
+    let t3 = read_change_files(&setup.sink, "public.t3");
+    assert_eq!(
+        duplicate_keys(&t3),
+        0,
+        "t3's files repeat (_commit_lsn, _seq)"
+    );
+    let copied: Vec<_> = t3.iter().filter(|r| r.op == 'R').collect();
+    assert!(
+        copied.len() >= 4900,
+        "the copy holds t3's existing rows ({} R rows)",
+        copied.len()
+    );
+    let copy_lsns: std::collections::BTreeSet<_> = copied.iter().map(|r| r.commit_lsn).collect();
+    assert_eq!(copy_lsns.len(), 1, "the copy is one consistent point");
+
+    // A restart neither copies t3 again nor loses track of it.
+    pgcdc.stop_cleanly(DEADLINE).await;
+    let mut again = Pgcdc::run(&setup.config);
+    again.wait_output("Streaming changes", DEADLINE).await;
+    setup
+        .cluster
+        .execute("update public.t3 set v = 'after restart' where id = 5")
+        .await;
+    setup
+        .wait_replay_matches("public.t3", &["id"], "t3 after the restart")
+        .await;
+    again.stop_cleanly(DEADLINE).await;
+    assert!(
+        !again.output_text().contains("joined the publication"),
+        "t3 was copied again after a restart:\n{}",
+        again.output_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logical_decoding_messages_are_written_when_asked() {
+    let setup = Setup::new(&[], SALES_DDL).await;
+    setup.add_source_setting("messages = \"write\"");
+    let mut pgcdc = Pgcdc::run(&setup.config);
+    pgcdc.wait_output("Streaming changes", DEADLINE).await;
+    setup
+        .cluster
+        .execute(
+            "begin;
+             insert into public.sales values (1, 'with a message', 1);
+             select pg_logical_emit_message(true, 'app.audit', 'a, \"quoted\" line');
+             commit;
+             select pg_logical_emit_message(false, 'app.raw', '\\x00ff'::bytea);
+             select pg_logical_emit_message(false, 'pgcdc.heartbeat', 'never written');",
+        )
+        .await;
+    let sink = setup.sink.clone();
+    let rows = wait_until("both messages land", DEADLINE, || {
+        let sink = sink.clone();
+        async move {
+            let rows = try_read_change_files(&sink, "_messages").ok()?;
+            (rows.len() >= 2).then_some(rows)
+        }
+    })
+    .await;
+    pgcdc.stop_cleanly(DEADLINE).await;
+    let value = |row: &ChangeRow, column: &str| row.values[column].clone().unwrap_or_default();
+    assert_eq!(rows.len(), 2, "the heartbeat is not written");
+    assert_eq!(rows[0].op, 'M');
+    assert_eq!(value(&rows[0], "prefix"), "app.audit");
+    assert_eq!(value(&rows[0], "transactional"), "t");
+    assert_eq!(
+        value(&rows[0], "content"),
+        format!("\\x{}", hex(b"a, \"quoted\" line"))
+    );
+    assert_eq!(value(&rows[1], "prefix"), "app.raw");
+    assert_eq!(value(&rows[1], "transactional"), "f");
+    assert_eq!(value(&rows[1], "content"), "\\x00ff");
+    // The transactional message shares its transaction's commit LSN with the insert.
+    let sales = read_change_files(&setup.sink, "public.sales");
+    assert_eq!(rows[0].commit_lsn, sales[0].commit_lsn);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
