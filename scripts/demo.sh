@@ -8,7 +8,9 @@
 #   DEMO_SETUP_ONLY=1 scripts/demo.sh    cluster + schema + sample data only, then clean up
 #
 # Knobs: DEMO_SCENARIO=fixture (adds a truncate, a reload, a key change and an unchanged-TOAST
-# update), DEMO_OUT=<dir> (keep the files and the final table there, for the warehouse tests),
+# update, and the type zoo: replication_setup/type_zoo.sql, half before pgcdc starts, half while it
+# streams), DEMO_OUT=<dir> (keep the files and the final table there, for the warehouse tests; with
+# the zoo also PostgreSQL's own values of it: type_zoo_text.csv, type_zoo_expected.csv),
 # DEMO_SINK (s3 | file: a local directory instead of the S3 server), DEMO_ROWS (2000), DEMO_WORKLOAD_SECONDS (10), DEMO_KEEP=1 (keep the temp dir and print
 # its path), DEMO_EXTRA_SQL=<file> (run it in `shop` after the sample data), PGCDC_BIN (default
 # $CARGO_TARGET_DIR/release/pgcdc), PGCDC_PG_BINDIR.
@@ -244,6 +246,13 @@ select * from ecommerce_sales order by id limit 5;
 EOF
 
 [[ -z "${DEMO_EXTRA_SQL:-}" ]] || sql -f "$DEMO_EXTRA_SQL"
+if [[ "${DEMO_SCENARIO:-}" == fixture ]]; then
+    # Half of the type zoo exists before pgcdc starts, so it comes through the initial snapshot
+    # (COPY); the other half is written while pgcdc streams (pgoutput), further down.
+    step "The type zoo, before pgcdc starts (replication_setup/type_zoo.sql, phase=snapshot)"
+    sql -v phase=snapshot -f "$repo/replication_setup/type_zoo.sql"
+    info "public.type_zoo: $(sql -At -c 'select count(*) from public.type_zoo') rows, in publication $publication"
+fi
 if [[ "$setup_only" == 1 ]]; then
     step "DEMO_SETUP_ONLY=1: stopping before pgcdc"
     exit 0
@@ -327,6 +336,9 @@ if [[ "${DEMO_SCENARIO:-}" == fixture ]]; then
     sql -v rows=500 -f "$repo/replication_setup/fixture_changes.sql" >/dev/null
     sql -v txns=40 -f "$repo/replication_setup/workload.sql" >/dev/null
     info "the table now has $(sql -At -c "select count(*) from $table") rows"
+    step "The type zoo while pgcdc streams: the same rows again, updates, deletes (phase=stream)"
+    sql -v phase=stream -f "$repo/replication_setup/type_zoo.sql"
+    info "public.type_zoo: $(sql -At -c 'select count(*) from public.type_zoo') rows"
 fi
 
 # The last transaction touches the table and notes an LSN taken before its commit record: once
@@ -390,17 +402,19 @@ printf '%s\n' "${files[@]}" | cut -d/ -f1 | sort | uniq -c | while read -r count
     info "$dir: $count files, $(du -sh "$stage/$dir" | cut -f1)"
 done
 
-# Load every file into a scratch table with COPY: PostgreSQL's CSV reader, like pgcdc's writer,
-# tells an unquoted empty field (NULL) from "" (the empty string). HEADER MATCH checks each file's
-# header against the columns.
+# Load every file of $table into a scratch table with COPY: PostgreSQL's CSV reader, like pgcdc's
+# writer, tells an unquoted empty field (NULL) from "" (the empty string). HEADER MATCH checks each
+# file's header against the columns. (The fixture's type zoo is checked by the warehouse tests.)
 step "Replaying the files in PostgreSQL"
-first=$stage/${files[0]}
+mapfile -t table_files < <(printf '%s\n' "${files[@]}" | grep -F "public.$table/")
+((${#table_files[@]} > 0)) || die "pgcdc wrote no change files for public.$table"
+first=$stage/${table_files[0]}
 header=$(gzip -dcf "$first" | head -n 1) || true
 header=${header%$'\r'}
 columns=$(tr ',' '\n' <<<"$header" | sed 's/.*/"&" text/' | paste -sd, -)
 sql -c "create table demo_changes ($columns)"
 {
-    for file in "${files[@]}"; do
+    for file in "${table_files[@]}"; do
         if [[ "$file" == *.gz ]]; then
             printf "\\\\copy demo_changes from program 'gzip -dc %s' with (format csv, header match)\n" "$stage/$file"
         else
@@ -471,6 +485,18 @@ if [[ -n "${DEMO_OUT:-}" ]]; then
     rm -rf "$DEMO_OUT/stage/_pgcdc/$slot/spool"
     sql -c "\\copy (select * from $table order by $key) to '$DEMO_OUT/$table.csv' with (format csv, header true)"
     info "$DEMO_OUT/stage and $DEMO_OUT/$table.csv"
+    if [[ $(sql -At -c "select to_regclass('public.type_zoo') is not null") == t ]]; then
+        # PostgreSQL's own values of the zoo, for tests/warehouse/test_type_zoo.py: the text every
+        # column prints under pgcdc's session settings, and the canonical forms of the view
+        # type_zoo_canonical (replication_setup/type_zoo.sql).
+        sql <<EOF
+set client_encoding = 'UTF8'; set datestyle = 'ISO'; set timezone = 'UTC'; set intervalstyle = 'postgres';
+set extra_float_digits = 3; set bytea_output = 'hex'; set lc_monetary = 'C';
+\\copy (select * from public.type_zoo order by id) to '$DEMO_OUT/type_zoo_text.csv' with (format csv, header true)
+\\copy (select * from public.type_zoo_canonical order by id) to '$DEMO_OUT/type_zoo_expected.csv' with (format csv, header true)
+EOF
+        info "$DEMO_OUT/type_zoo_text.csv and $DEMO_OUT/type_zoo_expected.csv"
+    fi
 fi
 if ((only_files == 0 && only_table == 0)); then
     step "Replay of the files equals the table: YES"

@@ -158,9 +158,15 @@ async fn files_and_checkpoint_land_in_s3_and_replay_to_the_table() {
     );
     assert!(
         keys.iter()
-            .filter(|k| !k.contains("/_pgcdc/"))
+            .filter(|k| !k.contains("/_pgcdc/") && !k.contains("/_schema/"))
             .all(|k| k.starts_with(&format!("{PREFIX}/public.sales/dt=")) && k.ends_with(".csv.gz")),
         "{keys:?}"
+    );
+    assert!(
+        keys.iter().any(
+            |k| k.starts_with(&format!("{PREFIX}/public.sales/_schema/")) && k.ends_with(".json")
+        ),
+        "the table's schema file is uploaded: {keys:?}"
     );
     let output = pgcdc.output_text();
     assert!(output.contains("credentials=Environment"), "{output}");
@@ -192,9 +198,9 @@ async fn a_file_above_the_threshold_goes_up_in_parts() {
         .wait_replay_matches("the multipart file replays")
         .await;
     pgcdc.stop_cleanly(DEADLINE).await;
-    let objects = setup
+    let objects: Vec<_> = setup
         .moto
-        .list(BUCKET, &format!("{PREFIX}/public.sales/"))
+        .list(BUCKET, &format!("{PREFIX}/public.sales/dt="))
         .await;
     assert_eq!(objects.len(), 1, "{objects:?}");
     let (_, etag) = &objects[0];
@@ -408,6 +414,7 @@ async fn every_uploaded_file_raises_one_s3_event_for_the_snowpipe_queue() {
         .await
         .into_iter()
         .map(|(k, _)| k)
+        .filter(|k| k.ends_with(".csv.gz"))
         .collect();
     assert!(uploaded.len() >= 2, "{uploaded:?}");
     let mut notified = Vec::new();

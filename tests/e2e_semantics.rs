@@ -473,6 +473,50 @@ async fn tables_joining_the_publication_are_copied_consistently_with_the_stream(
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_partitioned_table_is_captured_through_its_root() {
+    let setup = Setup::new(
+        &[],
+        "create table public.events (id bigint, day date, v text, primary key (id, day))
+             partition by range (day);
+         create table public.events_2024 partition of public.events
+             for values from ('2024-01-01') to ('2025-01-01');
+         create table public.events_2025 partition of public.events
+             for values from ('2025-01-01') to ('2026-01-01');
+         insert into public.events select g, date '2024-06-01' + (g % 400), 'old' from generate_series(1, 1000) g;
+         create publication pgcdc_pub for table public.events with (publish_via_partition_root = true);",
+    )
+    .await;
+    let mut pgcdc = Pgcdc::run(&setup.config);
+    pgcdc.wait_output("Streaming changes", DEADLINE).await;
+    setup
+        .cluster
+        .execute(
+            "insert into public.events select g, date '2024-12-01' + (g % 60), 'new' from generate_series(2001, 2500) g;
+             update public.events set v = 'moved' where id % 10 = 0;
+             delete from public.events where id % 7 = 0;",
+        )
+        .await;
+    setup
+        .wait_replay_matches(
+            "public.events",
+            &["id", "day"],
+            "the root's folder replays to the table",
+        )
+        .await;
+    pgcdc.stop_cleanly(DEADLINE).await;
+    let folders: Vec<String> = std::fs::read_dir(&setup.sink)
+        .expect("sink")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| !name.starts_with('_'))
+        .collect();
+    assert_eq!(
+        folders,
+        vec!["public.events".to_owned()],
+        "one folder, the root's"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn logical_decoding_messages_are_written_when_asked() {
     let setup = Setup::new(&[], SALES_DDL).await;
     setup.add_source_setting("messages = \"write\"");

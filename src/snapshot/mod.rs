@@ -118,12 +118,24 @@ pub async fn copy_tables(
     let mut total = 0;
     for table in tables {
         let columns: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
-        let sql = format!(
-            "copy {}.{} ({}) to stdout",
+        let name = format!(
+            "{}.{}",
             quote_ident(&table.schema),
-            quote_ident(&table.name),
-            columns.join(", ")
+            quote_ident(&table.name)
         );
+        // COPY reads a partitioned table (published through its root) only through a query.
+        let partitioned: bool = client
+            .query_one(
+                "select relkind = 'p' from pg_catalog.pg_class where oid = $1::text::regclass",
+                &[&name],
+            )
+            .await?
+            .get(0);
+        let sql = if partitioned {
+            format!("copy (select {} from {name}) to stdout", columns.join(", "))
+        } else {
+            format!("copy {name} ({}) to stdout", columns.join(", "))
+        };
         let stream = client.copy_out(sql.as_str()).await?;
         pin_mut!(stream);
         let mut parser = CopyTextParser::new();
