@@ -14,10 +14,14 @@ pub const FIRST_USER_OID: u32 = 10_000;
 /// catalog) for types at or above [`FIRST_USER_OID`]; an empty namespace means `pg_catalog`.
 pub fn sql_type(oid: u32, typmod: i32, user_type: Option<(&str, &str)>) -> String {
     if let Some((namespace, name)) = user_type {
-        return if namespace.is_empty() || namespace == "pg_catalog" {
-            name.to_owned()
-        } else {
-            format!("{namespace}.{name}")
+        if !namespace.is_empty() && namespace != "pg_catalog" {
+            return format!("{namespace}.{name}");
+        }
+        // A domain over a built-in type: pgoutput's Type message names the base type
+        // (`int4`), which is spelled like any built-in column of that type.
+        return match builtin_oid(name) {
+            Some(base) => sql_type(base, typmod, None),
+            None => name.to_owned(),
         };
     }
     if let Some(element) = array_element(oid) {
@@ -104,43 +108,101 @@ pub fn sql_type(oid: u32, typmod: i32, user_type: Option<(&str, &str)>) -> Strin
     }
 }
 
+/// Catalog names (`typname`) of the built-in types [`sql_type`] spells.
+const BUILTIN_NAMES: &[(u32, &str)] = &[
+    (16, "bool"),
+    (17, "bytea"),
+    (18, "char"),
+    (19, "name"),
+    (20, "int8"),
+    (21, "int2"),
+    (23, "int4"),
+    (25, "text"),
+    (26, "oid"),
+    (114, "json"),
+    (142, "xml"),
+    (600, "point"),
+    (650, "cidr"),
+    (700, "float4"),
+    (701, "float8"),
+    (774, "macaddr8"),
+    (790, "money"),
+    (829, "macaddr"),
+    (869, "inet"),
+    (1042, "bpchar"),
+    (1043, "varchar"),
+    (1082, "date"),
+    (1083, "time"),
+    (1114, "timestamp"),
+    (1184, "timestamptz"),
+    (1186, "interval"),
+    (1266, "timetz"),
+    (1560, "bit"),
+    (1562, "varbit"),
+    (1700, "numeric"),
+    (2950, "uuid"),
+    (3220, "pg_lsn"),
+    (3614, "tsvector"),
+    (3802, "jsonb"),
+    (3904, "int4range"),
+    (3906, "numrange"),
+    (3908, "tsrange"),
+    (3910, "tstzrange"),
+    (3912, "daterange"),
+    (3926, "int8range"),
+];
+
+/// The OID of a built-in type from its catalog name (`int4`, `_numeric`).
+fn builtin_oid(name: &str) -> Option<u32> {
+    if let Some(element) = name.strip_prefix('_') {
+        let element = builtin_oid(element)?;
+        return ARRAYS.iter().find(|&&(_, e)| e == element).map(|&(a, _)| a);
+    }
+    BUILTIN_NAMES
+        .iter()
+        .find(|&&(_, n)| n == name)
+        .map(|&(oid, _)| oid)
+}
+
+/// Built-in array types and their element types.
+const ARRAYS: &[(u32, u32)] = &[
+    (1000, 16),
+    (1001, 17),
+    (1002, 18),
+    (1003, 19),
+    (1016, 20),
+    (1005, 21),
+    (1007, 23),
+    (1009, 25),
+    (1028, 26),
+    (199, 114),
+    (143, 142),
+    (651, 650),
+    (1021, 700),
+    (1022, 701),
+    (775, 774),
+    (791, 790),
+    (1040, 829),
+    (1041, 869),
+    (1014, 1042),
+    (1015, 1043),
+    (1182, 1082),
+    (1183, 1083),
+    (1115, 1114),
+    (1185, 1184),
+    (1187, 1186),
+    (1270, 1266),
+    (1561, 1560),
+    (1563, 1562),
+    (1231, 1700),
+    (2951, 2950),
+    (3221, 3220),
+    (3807, 3802),
+];
+
 /// The element type of a built-in array type.
 fn array_element(oid: u32) -> Option<u32> {
-    Some(match oid {
-        1000 => 16,
-        1001 => 17,
-        1002 => 18,
-        1003 => 19,
-        1016 => 20,
-        1005 => 21,
-        1007 => 23,
-        1009 => 25,
-        1028 => 26,
-        199 => 114,
-        143 => 142,
-        651 => 650,
-        1021 => 700,
-        1022 => 701,
-        775 => 774,
-        791 => 790,
-        1040 => 829,
-        1041 => 869,
-        1014 => 1042,
-        1015 => 1043,
-        1182 => 1082,
-        1183 => 1083,
-        1115 => 1114,
-        1185 => 1184,
-        1187 => 1186,
-        1270 => 1266,
-        1561 => 1560,
-        1563 => 1562,
-        1231 => 1700,
-        2951 => 2950,
-        3221 => 3220,
-        3807 => 3802,
-        _ => return None,
-    })
+    ARRAYS.iter().find(|&&(a, _)| a == oid).map(|&(_, e)| e)
 }
 
 #[cfg(test)]
@@ -162,6 +224,9 @@ mod tests {
             "public.mood"
         );
         assert_eq!(sql_type(16_501, -1, Some(("", "x"))), "x");
+        // Domains: pgoutput names the base type.
+        assert_eq!(sql_type(16_502, -1, Some(("", "int4"))), "integer");
+        assert_eq!(sql_type(16_503, -1, Some(("", "_numeric"))), "numeric[]");
         assert_eq!(sql_type(4_242, -1, None), "oid:4242");
     }
 }

@@ -61,9 +61,11 @@ pub async fn published_tables(
                         exists(select 1 from pg_catalog.pg_index i \
                                where i.indrelid = a.attrelid and i.indisprimary \
                                  and a.attnum = any(i.indkey)), \
-                        n.nspname::text, t.typname::text \
+                        n.nspname::text, t.typname::text, t.oid \
                  from pg_catalog.pg_attribute a \
-                 join pg_catalog.pg_type t on t.oid = a.atttypid \
+                 join pg_catalog.pg_type d on d.oid = a.atttypid \
+                 join pg_catalog.pg_type t \
+                   on t.oid = case when d.typtype = 'd' then d.typbasetype else d.oid end \
                  join pg_catalog.pg_namespace n on n.oid = t.typnamespace \
                  where a.attrelid = (quote_ident($1) || '.' || quote_ident($2))::regclass \
                    and a.attnum > 0 and not a.attisdropped and a.attgenerated = '' \
@@ -76,13 +78,14 @@ pub async fn published_tables(
                 let type_oid: u32 = c.get(1);
                 let type_modifier: i32 = c.get(2);
                 let (namespace, type_name): (String, String) = (c.get(4), c.get(5));
-                // Named as pgoutput's Type messages name them, so the snapshot's schema file and
-                // the stream's are the same document.
-                let user_type = (type_oid >= FIRST_USER_OID)
+                // Named as pgoutput's Type messages name them (a domain by its base type), so
+                // the snapshot's schema file and the stream's are the same document.
+                let named_oid: u32 = c.get(6);
+                let user_type = (named_oid >= FIRST_USER_OID)
                     .then_some((namespace.as_str(), type_name.as_str()));
                 ColumnInfo {
                     name: c.get(0),
-                    type_name: sql_type(type_oid, type_modifier, user_type),
+                    type_name: sql_type(named_oid, type_modifier, user_type),
                     type_oid,
                     type_modifier,
                     is_key: c.get(3),
