@@ -408,20 +408,31 @@ done
 step "Replaying the files in PostgreSQL"
 mapfile -t table_files < <(printf '%s\n' "${files[@]}" | grep -F "public.$table/")
 ((${#table_files[@]} > 0)) || die "pgcdc wrote no change files for public.$table"
-first=$stage/${table_files[0]}
-header=$(gzip -dcf "$first" | head -n 1) || true
-header=${header%$'\r'}
-columns=$(tr ',' '\n' <<<"$header" | sed 's/.*/"&" text/' | paste -sd, -)
-sql -c "create table demo_changes ($columns)"
+# Files written after an ALTER TABLE have another header: the replay table gets every column any
+# file has, and each file is loaded by its own header's names (as dbt and Snowflake match them).
+declare -A seen_column=()
+all_columns=()
 {
     for file in "${table_files[@]}"; do
+        file_header=$(gzip -dcf "$stage/$file" | head -n 1) || true
+        file_header=${file_header%$'\r'}
+        for column in $(tr ',' '\n' <<<"$file_header"); do
+            if [[ -z "${seen_column[$column]:-}" ]]; then
+                seen_column[$column]=1
+                all_columns+=("$column")
+            fi
+        done
+        list=$(tr ',' '\n' <<<"$file_header" | sed 's/.*/"&"/' | paste -sd, -)
         if [[ "$file" == *.gz ]]; then
-            printf "\\\\copy demo_changes from program 'gzip -dc %s' with (format csv, header match)\n" "$stage/$file"
+            printf "\\\\copy demo_changes (%s) from program 'gzip -dc %s' with (format csv, header true)\n" "$list" "$stage/$file"
         else
-            printf "\\\\copy demo_changes from '%s' with (format csv, header match)\n" "$stage/$file"
+            printf "\\\\copy demo_changes (%s) from '%s' with (format csv, header true)\n" "$list" "$stage/$file"
         fi
     done
 } >"$work/load.sql"
+header=$(IFS=,; echo "${all_columns[*]}")
+columns=$(tr ',' '\n' <<<"$header" | sed 's/.*/"&" text/' | paste -sd, -)
+sql -c "create table demo_changes ($columns)"
 sql -f "$work/load.sql"
 # An unchanged TOAST value was not sent: take it from the key's previous change that had it.
 for column in $(tr ',' '\n' <<<"$header" | grep -v '^_'); do

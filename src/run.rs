@@ -495,7 +495,7 @@ pub(crate) fn copy_into_batcher(
 fn publish(sink: &dyn Sink, sealed: &Sealed, schemas: &mut KnownSchemas) -> Result<(), RunError> {
     let m = metrics::get();
     for file in &sealed.files {
-        schemas.ensure(sink, &file.table, file.key.first)?;
+        schemas.ensure(sink, &file.table, file.first_row)?;
         sink.publish(&file.spool_path, file.key.as_str())?;
         m.files.with_label_values(&[&file.key.folder]).inc();
         m.bytes

@@ -3,8 +3,8 @@
 //! The CSV header names the columns; a loader that wants typed tables also needs the PostgreSQL
 //! types, modifiers and key columns. Each distinct column list of a table gets one document,
 //! written before the first data file that uses it. Its version is
-//! `<first commit LSN>-<fingerprint>`: names sort in the order the schemas appeared, and the
-//! fingerprint (a hash of the columns) lets a restart see from the listing alone that a schema is
+//! `<first commit LSN>-<first _seq>-<fingerprint>`, the position of the first row written with it:
+//! names sort in the order the schemas appeared, and the fingerprint (a hash of the columns) lets a restart see from the listing alone that a schema is
 //! already there, so a restart does not add a copy.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -74,9 +74,15 @@ pub fn fingerprint(table: &Table) -> String {
     format!("{hash:016x}")
 }
 
-/// The key and JSON text of the schema file for `table`, first used at `first_commit`.
-pub fn render(table: &Table, first_commit: Lsn) -> (String, Vec<u8>) {
-    let version = format!("{}-{}", first_commit.to_file_hex(), fingerprint(table));
+/// The key and JSON text of the schema file for `table`, first used by the row at `first_row`
+/// (commit LSN, `_seq`).
+pub fn render(table: &Table, first_row: (Lsn, u64)) -> (String, Vec<u8>) {
+    let (first_commit, first_seq) = first_row;
+    let version = format!(
+        "{}-{first_seq:08X}-{}",
+        first_commit.to_file_hex(),
+        fingerprint(table)
+    );
     let doc = Document {
         table: table.to_string(),
         schema: &table.schema,
@@ -147,14 +153,14 @@ impl KnownSchemas {
         &mut self,
         sink: &dyn Sink,
         table: &Table,
-        first_commit: Lsn,
+        first_row: (Lsn, u64),
     ) -> Result<(), SinkError> {
         let fp = fingerprint(table);
         let folder = table.folder();
         if self.by_folder.get(&folder).is_some_and(|s| s.contains(&fp)) {
             return Ok(());
         }
-        let (key, json) = render(table, first_commit);
+        let (key, json) = render(table, first_row);
         sink.write(&key, &json)?;
         tracing::info!(key = %key, "Schema file written");
         self.by_folder.entry(folder).or_default().insert(fp);
@@ -187,10 +193,13 @@ mod tests {
     #[test]
     fn document_lists_types_and_keys() {
         let t = table(&[("id", "integer", 23, true), ("body", "text", 25, false)]);
-        let (key, json) = render(&t, Lsn::new(0x1_0000_0010));
+        let (key, json) = render(&t, (Lsn::new(0x1_0000_0010), 3));
         assert_eq!(
             key,
-            format!("public.t/_schema/0000000100000010-{}.json", fingerprint(&t))
+            format!(
+                "public.t/_schema/0000000100000010-00000003-{}.json",
+                fingerprint(&t)
+            )
         );
         let doc: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(doc["table"], "public.t");
@@ -218,7 +227,7 @@ mod tests {
     #[test]
     fn listing_tells_which_schemas_exist() {
         let t = table(&[("id", "integer", 23, true)]);
-        let (key, _) = render(&t, Lsn::new(5));
+        let (key, _) = render(&t, (Lsn::new(5), 0));
         let known = KnownSchemas::from_keys([
             key.as_str(),
             "public.t/dt=2024-01-01/hour=00/0-1.csv.gz",

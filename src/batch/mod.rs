@@ -30,6 +30,8 @@ pub struct SealedFile {
     pub spool_path: PathBuf,
     /// The columns of the file's header.
     pub table: Arc<Table>,
+    /// Commit LSN and `_seq` of the file's first row.
+    pub first_row: (Lsn, u64),
     pub key: ObjectKey,
     pub rows: u64,
     pub bytes: u64,
@@ -48,8 +50,17 @@ struct TableOutput {
     first: Lsn,
     last: Lsn,
     first_commit_unix_micros: i64,
-    finished: Vec<(PathBuf, Arc<Table>, u64, u64)>,
-    current: Option<(Arc<Table>, SpoolWriter)>,
+    finished: Vec<Piece>,
+    current: Option<(Arc<Table>, (Lsn, u64), SpoolWriter)>,
+}
+
+/// One finished spool file of a table's output in a window.
+struct Piece {
+    path: PathBuf,
+    table: Arc<Table>,
+    first_row: (Lsn, u64),
+    rows: u64,
+    bytes: u64,
 }
 
 struct OpenTxn {
@@ -139,7 +150,7 @@ impl Batcher {
         output.last = output.last.max(meta.commit_lsn);
 
         // A new header (schema change) starts a new part.
-        if let Some((table, _)) = &output.current
+        if let Some((table, _, _)) = &output.current
             && !table.same_header(&row.table)
         {
             roll(output)?;
@@ -156,9 +167,9 @@ impl Batcher {
             self.line.clear();
             csv::encode_header(&mut self.line, &row.table);
             writer.write_header(&self.line)?;
-            output.current = Some((row.table.clone(), writer));
+            output.current = Some((row.table.clone(), (meta.commit_lsn, row.seq), writer));
         }
-        let Some((_, writer)) = &mut output.current else {
+        let Some((_, _, writer)) = &mut output.current else {
             return Err(io::Error::other("spool file vanished"));
         };
         self.line.clear();
@@ -180,7 +191,7 @@ impl Batcher {
         let full = self.tables.values().any(|t| {
             t.current
                 .as_ref()
-                .is_some_and(|(_, w)| w.bytes() >= self.max_file_bytes)
+                .is_some_and(|(_, _, w)| w.bytes() >= self.max_file_bytes)
         });
         self.seal_at_commit |= split || full;
         self.is_due(now)
@@ -198,7 +209,7 @@ impl Batcher {
         for (folder, mut output) in std::mem::take(&mut self.tables) {
             roll(&mut output)?;
             let count = output.finished.len();
-            for (i, (spool_path, table, rows, bytes)) in output.finished.into_iter().enumerate() {
+            for (i, piece) in output.finished.into_iter().enumerate() {
                 let part = (count > 1).then(|| Part {
                     index: u32::try_from(i + 1).unwrap_or(u32::MAX),
                     count: u32::try_from(count).unwrap_or(u32::MAX),
@@ -212,11 +223,12 @@ impl Batcher {
                     self.format,
                 );
                 files.push(SealedFile {
-                    spool_path,
-                    table,
+                    spool_path: piece.path,
+                    table: piece.table,
+                    first_row: piece.first_row,
                     key,
-                    rows,
-                    bytes,
+                    rows: piece.rows,
+                    bytes: piece.bytes,
                 });
             }
         }
@@ -231,10 +243,16 @@ impl Batcher {
 
 /// Finishes the table's current file, if any, into its list of parts.
 fn roll(output: &mut TableOutput) -> io::Result<()> {
-    if let Some((table, writer)) = output.current.take() {
+    if let Some((table, first_row, writer)) = output.current.take() {
         let rows = writer.rows();
         let (path, bytes) = writer.finish()?;
-        output.finished.push((path, table, rows, bytes));
+        output.finished.push(Piece {
+            path,
+            table,
+            first_row,
+            rows,
+            bytes,
+        });
     }
     Ok(())
 }

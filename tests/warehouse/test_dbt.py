@@ -157,10 +157,10 @@ def test_fixture_exercises_truncate_toast_and_deletes(build):
     )
     # The 100 kB TOASTed description survives updates that did not send it.
     big = build["con"].execute(
-        f"select invoice_no, length(description), quantity from {CURRENT} "
+        f"select invoice_no, length(description) from {CURRENT} "
         "where invoice_no = '581588' and length(description) > 10000"
     ).fetchall()
-    assert big == [("581588", 102400, 4)], big
+    assert big == [("581588", 102400)], big
 
 
 def test_current_state_equals_the_source_table(build):
