@@ -18,9 +18,7 @@ use tracing::{debug, info, warn};
 use crate::added_tables::{AddedTables, TableCopy};
 use crate::backoff::Backoff;
 use crate::batch::{Batcher, Sealed};
-use crate::changes::{
-    Assembler, Change, ChangeRow, ChangesError, Field, Op, Table, TxnMeta, normalise,
-};
+use crate::changes::{Assembler, Change, ChangesError, Op, Table, TxnMeta};
 use crate::checkpoint::{Checkpoint, CheckpointError, SnapshotState};
 use crate::config::{Config, Messages, SinkTarget};
 use crate::lsn::Lsn;
@@ -29,7 +27,7 @@ use crate::pg_time;
 use crate::pgoutput::{self, Begin, Commit, DecodeError, Message, StreamCommit};
 use crate::schema_file::KnownSchemas;
 use crate::sink::{LocalSink, ObjectKey, S3Sink, Sink, SinkError, key};
-use crate::snapshot::{self, SnapshotError};
+use crate::snapshot::{self, SnapshotError, Transcoder};
 use crate::source::{Connection, SourceError, SourceEvent, Stream, slot};
 use crate::streamed::StreamedTxns;
 
@@ -462,24 +460,36 @@ pub(crate) fn copy_into_batcher(
         commit_ts: pg_time::from_unix_micros(pg_time::now_unix_micros()),
     });
     let mut seq = 0u64;
+    let mut transcoders: Vec<Transcoder> = tables.iter().map(|t| Transcoder::new(t)).collect();
+    // The window's clock: the snapshot is sealed as soon as the copy ends.
+    let now = Instant::now();
     let rows = handle.block_on(snapshot::copy_tables(
         client,
         &created.snapshot_name,
         tables,
-        |table, mut fields| {
-            for (field, column) in fields.iter_mut().zip(&table.columns) {
-                if let Field::Text(text) = field {
-                    *text = normalise::value(column.type_oid, std::mem::take(text));
-                }
-            }
-            let row = ChangeRow {
-                table: table.clone(),
-                op: Op::Read,
-                seq,
-                fields,
+        |index, line| {
+            let (Some(table), Some(transcoder)) = (tables.get(index), transcoders.get_mut(index))
+            else {
+                return Ok(());
             };
+            let mut fields = 0;
+            batcher
+                .push_encoded(table, Op::Read, seq, now, |out| {
+                    fields = transcoder.transcode(line, out);
+                })
+                .map_err(|source| SnapshotError::Write {
+                    table: table.to_string(),
+                    source,
+                })?;
+            if fields != table.columns.len() {
+                return Err(SnapshotError::Shape {
+                    table: table.to_string(),
+                    got: fields,
+                    expected: table.columns.len(),
+                });
+            }
             seq += 1;
-            batcher.push(&row, Instant::now())
+            Ok(())
         },
     ))?;
     batcher.commit(

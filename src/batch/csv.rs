@@ -7,7 +7,7 @@
 //! empty or holds a comma, a quote, CR or LF; quotes inside are doubled. Bytes are written as
 //! they come (PostgreSQL's text output in UTF-8), so nothing is re-encoded on the way.
 
-use crate::changes::{ChangeRow, Field, Table, TxnMeta};
+use crate::changes::{ChangeRow, Field, Op, Table, TxnMeta};
 
 /// The metadata columns that precede the table's own columns in every file.
 pub const METADATA_COLUMNS: [&str; 6] = [
@@ -19,11 +19,18 @@ pub const METADATA_COLUMNS: [&str; 6] = [
     "_unchanged",
 ];
 
+/// The bytes that make a field need quotes: a table lookup per byte is the encoder's inner loop.
+const SPECIAL: [bool; 256] = {
+    let mut table = [false; 256];
+    table[b',' as usize] = true;
+    table[b'"' as usize] = true;
+    table[b'\r' as usize] = true;
+    table[b'\n' as usize] = true;
+    table
+};
+
 fn needs_quotes(value: &[u8]) -> bool {
-    value.is_empty()
-        || value
-            .iter()
-            .any(|&b| matches!(b, b',' | b'"' | b'\r' | b'\n'))
+    value.is_empty() || value.iter().any(|&b| SPECIAL[usize::from(b)])
 }
 
 /// Appends one field; `None` is NULL.
@@ -33,12 +40,13 @@ pub fn push_field(out: &mut Vec<u8>, value: Option<&[u8]>) {
         out.extend_from_slice(value);
         return;
     }
+    out.reserve(value.len() + 2);
     out.push(b'"');
-    for &b in value {
-        if b == b'"' {
+    for piece in value.split_inclusive(|&b| b == b'"') {
+        out.extend_from_slice(piece);
+        if piece.ends_with(b"\"") {
             out.push(b'"');
         }
-        out.push(b);
     }
     out.push(b'"');
 }
@@ -68,20 +76,32 @@ pub fn format_commit_ts(pg_micros: i64) -> String {
     }
 }
 
-/// One change row as a CSV line (with its trailing LF).
-pub fn encode_row(out: &mut Vec<u8>, meta: &TxnMeta, commit_ts: &str, row: &ChangeRow) {
-    out.extend_from_slice(row.op.code().as_bytes());
+/// The metadata columns of a row, without the `_unchanged` value or anything after it.
+pub fn encode_metadata(out: &mut Vec<u8>, meta: &TxnMeta, commit_ts: &str, op: Op, seq: u64) {
+    let mut number = itoa::Buffer::new();
+    out.extend_from_slice(op.code().as_bytes());
     out.push(b',');
-    out.extend_from_slice(meta.commit_lsn.as_u64().to_string().as_bytes());
+    out.extend_from_slice(number.format(meta.commit_lsn.as_u64()).as_bytes());
     out.push(b',');
-    out.extend_from_slice(row.seq.to_string().as_bytes());
+    out.extend_from_slice(number.format(seq).as_bytes());
     out.push(b',');
     if let Some(xid) = meta.xid {
-        out.extend_from_slice(xid.to_string().as_bytes());
+        out.extend_from_slice(number.format(xid).as_bytes());
     }
     out.push(b',');
     out.extend_from_slice(commit_ts.as_bytes());
     out.push(b',');
+}
+
+/// One change row as a CSV line (with its trailing LF).
+pub fn encode_row(out: &mut Vec<u8>, meta: &TxnMeta, commit_ts: &str, row: &ChangeRow) {
+    encode_metadata(out, meta, commit_ts, row.op, row.seq);
+    encode_unchanged_and_fields(out, row);
+    out.push(b'\n');
+}
+
+/// The `_unchanged` value and the row's fields, each field after a comma.
+pub fn encode_unchanged_and_fields(out: &mut Vec<u8>, row: &ChangeRow) {
     let unchanged: Vec<&str> = row
         .fields
         .iter()
@@ -101,7 +121,6 @@ pub fn encode_row(out: &mut Vec<u8>, meta: &TxnMeta, commit_ts: &str, row: &Chan
             Field::Text(bytes) => push_field(out, Some(bytes)),
         }
     }
-    out.push(b'\n');
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::changes::{ChangeRow, Table, TxnMeta};
+use crate::changes::{ChangeRow, Op, Table, TxnMeta};
 use crate::config::FileFormat;
 use crate::lsn::Lsn;
 use crate::sink::{ObjectKey, Part};
@@ -81,6 +81,9 @@ pub struct Batcher {
     seal_at_commit: bool,
     next_file: u64,
     line: Vec<u8>,
+    /// The folder name of the table of the last row, so a run of rows of one table does not
+    /// build the same string once per row.
+    last_folder: Option<(Arc<Table>, String)>,
 }
 
 impl Batcher {
@@ -102,6 +105,7 @@ impl Batcher {
             seal_at_commit: false,
             next_file: 0,
             line: Vec::with_capacity(4096),
+            last_folder: None,
         }
     }
 
@@ -134,24 +138,55 @@ impl Batcher {
 
     /// Writes one row of the open transaction to its table's spool file.
     pub fn push(&mut self, row: &ChangeRow, now: Instant) -> io::Result<()> {
+        self.push_encoded(&row.table, row.op, row.seq, now, |line| {
+            csv::encode_unchanged_and_fields(line, row);
+        })
+    }
+
+    /// Like [`Batcher::push`], for a caller that encodes the rest of the line itself: `columns`
+    /// appends the `_unchanged` value and then `,field` per column (the snapshot transcodes COPY
+    /// text straight into that form).
+    pub fn push_encoded(
+        &mut self,
+        table: &Arc<Table>,
+        op: Op,
+        seq: u64,
+        now: Instant,
+        columns: impl FnOnce(&mut Vec<u8>),
+    ) -> io::Result<()> {
         let Some(txn) = &mut self.txn else {
             return Err(io::Error::other("a row arrived outside a transaction"));
         };
         let meta = txn.meta;
         self.opened_at.get_or_insert(now);
-        let folder = row.table.folder();
-        let output = self.tables.entry(folder).or_insert_with(|| TableOutput {
-            first: meta.commit_lsn,
-            last: meta.commit_lsn,
-            first_commit_unix_micros: crate::pg_time::to_unix_micros(meta.commit_ts),
-            finished: Vec::new(),
-            current: None,
-        });
+        if !self
+            .last_folder
+            .as_ref()
+            .is_some_and(|(t, _)| Arc::ptr_eq(t, table))
+        {
+            self.last_folder = Some((table.clone(), table.folder()));
+        }
+        let folder = self.last_folder.as_ref().map_or("", |(_, f)| f.as_str());
+        if !self.tables.contains_key(folder) {
+            self.tables.insert(
+                folder.to_owned(),
+                TableOutput {
+                    first: meta.commit_lsn,
+                    last: meta.commit_lsn,
+                    first_commit_unix_micros: crate::pg_time::to_unix_micros(meta.commit_ts),
+                    finished: Vec::new(),
+                    current: None,
+                },
+            );
+        }
+        let Some(output) = self.tables.get_mut(folder) else {
+            return Err(io::Error::other("table output vanished"));
+        };
         output.last = output.last.max(meta.commit_lsn);
 
         // A new header (schema change) starts a new part.
-        if let Some((table, _, _)) = &output.current
-            && !table.same_header(&row.table)
+        if let Some((current, _, _)) = &output.current
+            && !current.same_header(table)
         {
             roll(output)?;
         }
@@ -165,15 +200,17 @@ impl Batcher {
             self.next_file += 1;
             let mut writer = SpoolWriter::create(path, self.format)?;
             self.line.clear();
-            csv::encode_header(&mut self.line, &row.table);
+            csv::encode_header(&mut self.line, table);
             writer.write_header(&self.line)?;
-            output.current = Some((row.table.clone(), (meta.commit_lsn, row.seq), writer));
+            output.current = Some((table.clone(), (meta.commit_lsn, seq), writer));
         }
         let Some((_, _, writer)) = &mut output.current else {
             return Err(io::Error::other("spool file vanished"));
         };
         self.line.clear();
-        csv::encode_row(&mut self.line, &meta, &txn.commit_ts, row);
+        csv::encode_metadata(&mut self.line, &meta, &txn.commit_ts, op, seq);
+        columns(&mut self.line);
+        self.line.push(b'\n');
         writer.write_row(&self.line)?;
 
         if writer.bytes() >= self.max_file_bytes {

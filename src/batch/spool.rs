@@ -1,26 +1,40 @@
 //! A change file being written: rows stream to disk as they arrive, so memory does not grow
 //! with transaction size. The file is fsynced when finished; publishing it is the sink's job.
+//!
+//! Compression is the most expensive step per byte, so a gzip file that outgrows its first
+//! buffer hands compression to a thread of its own: the pipeline thread keeps decoding and
+//! encoding while the previous buffer is deflated. Two buffers in flight bound the memory; a
+//! small file never starts a thread.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
 use crate::config::FileFormat;
 
+/// Uncompressed bytes collected before they are deflated (inline or by the thread).
+const CHUNK: usize = 256 * 1024;
+/// Chunks queued for the compressor thread.
+const IN_FLIGHT: usize = 2;
+
 /// Counts the bytes that reach the file (after compression), which is what `max_file_bytes`
-/// limits.
+/// limits. Shared, so the pipeline sees the compressor thread's progress.
 struct Counting<W> {
     inner: W,
-    bytes: u64,
+    bytes: Arc<AtomicU64>,
 }
 
 impl<W: Write> Write for Counting<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.bytes += n as u64;
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 
@@ -29,39 +43,61 @@ impl<W: Write> Write for Counting<W> {
     }
 }
 
+type GzFile = GzEncoder<Counting<BufWriter<File>>>;
+
 enum Encoder {
     Plain(Counting<BufWriter<File>>),
-    /// The outer buffer matters: flate2 zero-fills its output buffer on every `write`, so
-    /// feeding it one CSV line at a time spent more time in memset than in deflate.
-    Gzip(BufWriter<GzEncoder<Counting<BufWriter<File>>>>),
+    /// Lines collect in `pending` (flate2 zero-fills its output buffer on every `write`, so
+    /// feeding it one CSV line at a time spent more time in memset than in deflate); a full
+    /// chunk is deflated inline until the file proves large, then by the compressor thread.
+    Gzip {
+        pending: Vec<u8>,
+        stage: GzStage,
+    },
+}
+
+enum GzStage {
+    /// With the number of chunks deflated so far.
+    Inline(GzFile, u32),
+    Threaded {
+        chunks: SyncSender<Vec<u8>>,
+        /// Emptied chunks come back for reuse.
+        spare: Receiver<Vec<u8>>,
+        thread: JoinHandle<io::Result<GzFile>>,
+    },
+    /// Only while switching stages.
+    Switching,
 }
 
 pub struct SpoolWriter {
     path: PathBuf,
     encoder: Encoder,
     rows: u64,
+    bytes: Arc<AtomicU64>,
 }
 
 impl SpoolWriter {
     pub fn create(path: PathBuf, format: FileFormat) -> io::Result<SpoolWriter> {
         let file = BufWriter::with_capacity(256 * 1024, File::create(&path)?);
+        let bytes = Arc::new(AtomicU64::new(0));
         let counting = Counting {
             inner: file,
-            bytes: 0,
+            bytes: bytes.clone(),
         };
         let encoder = match format {
             FileFormat::Csv => Encoder::Plain(counting),
             // The fastest level: CDC files are read once by the loader, and the walsender, not
             // the compressor, should set the pace.
-            FileFormat::CsvGz => Encoder::Gzip(BufWriter::with_capacity(
-                128 * 1024,
-                GzEncoder::new(counting, Compression::fast()),
-            )),
+            FileFormat::CsvGz => Encoder::Gzip {
+                pending: Vec::with_capacity(CHUNK),
+                stage: GzStage::Inline(GzEncoder::new(counting, Compression::fast()), 0),
+            },
         };
         Ok(SpoolWriter {
             path,
             encoder,
             rows: 0,
+            bytes,
         })
     }
 
@@ -77,7 +113,13 @@ impl SpoolWriter {
     fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         match &mut self.encoder {
             Encoder::Plain(w) => w.write_all(bytes),
-            Encoder::Gzip(w) => w.write_all(bytes),
+            Encoder::Gzip { pending, stage } => {
+                pending.extend_from_slice(bytes);
+                if pending.len() >= CHUNK {
+                    deflate_chunk(pending, stage)?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -88,21 +130,133 @@ impl SpoolWriter {
     /// Bytes on disk so far (compressed output lags the input by the two buffers in front of
     /// the file, at most a few hundred KiB).
     pub fn bytes(&self) -> u64 {
-        match &self.encoder {
-            Encoder::Plain(w) => w.bytes,
-            Encoder::Gzip(w) => w.get_ref().get_ref().bytes,
-        }
+        self.bytes.load(Ordering::Relaxed)
     }
 
     /// Completes the file and fsyncs it. Returns its path and size.
     pub fn finish(self) -> io::Result<(PathBuf, u64)> {
         let counting = match self.encoder {
             Encoder::Plain(w) => w,
-            Encoder::Gzip(w) => w.into_inner().map_err(|e| e.into_error())?.finish()?,
+            Encoder::Gzip { pending, stage } => {
+                let mut gz = match stage {
+                    GzStage::Inline(gz, _) => gz,
+                    GzStage::Threaded { chunks, thread, .. } => {
+                        drop(chunks);
+                        join(thread)?
+                    }
+                    GzStage::Switching => return Err(io::Error::other("compressor lost")),
+                };
+                gz.write_all(&pending)?;
+                gz.finish()?
+            }
         };
-        let bytes = counting.bytes;
         let file = counting.inner.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
-        Ok((self.path, bytes))
+        Ok((self.path, self.bytes.load(Ordering::Relaxed)))
+    }
+}
+
+/// Deflates the full chunk in `pending`: the first inline, the next ones on a compressor thread.
+fn deflate_chunk(pending: &mut Vec<u8>, stage: &mut GzStage) -> io::Result<()> {
+    match std::mem::replace(stage, GzStage::Switching) {
+        GzStage::Inline(mut gz, 0) => {
+            // The first chunk: most files end here, so no thread yet.
+            let result = gz.write_all(pending);
+            pending.clear();
+            *stage = GzStage::Inline(gz, 1);
+            result
+        }
+        GzStage::Inline(gz, _) => {
+            let (chunks, incoming) = sync_channel::<Vec<u8>>(IN_FLIGHT);
+            let (returned, spare) = sync_channel::<Vec<u8>>(IN_FLIGHT + 1);
+            let thread = std::thread::Builder::new()
+                .name("pgcdc-gzip".to_owned())
+                .spawn(move || compress(gz, incoming, returned))?;
+            *stage = GzStage::Threaded {
+                chunks,
+                spare,
+                thread,
+            };
+            deflate_chunk(pending, stage)
+        }
+        GzStage::Threaded {
+            chunks,
+            spare,
+            thread,
+        } => {
+            let next = spare
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+            let full = std::mem::replace(pending, next);
+            if chunks.send(full).is_err() {
+                // The thread stopped on an error: it tells which.
+                join(thread)?;
+                return Err(io::Error::other("the compressor thread stopped"));
+            }
+            *stage = GzStage::Threaded {
+                chunks,
+                spare,
+                thread,
+            };
+            Ok(())
+        }
+        GzStage::Switching => Err(io::Error::other("compressor lost")),
+    }
+}
+
+fn compress(
+    mut gz: GzFile,
+    chunks: Receiver<Vec<u8>>,
+    returned: SyncSender<Vec<u8>>,
+) -> io::Result<GzFile> {
+    for mut chunk in chunks {
+        gz.write_all(&chunk)?;
+        chunk.clear();
+        let _ = returned.try_send(chunk);
+    }
+    Ok(gz)
+}
+
+fn join(thread: JoinHandle<io::Result<GzFile>>) -> io::Result<GzFile> {
+    thread
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the compressor thread panicked")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    fn round_trip(lines: usize) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer =
+            SpoolWriter::create(dir.path().join("f.csv.gz"), FileFormat::CsvGz).unwrap();
+        let mut expected = Vec::new();
+        writer.write_header(b"h\n").unwrap();
+        expected.extend_from_slice(b"h\n");
+        for i in 0..lines {
+            let line = format!("{i},{}\n", "x".repeat(i % 300));
+            writer.write_row(line.as_bytes()).unwrap();
+            expected.extend_from_slice(line.as_bytes());
+        }
+        assert_eq!(writer.rows(), lines as u64);
+        let (path, bytes) = writer.finish().unwrap();
+        let compressed = std::fs::read(&path).unwrap();
+        assert_eq!(bytes, compressed.len() as u64);
+        let mut text = Vec::new();
+        flate2::read::GzDecoder::new(&compressed[..])
+            .read_to_end(&mut text)
+            .unwrap();
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn small_and_large_gzip_files_round_trip() {
+        // Below one chunk, one chunk inline, then the compressor thread.
+        round_trip(10);
+        round_trip(2_000);
+        round_trip(40_000);
     }
 }

@@ -13,49 +13,50 @@ const TIMESTAMPTZ: u32 = 1184;
 /// `money`.
 const MONEY: u32 = 790;
 
+/// Whether values of this type are rewritten at all.
+pub fn applies_to(type_oid: u32) -> bool {
+    matches!(type_oid, TIMESTAMP | TIMESTAMPTZ | MONEY)
+}
+
 /// The value as it goes into the file.
 pub fn value(type_oid: u32, text: Bytes) -> Bytes {
+    if !applies_to(type_oid) {
+        return text;
+    }
+    let mut out = Vec::with_capacity(text.len() + 4);
+    write(type_oid, &text, &mut out);
+    Bytes::from(out)
+}
+
+/// Appends the file form of `text` to `out`.
+pub fn write(type_oid: u32, text: &[u8], out: &mut Vec<u8>) {
     match type_oid {
-        TIMESTAMP => iso_timestamp(text, false),
-        TIMESTAMPTZ => iso_timestamp(text, true),
-        MONEY => plain_money(text),
-        _ => text,
+        TIMESTAMP => iso_timestamp(text, false, out),
+        TIMESTAMPTZ => iso_timestamp(text, true, out),
+        MONEY => out.extend(text.iter().copied().filter(|&b| b != b'$' && b != b',')),
+        _ => out.extend_from_slice(text),
     }
 }
 
 /// `2024-01-02 03:04:05.5+00` → `2024-01-02T03:04:05.5+00:00`: ISO 8601 with a `T` and a full
 /// offset, which Snowflake's `AUTO` format and DuckDB both read. `infinity` and BC dates keep
 /// PostgreSQL's spelling: ISO 8601 has none for them.
-fn iso_timestamp(text: Bytes, with_zone: bool) -> Bytes {
-    if text.ends_with(b" BC") {
-        return text;
-    }
-    let Some(space) = text.iter().position(|&b| b == b' ') else {
-        return text;
+///
+/// Money: `-$1,234.56` → `-1234.56`. With `lc_monetary = C` PostgreSQL prints `$`, `,` thousands
+/// separators and two decimals; without them the value is a plain decimal every loader reads.
+fn iso_timestamp(text: &[u8], with_zone: bool, out: &mut Vec<u8>) {
+    let space = text.iter().position(|&b| b == b' ');
+    let (Some(space), false) = (space, text.ends_with(b" BC")) else {
+        out.extend_from_slice(text);
+        return;
     };
-    let mut out = Vec::with_capacity(text.len() + 3);
     out.extend_from_slice(&text[..space]);
     out.push(b'T');
     out.extend_from_slice(&text[space + 1..]);
     // The session runs in UTC, so the offset is `+00`; an offset with minutes is already full.
-    if with_zone && out.len() >= 3 && matches!(out[out.len() - 3], b'+' | b'-') {
+    if with_zone && text.len() >= 3 && matches!(text[text.len() - 3], b'+' | b'-') {
         out.extend_from_slice(b":00");
     }
-    Bytes::from(out)
-}
-
-/// `-$1,234.56` → `-1234.56`. With `lc_monetary = C` PostgreSQL prints `$`, `,` thousands
-/// separators and two decimals; without them the value is a plain decimal every loader reads.
-fn plain_money(text: Bytes) -> Bytes {
-    if !text.iter().any(|&b| b == b'$' || b == b',') {
-        return text;
-    }
-    Bytes::from(
-        text.iter()
-            .copied()
-            .filter(|&b| b != b'$' && b != b',')
-            .collect::<Vec<u8>>(),
-    )
 }
 
 #[cfg(test)]

@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use futures_util::{StreamExt, pin_mut};
 
-pub use copy_text::{CopyTextError, CopyTextParser};
+pub use copy_text::{CopyTextError, CopyTextParser, Transcoder};
 
 use crate::changes::type_name::{FIRST_USER_OID, sql_type};
-use crate::changes::{ColumnInfo, Field, Table};
+use crate::changes::{ColumnInfo, Table};
 use crate::source::conn::{SESSION_SETTINGS, quote_ident, quote_literal};
 
 #[derive(Debug, thiserror::Error)]
@@ -102,12 +102,13 @@ pub async fn published_tables(
 }
 
 /// Copies every table inside the exported snapshot `snapshot_name`, handing each row to
-/// `on_row`. Returns the number of rows copied.
+/// `on_line` with the index of its table, in COPY text form (without its LF). Returns the
+/// number of rows copied.
 pub async fn copy_tables(
     client: &tokio_postgres::Client,
     snapshot_name: &str,
     tables: &[Arc<Table>],
-    mut on_row: impl FnMut(&Arc<Table>, Vec<Field>) -> std::io::Result<()>,
+    mut on_line: impl FnMut(usize, &[u8]) -> Result<(), SnapshotError>,
 ) -> Result<u64, SnapshotError> {
     let mut setup = String::new();
     for (name, value) in SESSION_SETTINGS {
@@ -119,7 +120,7 @@ pub async fn copy_tables(
     ));
     client.batch_execute(&setup).await?;
     let mut total = 0;
-    for table in tables {
+    for (index, table) in tables.iter().enumerate() {
         let columns: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
         let name = format!(
             "{}.{}",
@@ -142,22 +143,11 @@ pub async fn copy_tables(
         let stream = client.copy_out(sql.as_str()).await?;
         pin_mut!(stream);
         let mut parser = CopyTextParser::new();
-        let expected = table.columns.len();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
-            parser.feed(&chunk, |fields| {
-                if fields.len() != expected {
-                    return Err(SnapshotError::Shape {
-                        table: table.to_string(),
-                        got: fields.len(),
-                        expected,
-                    });
-                }
+            parser.feed_lines(&chunk, |line| {
                 total += 1;
-                on_row(table, fields).map_err(|source| SnapshotError::Write {
-                    table: table.to_string(),
-                    source,
-                })
+                on_line(index, line)
             })?;
         }
         parser.finish().map_err(|source| SnapshotError::Copy {
