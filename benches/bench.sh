@@ -44,6 +44,13 @@ die() { say "bench: $*"; exit 1; }
 bindir=$(pg_config --bindir 2>/dev/null || true)
 [[ -x "$bindir/initdb" ]] || bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -t/ -k4,4n | tail -n 1)
 [[ -x "$bindir/pg_recvlogical" ]] || die "no pg_recvlogical in $bindir (scripts/install-deps.sh)"
+# pg_recvlogical asks for what pgcdc negotiates (src/source/slot.rs): protocol 2 with streaming
+# on PostgreSQL 14+, so both drains make the walsender do the same work.
+if (($("$bindir/postgres" -V | grep -o '[0-9]*' | head -n 1) >= 14)); then
+    recv_protocol=(-o proto_version=2 -o streaming=on)
+else
+    recv_protocol=(-o proto_version=1)
+fi
 
 if [[ $(id -u) -eq 0 ]]; then as_pg=(runuser -u postgres --); base=/tmp; else as_pg=(); base=${TMPDIR:-/tmp}; fi
 work=$(mktemp -d "$base/pgcdc-bench-XXXXXX")
@@ -145,7 +152,7 @@ EOF
     # pg_recvlogical: the ceiling.
     start=$(now)
     "$bindir/pg_recvlogical" -d "host=127.0.0.1 port=$port user=postgres dbname=shop" -S bench_recv --start \
-        -E "$target" --no-loop -o proto_version=1 -o publication_names=pgcdc_pub -f "$work/recv.out" 2>/dev/null
+        -E "$target" --no-loop "${recv_protocol[@]}" -o publication_names=pgcdc_pub -f "$work/recv.out" 2>/dev/null
     recv_s=$(echo "$(now) - $start" | bc)
     rm -f "$work/recv.out"
 

@@ -7,7 +7,8 @@
 //! The acknowledgement rule: a position is reported as flushed only after the files holding
 //! everything before it are published and the checkpoint says so.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -17,14 +18,15 @@ use tracing::{debug, info, warn};
 
 use crate::added_tables::{AddedTables, TableCopy};
 use crate::backoff::Backoff;
+use crate::batch::csv;
 use crate::batch::{Batcher, Sealed};
-use crate::changes::{Assembler, Change, ChangesError, Op, Table, TxnMeta};
+use crate::changes::{Assembler, Change, ChangeRow, ChangesError, Op, Table, TxnMeta};
 use crate::checkpoint::{Checkpoint, CheckpointError, SnapshotState};
 use crate::config::{Config, Messages, SinkTarget};
 use crate::lsn::Lsn;
 use crate::metrics;
 use crate::pg_time;
-use crate::pgoutput::{self, Begin, Commit, DecodeError, Message, StreamCommit};
+use crate::pgoutput::{self, Begin, Commit, DecodeError, Message, StreamCommit, Xid};
 use crate::schema_file::KnownSchemas;
 use crate::sink::{LocalSink, ObjectKey, S3Sink, Sink, SinkError, key};
 use crate::snapshot::{self, SnapshotError, Transcoder};
@@ -323,6 +325,10 @@ fn run_once(
         batcher,
         assembler: Assembler::new(config.source.messages == Messages::Write),
         streamed: streamed_txns,
+        streaming: HashMap::new(),
+        write_messages: config.source.messages == Messages::Write,
+        record: Vec::new(),
+        row_target: None,
         added,
         schemas,
         checkpoint,
@@ -532,8 +538,14 @@ struct Pipeline<'a> {
     sink: &'a dyn Sink,
     batcher: Batcher,
     assembler: Assembler,
-    /// Streamed transactions (protocol 2) waiting for their Stream Commit or Abort.
+    /// Streamed transactions (protocol 2) waiting for their Stream Commit or Abort: their
+    /// spool files, and what decoding them needs.
     streamed: StreamedTxns,
+    streaming: HashMap<Xid, StreamedTxn>,
+    write_messages: bool,
+    /// Scratch for one spool record.
+    record: Vec<u8>,
+    row_target: Option<RowTarget>,
     /// Copies of tables that joined the publication.
     added: AddedTables,
     /// Schema files already in the sink.
@@ -638,10 +650,17 @@ impl Pipeline<'_> {
                         source,
                     })?;
                 match message {
-                    Message::StreamStart(start) => self
-                        .streamed
-                        .start(start.xid, start.first_segment)
-                        .map_err(|e| self.spool_error(e))?,
+                    Message::StreamStart(start) => {
+                        if start.first_segment || !self.streaming.contains_key(&start.xid) {
+                            self.streaming.insert(
+                                start.xid,
+                                StreamedTxn::new(start.xid, self.write_messages),
+                            );
+                        }
+                        self.streamed
+                            .start(start.xid, start.first_segment)
+                            .map_err(|e| self.spool_error(e))?
+                    }
                     Message::StreamStop => self.streamed.stop(),
                     Message::StreamAbort(abort) => {
                         debug!(
@@ -649,15 +668,15 @@ impl Pipeline<'_> {
                             subxid = abort.subxid,
                             "Streamed transaction aborted; discarding what was spooled"
                         );
+                        if abort.xid == abort.subxid {
+                            self.streaming.remove(&abort.xid);
+                        }
                         self.streamed
                             .abort(abort.xid, abort.subxid)
                             .map_err(|e| self.spool_error(e))?;
                     }
                     Message::StreamCommit(commit) => self.replay_streamed(&commit, stream)?,
-                    message if in_stream => self
-                        .streamed
-                        .append(message.stream_xid(), &data)
-                        .map_err(|e| self.spool_error(e))?,
+                    message if in_stream => self.spool_streamed(message, wal_start)?,
                     message => self.apply_message(message, wal_start, stream)?,
                 }
             }
@@ -672,12 +691,7 @@ impl Pipeline<'_> {
         lsn: Lsn,
         stream: &Stream,
     ) -> Result<(), RunError> {
-        if let Message::Relation(relation) = &message {
-            let folder = format!("{}.{}", relation.namespace, relation.name);
-            if !self.checkpoint.covers_table(&folder) && !self.added.is_pending(&folder) {
-                self.added.request(vec![folder]);
-            }
-        }
+        self.notice_relation(&message);
         self.changes.clear();
         self.assembler
             .apply(message, &mut self.changes)
@@ -690,13 +704,46 @@ impl Pipeline<'_> {
         Ok(())
     }
 
-    /// Stream Commit: the spooled transaction goes through the same path as one sent whole.
+    /// A message inside a stream block: decoded and encoded now, written at its commit.
+    fn spool_streamed(&mut self, message: Message, lsn: Lsn) -> Result<(), RunError> {
+        let Some(xid) = self.streamed.current() else {
+            return Ok(());
+        };
+        self.notice_relation(&message);
+        let subxid = message.stream_xid();
+        let txn = self
+            .streaming
+            .entry(xid)
+            .or_insert_with(|| StreamedTxn::new(xid, self.write_messages));
+        self.changes.clear();
+        txn.assembler
+            .apply(message, &mut self.changes)
+            .map_err(|source| RunError::Changes { lsn, source })?;
+        for change in &self.changes {
+            if let Change::Row(row) = change {
+                txn.encode(row, &mut self.record);
+                self.streamed
+                    .append(subxid, &self.record)
+                    .map_err(|source| RunError::Spool {
+                        dir: self.sink.spool_dir().display().to_string(),
+                        source,
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stream Commit: the spooled rows enter the window as one transaction, in commit order.
     fn replay_streamed(&mut self, commit: &StreamCommit, stream: &Stream) -> Result<(), RunError> {
         let lsn = commit.commit_lsn;
         let replay = self
             .streamed
             .commit(commit.xid)
             .map_err(|e| self.spool_error(e))?;
+        let txn = self.streaming.remove(&commit.xid);
+        if let Some(txn) = &txn {
+            self.assembler.adopt_relations(&txn.assembler);
+        }
         self.apply_message(
             Message::Begin(Begin {
                 final_lsn: lsn,
@@ -706,12 +753,20 @@ impl Pipeline<'_> {
             lsn,
             stream,
         )?;
-        if let Some(mut replay) = replay {
-            while let Some(data) = replay.next_message().map_err(|e| self.spool_error(e))? {
-                let message = pgoutput::decode(&data, true)
-                    .map_err(|source| RunError::Decode { lsn, source })?;
-                self.apply_message(message, lsn, stream)?;
+        if let (Some(mut replay), Some(txn)) = (replay, txn) {
+            let mut record = std::mem::take(&mut self.record);
+            while replay
+                .next_record(&mut record)
+                .map_err(|e| self.spool_error(e))?
+            {
+                let Some((table, op, seq, encoded)) = txn.decode(&record) else {
+                    return Err(self.spool_error(std::io::Error::other(
+                        "a streamed transaction's spool record is damaged",
+                    )));
+                };
+                self.write_row(&table, op, seq, |line| line.extend_from_slice(encoded))?;
             }
+            self.record = record;
         }
         self.apply_message(
             Message::Commit(Commit {
@@ -723,6 +778,77 @@ impl Pipeline<'_> {
             lsn,
             stream,
         )
+    }
+
+    /// A Relation for a table whose existing rows are not covered yet starts copying them.
+    fn notice_relation(&mut self, message: &Message) {
+        if let Message::Relation(relation) = message {
+            let folder = format!("{}.{}", relation.namespace, relation.name);
+            if !self.checkpoint.covers_table(&folder) && !self.added.is_pending(&folder) {
+                self.added.request(vec![folder]);
+            }
+        }
+    }
+
+    /// Writes one row of the open transaction into the window, unless the checkpoint or the
+    /// table's durable files already hold it. `encode` appends the line after the metadata
+    /// columns (`_unchanged` and the fields).
+    fn write_row(
+        &mut self,
+        table: &Arc<Table>,
+        op: Op,
+        seq: u64,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), RunError> {
+        let Some(meta) = self.txn else {
+            return Ok(());
+        };
+        if self.skip_txn {
+            return Ok(());
+        }
+        if !self
+            .row_target
+            .as_ref()
+            .is_some_and(|t| t.op == op && Arc::ptr_eq(&t.table, table))
+        {
+            let folder = table.folder();
+            let counter = metrics::get()
+                .rows
+                .with_label_values(&[folder.as_str(), op.code()]);
+            self.row_target = Some(RowTarget {
+                table: table.clone(),
+                folder,
+                op,
+                counter,
+            });
+        }
+        let Some(target) = &self.row_target else {
+            return Ok(());
+        };
+        if self
+            .durable
+            .get(target.folder.as_str())
+            .is_some_and(|&lsn| meta.commit_lsn <= lsn)
+        {
+            return Ok(());
+        }
+        if self.batcher.is_empty() {
+            metrics::live()
+                .window_opened_us
+                .store(pg_time::now_unix_micros(), Ordering::Relaxed);
+        }
+        if let Err(source) = self
+            .batcher
+            .push_encoded(table, op, seq, Instant::now(), encode)
+        {
+            return Err(RunError::Spool {
+                dir: self.sink.spool_dir().display().to_string(),
+                source,
+            });
+        }
+        target.counter.inc();
+        self.txn_has_rows = true;
+        Ok(())
     }
 
     /// Publishes the rows copied from tables that joined the publication; from now on the
@@ -760,36 +886,9 @@ impl Pipeline<'_> {
                 }
             }
             Change::Row(row) => {
-                let Some(meta) = self.txn else {
-                    return Ok(());
-                };
-                if self.skip_txn {
-                    return Ok(());
-                }
-                let folder = row.table.folder();
-                if self
-                    .durable
-                    .get(&folder)
-                    .is_some_and(|&lsn| meta.commit_lsn <= lsn)
-                {
-                    return Ok(());
-                }
-                if self.batcher.is_empty() {
-                    metrics::live()
-                        .window_opened_us
-                        .store(pg_time::now_unix_micros(), Ordering::Relaxed);
-                }
-                self.batcher
-                    .push(row, Instant::now())
-                    .map_err(|source| RunError::Spool {
-                        dir: self.sink.spool_dir().display().to_string(),
-                        source,
-                    })?;
-                metrics::get()
-                    .rows
-                    .with_label_values(&[&folder, row.op.code()])
-                    .inc();
-                self.txn_has_rows = true;
+                self.write_row(&row.table, row.op, row.seq, |line| {
+                    csv::encode_unchanged_and_fields(line, row)
+                })?;
             }
             Change::Commit {
                 commit_lsn,
@@ -895,6 +994,68 @@ impl Pipeline<'_> {
             .set(metrics::lsn_value(self.checkpoint.flush_lsn));
         debug!(commit_lsn = %self.checkpoint.commit_lsn, flush_lsn = %self.checkpoint.flush_lsn, "Checkpoint written");
         Ok(())
+    }
+}
+
+/// The table and operation of the last row written, so a run of rows of one table does not build
+/// its folder name or look up its row counter once per row.
+struct RowTarget {
+    table: Arc<Table>,
+    folder: String,
+    op: Op,
+    counter: prometheus::IntCounter,
+}
+
+/// A streamed transaction being received: it has an assembler of its own (pgoutput describes
+/// every relation again inside each streamed transaction, and a transaction that aborts must not
+/// leave its descriptions behind), and the tables its spool records refer to by index.
+struct StreamedTxn {
+    assembler: Assembler,
+    tables: Vec<Arc<Table>>,
+}
+
+impl StreamedTxn {
+    fn new(xid: Xid, write_messages: bool) -> StreamedTxn {
+        let mut assembler = Assembler::new(write_messages);
+        // The commit LSN and time are only known at Stream Commit; rows are spooled without them.
+        let mut ignored = Vec::new();
+        let _ = assembler.apply(
+            Message::Begin(Begin {
+                final_lsn: Lsn::ZERO,
+                commit_ts: 0,
+                xid,
+            }),
+            &mut ignored,
+        );
+        StreamedTxn {
+            assembler,
+            tables: Vec::new(),
+        }
+    }
+
+    /// A spool record: table index (u32), op code, `_seq` (u64), then the line after the
+    /// metadata columns.
+    fn encode(&mut self, row: &ChangeRow, record: &mut Vec<u8>) {
+        let index = match self.tables.iter().rposition(|t| Arc::ptr_eq(t, &row.table)) {
+            Some(i) => i,
+            None => {
+                self.tables.push(row.table.clone());
+                self.tables.len() - 1
+            }
+        };
+        record.clear();
+        record.extend_from_slice(&u32::try_from(index).unwrap_or(u32::MAX).to_le_bytes());
+        record.push(row.op.code().as_bytes().first().copied().unwrap_or(b'?'));
+        record.extend_from_slice(&row.seq.to_le_bytes());
+        csv::encode_unchanged_and_fields(record, row);
+    }
+
+    fn decode<'r>(&self, record: &'r [u8]) -> Option<(Arc<Table>, Op, u64, &'r [u8])> {
+        let index = u32::from_le_bytes(record.get(0..4)?.try_into().ok()?);
+        let op = Op::from_code(*record.get(4)?)?;
+        let seq = u64::from_le_bytes(record.get(5..13)?.try_into().ok()?);
+        let table = self.tables.get(usize::try_from(index).ok()?)?.clone();
+        Some((table, op, seq, record.get(13..)?))
     }
 }
 

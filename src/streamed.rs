@@ -3,10 +3,11 @@
 //! With `streaming 'on'` the server sends a large transaction in blocks (Stream Start … Stream
 //! Stop) as soon as it outgrows `logical_decoding_work_mem`, interleaved with other transactions,
 //! and says only later whether it committed or aborted. Nothing of it may reach a change file
-//! before Stream Commit, and memory must not grow with its size, so every block is appended raw
-//! to a spool file of its own per top-level xid. Stream Commit replays the file through the normal
-//! decode path as one transaction, in commit order; Stream Abort deletes it, or cuts it back to
-//! where an aborted subtransaction began.
+//! before Stream Commit, and memory must not grow with its size, so its rows go to a spool file of
+//! its own per top-level xid: already decoded and CSV-encoded as they arrive (the work overlaps
+//! with the server's sending), missing only what the commit tells (commit LSN and time). Stream
+//! Commit reads the records back into the window, in commit order; Stream Abort deletes the file,
+//! or cuts it back to where an aborted subtransaction began.
 //!
 //! Cutting back is sound because a session writes sequentially: every change streamed after a
 //! subtransaction's first change, up to its abort, belongs to it or to subtransactions nested in
@@ -16,8 +17,6 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-
-use bytes::Bytes;
 
 use crate::pgoutput::Xid;
 
@@ -95,7 +94,7 @@ impl StreamedTxns {
         self.current = None;
     }
 
-    /// Appends one message of the current block; `subxid` is the xid the message carries.
+    /// Appends one record of the current block; `subxid` is the xid its message carried.
     pub fn append(&mut self, subxid: Option<Xid>, message: &[u8]) -> io::Result<()> {
         let Some(xid) = self.current else {
             return Err(io::Error::other(
@@ -170,17 +169,18 @@ pub struct Replay {
 }
 
 impl Replay {
-    /// The next message, or `None` at the end.
-    pub fn next_message(&mut self) -> io::Result<Option<Bytes>> {
+    /// Reads the next record into `buf` (replacing its contents); false at the end.
+    pub fn next_record(&mut self, buf: &mut Vec<u8>) -> io::Result<bool> {
         let mut len = [0u8; 4];
         match self.reader.read_exact(&mut len) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
             Err(e) => return Err(e),
         }
-        let mut message = vec![0u8; u32::from_le_bytes(len) as usize];
-        self.reader.read_exact(&mut message)?;
-        Ok(Some(Bytes::from(message)))
+        buf.clear();
+        buf.resize(u32::from_le_bytes(len) as usize, 0);
+        self.reader.read_exact(buf)?;
+        Ok(true)
     }
 }
 
@@ -204,8 +204,9 @@ mod tests {
     fn replayed(txns: &mut StreamedTxns, xid: Xid) -> Vec<Vec<u8>> {
         let mut replay = txns.commit(xid).unwrap().unwrap();
         let mut out = Vec::new();
-        while let Some(m) = replay.next_message().unwrap() {
-            out.push(m.to_vec());
+        let mut buf = Vec::new();
+        while replay.next_record(&mut buf).unwrap() {
+            out.push(buf.clone());
         }
         out
     }

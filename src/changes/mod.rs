@@ -82,6 +82,19 @@ impl Assembler {
         }
     }
 
+    /// Takes over the relations and types `other` learned. A streamed transaction's assembler
+    /// learns its own (pgoutput describes every relation again inside each streamed
+    /// transaction); once it commits, the server takes those descriptions as sent for later
+    /// transactions too.
+    pub fn adopt_relations(&mut self, other: &Assembler) {
+        for (id, table) in &other.relations {
+            self.relations.insert(*id, table.clone());
+        }
+        for (id, name) in &other.types {
+            self.types.insert(*id, name.clone());
+        }
+    }
+
     /// Whether a transaction has begun and not yet committed.
     pub fn in_transaction(&self) -> bool {
         self.txn.is_some()

@@ -31,6 +31,19 @@ impl Op {
             Op::Message => "M",
         }
     }
+
+    /// The inverse of [`Op::code`], from its one byte.
+    pub fn from_code(code: u8) -> Option<Op> {
+        Some(match code {
+            b'I' => Op::Insert,
+            b'U' => Op::Update,
+            b'D' => Op::Delete,
+            b'T' => Op::Truncate,
+            b'R' => Op::Read,
+            b'M' => Op::Message,
+            _ => return None,
+        })
+    }
 }
 
 /// One column value as it travels to the file.
