@@ -42,6 +42,9 @@ pub struct Checkpoint {
     /// published at start-up are then taken as covered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tables: Option<BTreeMap<String, Lsn>>,
+    /// The server's timeline when pgcdc last connected; a change means a promotion or restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<u32>,
     pub updated_at: String,
 }
 
@@ -64,6 +67,7 @@ impl Checkpoint {
             commit_lsn: Lsn::ZERO,
             flush_lsn: Lsn::ZERO,
             tables: None,
+            timeline: None,
             updated_at: String::new(),
         }
     }

@@ -65,6 +65,19 @@ pub struct SourceConfig {
     pub streaming: bool,
     /// What to do with `pg_logical_emit_message` messages.
     pub messages: Messages,
+    /// What to do when the slot has confirmed more than pgcdc made durable.
+    pub on_slot_ahead: SlotAhead,
+}
+
+/// What pgcdc does when the slot's confirmed position is ahead of its checkpoint: someone
+/// advanced or recreated the slot, or a failover lost ground, and changes in between are not in
+/// the files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotAhead {
+    /// Refuse to start (the default): nothing is skipped silently.
+    Stop,
+    /// Write a gap marker (`_pgcdc/<slot>/gaps/`) and continue from the slot's position.
+    Gap,
 }
 
 /// What pgcdc does with logical decoding messages (`pg_logical_emit_message`).
@@ -86,6 +99,7 @@ impl fmt::Debug for SourceConfig {
             .field("heartbeat", &self.heartbeat)
             .field("streaming", &self.streaming)
             .field("messages", &self.messages)
+            .field("on_slot_ahead", &self.on_slot_ahead)
             .finish()
     }
 }
@@ -299,6 +313,7 @@ const KNOWN: &[(&str, &[&str])] = &[
             "heartbeat",
             "streaming",
             "messages",
+            "on_slot_ahead",
         ],
     ),
     (
@@ -525,6 +540,18 @@ fn validate(mut raw: RawTable, pgpassword: Option<String>) -> Result<Config, Con
             ));
         }
     };
+    let (on_slot_ahead, origin) = raw.take_or("source.on_slot_ahead", "stop");
+    let on_slot_ahead = match on_slot_ahead.trim() {
+        "stop" => SlotAhead::Stop,
+        "gap" => SlotAhead::Gap,
+        other => {
+            return Err(value_error(
+                "source.on_slot_ahead",
+                &origin,
+                format!("{other:?} is not a choice: use \"stop\" or \"gap\""),
+            ));
+        }
+    };
     let target = sink_target(&mut raw, slot.as_str())?;
 
     let window = parse_duration("batch.window", raw.take_or("batch.window", "60s"))?;
@@ -582,6 +609,7 @@ fn validate(mut raw: RawTable, pgpassword: Option<String>) -> Result<Config, Con
             heartbeat,
             streaming,
             messages,
+            on_slot_ahead,
         },
         sink: SinkConfig { target },
         batch: BatchConfig {
@@ -789,6 +817,33 @@ listen = "127.0.0.1:9464"
             SinkTarget::Local(PathBuf::from("/var/lib/pgcdc/stage"))
         );
         assert_eq!(config.source.connect.get_password(), Some(&b"hunter2"[..]));
+        assert!(config.source.streaming);
+        assert_eq!(config.source.messages, Messages::Ignore);
+        assert_eq!(config.source.on_slot_ahead, SlotAhead::Stop);
+    }
+
+    #[test]
+    fn change_semantics_settings() {
+        let config = load(
+            FULL,
+            &[
+                ("PGCDC_SOURCE_STREAMING", "false"),
+                ("PGCDC_SOURCE_MESSAGES", "write"),
+                ("PGCDC_SOURCE_ON_SLOT_AHEAD", "gap"),
+            ],
+        )
+        .unwrap();
+        assert!(!config.source.streaming);
+        assert_eq!(config.source.messages, Messages::Write);
+        assert_eq!(config.source.on_slot_ahead, SlotAhead::Gap);
+        for (key, value) in [
+            ("PGCDC_SOURCE_STREAMING", "sometimes"),
+            ("PGCDC_SOURCE_MESSAGES", "keep"),
+            ("PGCDC_SOURCE_ON_SLOT_AHEAD", "skip"),
+        ] {
+            let err = load(FULL, &[(key, value)]).unwrap_err().to_string();
+            assert!(err.contains(value), "{err}");
+        }
     }
 
     #[test]

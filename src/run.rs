@@ -22,7 +22,7 @@ use crate::batch::csv;
 use crate::batch::{Batcher, Sealed};
 use crate::changes::{Assembler, Change, ChangeRow, ChangesError, Op, Table, TxnMeta};
 use crate::checkpoint::{Checkpoint, CheckpointError, SnapshotState};
-use crate::config::{Config, Messages, SinkTarget};
+use crate::config::{Config, Messages, SinkTarget, SlotAhead};
 use crate::lsn::Lsn;
 use crate::metrics;
 use crate::pg_time;
@@ -72,6 +72,15 @@ pub enum RunError {
         "replication slot {slot} was invalidated by the server ({reason}): the WAL it needed is gone (see max_slot_wal_keep_size). Run `pgcdc slot reset --yes` to recreate it and take a fresh snapshot"
     )]
     SlotInvalidated { slot: String, reason: String },
+    #[error(
+        "replication slot {slot} has confirmed changes up to {slot_lsn}, but checkpoint {key} shows pgcdc made only up to {checkpoint} durable: the slot was advanced, recreated or failed over behind pgcdc's back, and the changes in between are not in the files. Run `pgcdc slot reset --yes` to recreate the slot and take a fresh snapshot, or set source.on_slot_ahead = \"gap\" to record a gap marker and continue"
+    )]
+    SlotAhead {
+        slot: String,
+        key: String,
+        slot_lsn: Lsn,
+        checkpoint: Lsn,
+    },
     #[error("cannot open a SQL connection for the snapshot: {0}")]
     SqlConnect(tokio_postgres::Error),
 }
@@ -88,6 +97,7 @@ impl RunError {
             RunError::SlotInUse { .. }
             | RunError::WrongPlugin { .. }
             | RunError::SlotLost { .. }
+            | RunError::SlotAhead { .. }
             | RunError::SlotInvalidated { .. } => "slot",
         }
     }
@@ -214,13 +224,16 @@ fn run_once(
                 });
             }
             match ck {
-                Some(ck) => ck,
+                Some(ck) => check_slot_position(config, sink, ck, found.confirmed_flush)?,
                 None => {
                     info!(
                         slot = slot_name,
                         "Slot exists and has no checkpoint: streaming from it without a snapshot"
                     );
                     let mut ck = Checkpoint::new(slot_name, SnapshotState::Skipped);
+                    if let Some(lsn) = found.confirmed_flush {
+                        ck.advance(lsn, lsn);
+                    }
                     ck.save(sink)?;
                     ck
                 }
@@ -237,6 +250,19 @@ fn run_once(
     };
 
     let mut checkpoint = checkpoint;
+    if let Some(previous) = checkpoint.timeline
+        && previous != system.timeline
+    {
+        warn!(
+            from = previous,
+            to = system.timeline,
+            "The server's timeline changed since pgcdc last connected: it was promoted (failover) or restored; the slot's position was checked against the checkpoint"
+        );
+    }
+    if checkpoint.timeline != Some(system.timeline) {
+        checkpoint.timeline = Some(system.timeline);
+        checkpoint.save(sink)?;
+    }
     let published = handle.block_on(slot::publication_tables(
         &mut conn,
         &config.source.publication,
@@ -352,6 +378,48 @@ fn run_once(
         metrics::get().errors.with_label_values(&[e.kind()]).inc();
     }
     result
+}
+
+/// Refuses to go on, or records a gap, when the slot has confirmed more than the checkpoint says
+/// is durable: the server would never send the changes in between again.
+fn check_slot_position(
+    config: &Config,
+    sink: &dyn Sink,
+    mut ck: Checkpoint,
+    slot_lsn: Option<Lsn>,
+) -> Result<Checkpoint, RunError> {
+    let Some(slot_lsn) = slot_lsn.filter(|&lsn| lsn > ck.flush_lsn) else {
+        return Ok(ck);
+    };
+    let slot = config.source.slot.as_str();
+    match config.source.on_slot_ahead {
+        SlotAhead::Stop => Err(RunError::SlotAhead {
+            slot: slot.to_owned(),
+            key: format!("{}/{}", sink.location(), key::checkpoint_key(slot)),
+            slot_lsn,
+            checkpoint: ck.flush_lsn,
+        }),
+        SlotAhead::Gap => {
+            let marker = crate::slot_admin::write_gap_marker(
+                sink,
+                slot,
+                "slot-ahead",
+                Some(ck.flush_lsn),
+                Some(slot_lsn),
+                false,
+            )?;
+            warn!(
+                slot,
+                checkpoint = %ck.flush_lsn,
+                slot_position = %slot_lsn,
+                marker = %marker,
+                "The slot is ahead of the checkpoint: changes in between are missing from the files; continuing from the slot (source.on_slot_ahead = gap)"
+            );
+            ck.advance(slot_lsn, slot_lsn);
+            ck.save(sink)?;
+            Ok(ck)
+        }
+    }
 }
 
 /// Opens the configured sink; an S3 sink is checked for reachability and write access first.

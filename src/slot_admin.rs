@@ -306,25 +306,45 @@ impl<'a> SlotAdmin<'a> {
         to: Option<Lsn>,
         fresh_snapshot: bool,
     ) -> Result<(), SlotAdminError> {
-        let now = chrono::Utc::now();
-        let marker = GapMarker {
-            slot: self.slot(),
+        write_gap_marker(
+            self.sink.as_ref(),
+            self.slot(),
             action,
-            at: now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             from,
             to,
             fresh_snapshot,
-        };
-        let bytes = serde_json::to_vec_pretty(&marker).unwrap_or_default();
-        let name = format!(
-            "{}/{}/gaps/{}-{action}.json",
-            key::BOOKKEEPING_DIR,
-            self.slot(),
-            now.format("%Y%m%dT%H%M%S%.6fZ")
-        );
-        self.sink.write(&name, &bytes)?;
+        )?;
         Ok(())
     }
+}
+
+/// Leaves `_pgcdc/<slot>/gaps/<time>-<action>.json` in the sink: changes between `from` and `to`
+/// may be missing from the files, and whoever reads them should know.
+pub fn write_gap_marker(
+    sink: &dyn Sink,
+    slot: &str,
+    action: &str,
+    from: Option<Lsn>,
+    to: Option<Lsn>,
+    fresh_snapshot: bool,
+) -> Result<String, SinkError> {
+    let now = chrono::Utc::now();
+    let marker = GapMarker {
+        slot,
+        action,
+        at: now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        from,
+        to,
+        fresh_snapshot,
+    };
+    let bytes = serde_json::to_vec_pretty(&marker).unwrap_or_default();
+    let name = format!(
+        "{}/{slot}/gaps/{}-{action}.json",
+        key::BOOKKEEPING_DIR,
+        now.format("%Y%m%dT%H%M%S%.6fZ")
+    );
+    sink.write(&name, &bytes)?;
+    Ok(name)
 }
 
 fn display(lsn: Option<Lsn>) -> String {

@@ -360,7 +360,7 @@ async fn an_idle_slot_still_advances() {
         .await;
     let target = setup
         .cluster
-        .query_scalar("select pg_current_wal_lsn()::text")
+        .query_scalar("select pg_current_wal_insert_lsn()::text")
         .await
         .expect("current LSN");
     setup
@@ -632,6 +632,93 @@ async fn a_dropped_slot_stops_pgcdc_with_the_documented_error() {
         output.contains("replication slot pgcdc does not exist")
             && output.contains("pgcdc slot reset"),
         "{output}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slot_advanced_behind_pgcdcs_back_is_refused_or_recorded_as_a_gap() {
+    let setup = Setup::new("1s", "128MiB", "csv").await;
+    let mut pgcdc = Pgcdc::run(&setup.config);
+    pgcdc.wait_output("Streaming changes", DEADLINE).await;
+    setup
+        .cluster
+        .execute(
+            "insert into public.sales (id, note) select g, 'before' from generate_series(1, 10) g",
+        )
+        .await;
+    setup.wait_replay_matches("the first rows land").await;
+    pgcdc.stop_cleanly(DEADLINE).await;
+
+    // While pgcdc is down, rows are written and someone moves the slot past them.
+    setup
+        .cluster
+        .execute("insert into public.sales (id, note) select g, 'skipped' from generate_series(11, 20) g")
+        .await;
+    // Advancing stops at the flushed WAL, which lags with synchronous_commit=off: advance until
+    // the slot is past the inserts.
+    let target = setup
+        .cluster
+        .query_scalar("select pg_current_wal_insert_lsn()::text")
+        .await
+        .expect("current WAL position");
+    setup
+        .cluster
+        .wait_true(
+            "the slot is advanced past the skipped rows",
+            DEADLINE,
+            &format!(
+                "select (pg_replication_slot_advance('pgcdc', '{target}')).end_lsn >= '{target}'"
+            ),
+        )
+        .await;
+    let mut refused = Pgcdc::run(&setup.config);
+    let status = refused.wait_exit(DEADLINE).await;
+    let output = refused.output_text();
+    assert!(!status.success(), "{output}");
+    assert!(
+        output.contains("has confirmed changes up to")
+            && output.contains("made only up to")
+            && output.contains("pgcdc slot reset")
+            && output.contains("on_slot_ahead"),
+        "{output}"
+    );
+    let skipped = read_change_files(&setup.sink, "public.sales")
+        .iter()
+        .filter(|r| r.values.get("note").cloned().flatten().as_deref() == Some("skipped"))
+        .count();
+    assert_eq!(skipped, 0, "nothing was written past the gap");
+
+    // Told to record the gap, pgcdc leaves a marker naming both positions and goes on.
+    setup.add_source_setting("on_slot_ahead = \"gap\"");
+    let mut resumed = Pgcdc::run(&setup.config);
+    resumed.wait_output("Streaming changes", DEADLINE).await;
+    setup
+        .cluster
+        .execute("insert into public.sales (id, note) values (21, 'after')")
+        .await;
+    let sink = setup.sink.clone();
+    wait_until("the row after the gap lands", DEADLINE, || {
+        let sink = sink.clone();
+        async move {
+            let rows = try_read_change_files(&sink, "public.sales").ok()?;
+            rows.iter()
+                .any(|r| r.values.get("note").cloned().flatten().as_deref() == Some("after"))
+                .then_some(())
+        }
+    })
+    .await;
+    resumed.stop_cleanly(DEADLINE).await;
+    let gaps: Vec<_> = std::fs::read_dir(setup.sink.join("_pgcdc/pgcdc/gaps"))
+        .expect("gap markers")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    let marker: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&gaps[0]).expect("marker")).expect("json");
+    assert_eq!(marker["action"], "slot-ahead");
+    assert!(
+        marker["from"].is_string() && marker["to"].is_string(),
+        "{marker}"
     );
 }
 
