@@ -528,30 +528,16 @@ fn validate(mut raw: RawTable, pgpassword: Option<String>) -> Result<Config, Con
         None => true,
         Some(v) => parse_bool("source.streaming", v)?,
     };
-    let (messages, origin) = raw.take_or("source.messages", "ignore");
-    let messages = match messages.trim() {
-        "ignore" => Messages::Ignore,
-        "write" => Messages::Write,
-        other => {
-            return Err(value_error(
-                "source.messages",
-                &origin,
-                format!("{other:?} is not a choice: use \"ignore\" or \"write\""),
-            ));
-        }
-    };
-    let (on_slot_ahead, origin) = raw.take_or("source.on_slot_ahead", "stop");
-    let on_slot_ahead = match on_slot_ahead.trim() {
-        "stop" => SlotAhead::Stop,
-        "gap" => SlotAhead::Gap,
-        other => {
-            return Err(value_error(
-                "source.on_slot_ahead",
-                &origin,
-                format!("{other:?} is not a choice: use \"stop\" or \"gap\""),
-            ));
-        }
-    };
+    let messages = parse_choice(
+        "source.messages",
+        raw.take_or("source.messages", "ignore"),
+        &[("ignore", Messages::Ignore), ("write", Messages::Write)],
+    )?;
+    let on_slot_ahead = parse_choice(
+        "source.on_slot_ahead",
+        raw.take_or("source.on_slot_ahead", "stop"),
+        &[("stop", SlotAhead::Stop), ("gap", SlotAhead::Gap)],
+    )?;
     let target = sink_target(&mut raw, slot.as_str())?;
 
     let window = parse_duration("batch.window", raw.take_or("batch.window", "60s"))?;
@@ -564,18 +550,11 @@ fn validate(mut raw: RawTable, pgpassword: Option<String>) -> Result<Config, Con
             "batch.max_file_bytes must be at least 1KiB".to_owned(),
         ));
     }
-    let (format, origin) = raw.take_or("batch.format", "csv.gz");
-    let format = match format.as_str() {
-        "csv" => FileFormat::Csv,
-        "csv.gz" => FileFormat::CsvGz,
-        other => {
-            return Err(value_error(
-                "batch.format",
-                &origin,
-                format!("{other:?} is not a file format: use \"csv.gz\" or \"csv\""),
-            ));
-        }
-    };
+    let format = parse_choice(
+        "batch.format",
+        raw.take_or("batch.format", "csv.gz"),
+        &[("csv.gz", FileFormat::CsvGz), ("csv", FileFormat::Csv)],
+    )?;
 
     let (listen, origin) = raw.take_or("metrics.listen", "127.0.0.1:9464");
     let listen = listen.parse::<SocketAddr>().map_err(|_| {
@@ -635,6 +614,27 @@ fn parse_size(key: &str, (value, origin): (String, Origin)) -> Result<u64, Confi
                 key,
                 &origin,
                 format!("{value:?} is not a size ({e}); write it like \"128MiB\""),
+            )
+        })
+}
+
+/// One of a fixed set of words; the error lists them.
+fn parse_choice<T: Copy>(
+    key: &str,
+    (value, origin): (String, Origin),
+    choices: &[(&str, T)],
+) -> Result<T, ConfigError> {
+    let word = value.trim();
+    choices
+        .iter()
+        .find(|(name, _)| *name == word)
+        .map(|&(_, choice)| choice)
+        .ok_or_else(|| {
+            let names: Vec<String> = choices.iter().map(|(n, _)| format!("{n:?}")).collect();
+            value_error(
+                key,
+                &origin,
+                format!("{word:?} is not a choice: use {}", names.join(" or ")),
             )
         })
 }

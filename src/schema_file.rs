@@ -11,22 +11,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use crate::batch::csv::METADATA_COLUMNS;
 use crate::changes::Table;
 use crate::lsn::Lsn;
 use crate::sink::{Sink, SinkError};
 
 /// The folder under each table folder that holds its schema files.
 pub const SCHEMA_DIR: &str = "_schema";
-
-/// The metadata columns every change file starts with, in order.
-pub const METADATA_COLUMNS: [&str; 6] = [
-    "_op",
-    "_commit_lsn",
-    "_seq",
-    "_xid",
-    "_commit_ts",
-    "_unchanged",
-];
 
 #[derive(Serialize)]
 struct Document<'a> {
