@@ -346,30 +346,55 @@ fn run_once(
         "Streaming changes"
     );
 
-    let mut pipeline = Pipeline {
-        sink,
-        batcher,
-        assembler: Assembler::new(config.source.messages == Messages::Write),
-        streamed: streamed_txns,
-        streaming: HashMap::new(),
-        write_messages: config.source.messages == Messages::Write,
-        record: Vec::new(),
-        row_target: None,
-        added,
-        schemas,
-        checkpoint,
-        durable: durable.positions,
-        last_commit: None,
-        skip_txn: false,
-        txn: None,
-        last_checkpoint_write: Instant::now(),
-        status_interval: config.source.status_interval,
-        changes: Vec::new(),
-        last_commit_unix_us: 0,
-        txn_has_rows: false,
-        window_commits: Vec::new(),
-    };
-    let result = pipeline.stream(handle, stream, shutdown);
+    let schemas = std::sync::Mutex::new(schemas);
+    // Files of a closed window are published on a thread of their own while the next window
+    // fills; at most one more window waits behind the one uploading.
+    let (uploads, jobs) = std::sync::mpsc::sync_channel::<Upload>(1);
+    let (done, uploaded) = tokio::sync::mpsc::unbounded_channel();
+    let result = std::thread::scope(|scope| {
+        let schemas = &schemas;
+        scope.spawn(move || {
+            for upload in jobs {
+                let result = {
+                    let mut known = schemas.lock().unwrap_or_else(|e| e.into_inner());
+                    publish(sink, &upload.sealed, &mut known)
+                };
+                let failed = result.is_err();
+                if done.send((upload, result)).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let mut pipeline = Pipeline {
+            sink,
+            uploads,
+            uploaded,
+            pending_uploads: 0,
+            window_opened: std::collections::VecDeque::new(),
+            batcher,
+            assembler: Assembler::new(config.source.messages == Messages::Write),
+            streamed: streamed_txns,
+            streaming: HashMap::new(),
+            write_messages: config.source.messages == Messages::Write,
+            record: Vec::new(),
+            row_target: None,
+            added,
+            schemas,
+            checkpoint,
+            durable: durable.positions,
+            last_commit: None,
+            skip_txn: false,
+            txn: None,
+            last_checkpoint_write: Instant::now(),
+            status_interval: config.source.status_interval,
+            changes: Vec::new(),
+            last_commit_unix_us: 0,
+            txn_has_rows: false,
+            window_commits: Vec::new(),
+        };
+        // Dropping the pipeline closes the upload queue, which ends the thread.
+        pipeline.stream(handle, stream, shutdown)
+    });
     let live = metrics::live();
     live.streaming.store(false, Ordering::Relaxed);
     live.window_opened_us.store(0, Ordering::Relaxed);
@@ -600,6 +625,16 @@ enum Wake {
     Deadline,
     Shutdown,
     Copied(Result<TableCopy, RunError>),
+    Uploaded(Upload, Result<(), RunError>),
+}
+
+/// A closed window on its way to the sink.
+struct Upload {
+    sealed: Sealed,
+    /// Commit times of its transactions, for the commit-to-durable histogram.
+    window_commits: Vec<i64>,
+    last_commit_unix_us: i64,
+    started: Instant,
 }
 
 struct Pipeline<'a> {
@@ -616,8 +651,17 @@ struct Pipeline<'a> {
     row_target: Option<RowTarget>,
     /// Copies of tables that joined the publication.
     added: AddedTables,
-    /// Schema files already in the sink.
-    schemas: KnownSchemas,
+    /// Schema files already in the sink (shared with the upload thread).
+    schemas: &'a std::sync::Mutex<KnownSchemas>,
+    /// Closed windows to the upload thread, and their outcomes back.
+    uploads: std::sync::mpsc::SyncSender<Upload>,
+    uploaded: tokio::sync::mpsc::UnboundedReceiver<(Upload, Result<(), RunError>)>,
+    /// Windows handed to the upload thread whose outcome has not been applied yet. While any
+    /// is pending, nothing past them may be acknowledged.
+    pending_uploads: usize,
+    /// Opening times (Unix µs) of the windows not yet durable, oldest first: one per pending
+    /// upload (0 for a window without rows), then the open window's if it has rows.
+    window_opened: std::collections::VecDeque<i64>,
     checkpoint: Checkpoint,
     /// Per table folder: the last commit already durable in the sink (from file names).
     durable: BTreeMap<String, Lsn>,
@@ -649,7 +693,8 @@ impl Pipeline<'_> {
         let mut inbox = Vec::with_capacity(EVENT_BATCH);
         loop {
             if stopping && !self.assembler.in_transaction() {
-                self.seal()?;
+                self.seal_and_submit()?;
+                self.drain_uploads(handle, &stream)?;
                 self.advance_idle(None, true)?;
                 info!(checkpoint = %self.checkpoint.commit_lsn, flush = %self.checkpoint.flush_lsn, "Shut down cleanly");
                 stream.feedback.flushed(self.checkpoint.flush_lsn);
@@ -661,12 +706,17 @@ impl Pipeline<'_> {
                 .deadline()
                 .filter(|_| !self.assembler.in_transaction());
             let copies = &mut self.added.results;
+            let uploaded = &mut self.uploaded;
+            let uploading = self.pending_uploads > 0;
             let wake = handle.block_on(async {
                 tokio::select! {
                     biased;
                     changed = shutdown.changed(), if !stopping => {
                         let _ = changed;
                         Wake::Shutdown
+                    }
+                    Some((upload, result)) = uploaded.recv(), if uploading => {
+                        Wake::Uploaded(upload, result)
                     }
                     Some(copied) = copies.recv() => Wake::Copied(copied),
                     n = stream.events.recv_many(&mut inbox, EVENT_BATCH) => Wake::Events(n),
@@ -678,10 +728,11 @@ impl Pipeline<'_> {
                     info!("Shutdown requested: closing the open window");
                     stopping = true;
                 }
+                Wake::Uploaded(upload, result) => self.on_uploaded(upload, result, &stream)?,
                 Wake::Copied(copied) => self.publish_copy(copied?)?,
                 Wake::Deadline => {
                     if self.batcher.is_due(Instant::now()) {
-                        self.seal_and_ack(&stream)?;
+                        self.seal_and_submit()?;
                     }
                 }
                 Wake::Events(0) => {
@@ -901,9 +952,8 @@ impl Pipeline<'_> {
             return Ok(());
         }
         if self.batcher.is_empty() {
-            metrics::live()
-                .window_opened_us
-                .store(pg_time::now_unix_micros(), Ordering::Relaxed);
+            self.window_opened.push_back(pg_time::now_unix_micros());
+            self.show_window_age();
         }
         if let Err(source) = self
             .batcher
@@ -922,7 +972,10 @@ impl Pipeline<'_> {
     /// Publishes the rows copied from tables that joined the publication; from now on the
     /// stream's changes to them at or before the copy's LSN are skipped, as the copy holds them.
     fn publish_copy(&mut self, copy: TableCopy) -> Result<(), RunError> {
-        publish(self.sink, &copy.sealed, &mut self.schemas)?;
+        {
+            let mut known = self.schemas.lock().unwrap_or_else(|e| e.into_inner());
+            publish(self.sink, &copy.sealed, &mut known)?;
+        }
         for folder in &copy.folders {
             let entry = self.durable.entry(folder.clone()).or_default();
             *entry = (*entry).max(copy.lsn);
@@ -974,7 +1027,7 @@ impl Pipeline<'_> {
                 }
                 let due = self.batcher.commit(*commit_lsn, *end_lsn, Instant::now());
                 if due {
-                    self.seal_and_ack(stream)?;
+                    self.seal_and_submit()?;
                 } else if self.batcher.is_empty() {
                     // A transaction with nothing for us: acknowledge it without a file, but
                     // write the checkpoint at most once per status interval.
@@ -987,21 +1040,100 @@ impl Pipeline<'_> {
         Ok(())
     }
 
-    /// Closes the window and makes its files durable; returns the new flush position.
-    fn seal(&mut self) -> Result<Option<Lsn>, RunError> {
-        let started = Instant::now();
+    /// Closes the window and hands it to the upload thread. Blocks while an earlier window is
+    /// still waiting behind the one uploading, which bounds the spool.
+    fn seal_and_submit(&mut self) -> Result<(), RunError> {
         let sealed = self.batcher.seal().map_err(|source| RunError::Spool {
             dir: self.sink.spool_dir().display().to_string(),
             source,
         })?;
-        publish(self.sink, &sealed, &mut self.schemas)?;
+        // A window with rows brings its opening time along: it stays the age of the oldest
+        // change not yet durable until the upload is done.
+        if !self.batcher_opened() {
+            self.window_opened.push_back(0);
+        }
+        let upload = Upload {
+            sealed,
+            window_commits: std::mem::take(&mut self.window_commits),
+            last_commit_unix_us: self.last_commit_unix_us,
+            started: Instant::now(),
+        };
+        if self.uploads.send(upload).is_err() {
+            // The upload thread stopped on an error; its report is waiting.
+            while let Ok((_, result)) = self.uploaded.try_recv() {
+                result?;
+            }
+            return Err(RunError::Spool {
+                dir: self.sink.spool_dir().display().to_string(),
+                source: std::io::Error::other("the upload thread stopped"),
+            });
+        }
+        self.pending_uploads += 1;
+        Ok(())
+    }
+
+    /// Whether the open window's opening time is the last entry of `window_opened` (one entry per
+    /// pending upload, then one for the open window if it has rows).
+    fn batcher_opened(&self) -> bool {
+        self.window_opened.len() > self.pending_uploads
+    }
+
+    /// `pgcdc_window_age_seconds` follows the oldest change not yet durable: in an upload, or in
+    /// the open window.
+    fn show_window_age(&self) {
+        let oldest = self.window_opened.iter().copied().find(|&t| t > 0);
+        metrics::live()
+            .window_opened_us
+            .store(oldest.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Waits for every window handed to the upload thread and applies the outcomes.
+    fn drain_uploads(&mut self, handle: &Handle, stream: &Stream) -> Result<(), RunError> {
+        while self.pending_uploads > 0 {
+            match handle.block_on(self.uploaded.recv()) {
+                Some((upload, result)) => self.on_uploaded(upload, result, stream)?,
+                None => {
+                    return Err(RunError::Spool {
+                        dir: self.sink.spool_dir().display().to_string(),
+                        source: std::io::Error::other("the upload thread stopped"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A window's files are durable (or failed): record it, checkpoint, acknowledge.
+    fn on_uploaded(
+        &mut self,
+        upload: Upload,
+        result: Result<(), RunError>,
+        stream: &Stream,
+    ) -> Result<(), RunError> {
+        self.pending_uploads = self.pending_uploads.saturating_sub(1);
+        result?;
+        self.window_opened.pop_front();
+        self.show_window_age();
+        if let Some(flush) = self.window_durable(upload)? {
+            stream.feedback.flushed(flush);
+        }
+        Ok(())
+    }
+
+    /// Records that a window's files are published; returns the new flush position.
+    fn window_durable(&mut self, upload: Upload) -> Result<Option<Lsn>, RunError> {
+        let Upload {
+            sealed,
+            window_commits,
+            last_commit_unix_us,
+            started,
+        } = upload;
         let m = metrics::get();
         let live = metrics::live();
-        live.window_opened_us.store(0, Ordering::Relaxed);
         if let Some(last) = sealed.files.iter().map(|f| f.key.last).max() {
             m.written_lsn.set(metrics::lsn_value(last));
             live.caught_up_us
-                .fetch_max(self.last_commit_unix_us, Ordering::Relaxed);
+                .fetch_max(last_commit_unix_us, Ordering::Relaxed);
         }
         for file in &sealed.files {
             let entry = self.durable.entry(file.key.folder.clone()).or_default();
@@ -1017,24 +1149,17 @@ impl Pipeline<'_> {
         self.save_checkpoint()?;
         m.flush_seconds.observe(started.elapsed().as_secs_f64());
         let now = pg_time::now_unix_micros();
-        for committed in self.window_commits.drain(..) {
+        for committed in window_commits {
             m.commit_to_durable
                 .observe((now - committed).max(0) as f64 / 1e6);
         }
         Ok(Some(self.checkpoint.flush_lsn))
     }
 
-    fn seal_and_ack(&mut self, stream: &Stream) -> Result<(), RunError> {
-        if let Some(flush) = self.seal()? {
-            stream.feedback.flushed(flush);
-        }
-        Ok(())
-    }
-
     /// With nothing buffered, everything received is durable or was never ours, so the server's
     /// position can be confirmed and the slot does not hold WAL for an idle table.
     fn advance_idle(&mut self, wal_end: Option<Lsn>, force: bool) -> Result<Option<Lsn>, RunError> {
-        if !self.batcher.is_empty() || self.assembler.in_transaction() {
+        if !self.batcher.is_empty() || self.assembler.in_transaction() || self.pending_uploads > 0 {
             return Ok(None);
         }
         // Nothing pending: pgcdc is caught up as of now.

@@ -26,7 +26,7 @@ pub struct SinkError {
     pub message: String,
 }
 
-pub trait Sink: Send {
+pub trait Sink: Send + Sync {
     /// Makes the file at `spool` durable as `key` and removes the spool file. Publishing the
     /// same key again replaces the object: keys are deterministic, so a replay overwrites.
     fn publish(&self, spool: &Path, key: &str) -> Result<(), SinkError>;
