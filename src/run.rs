@@ -7,7 +7,7 @@
 //! The acknowledgement rule: a position is reported as flushed only after the files holding
 //! everything before it are published and the checkpoint says so.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -20,13 +20,13 @@ use crate::added_tables::{AddedTables, TableCopy};
 use crate::backoff::Backoff;
 use crate::batch::csv;
 use crate::batch::{Batcher, Sealed};
-use crate::changes::{Assembler, Change, ChangeRow, ChangesError, Op, Table, TxnMeta};
+use crate::changes::{Assembler, Change, ChangesError, Op, Table, TxnMeta};
 use crate::checkpoint::{Checkpoint, CheckpointError, SnapshotState};
 use crate::config::{Config, Messages, SinkTarget, SlotAhead};
 use crate::lsn::Lsn;
 use crate::metrics;
 use crate::pg_time;
-use crate::pgoutput::{self, Begin, Commit, DecodeError, Message, StreamCommit, Xid};
+use crate::pgoutput::{self, Begin, Commit, DecodeError, Message, StreamCommit};
 use crate::schema_file::KnownSchemas;
 use crate::sink::{LocalSink, ObjectKey, S3Sink, Sink, SinkError, key};
 use crate::snapshot::{self, SnapshotError, Transcoder};
@@ -316,8 +316,9 @@ fn run_once(
     );
     let command =
         slot::start_replication_command(slot_name, &config.source.publication, Lsn::ZERO, protocol);
-    let streamed_txns =
-        StreamedTxns::open(sink.spool_dir().join("streams")).map_err(|source| RunError::Spool {
+    let write_messages = config.source.messages == Messages::Write;
+    let streamed_txns = StreamedTxns::open(sink.spool_dir().join("streams"), write_messages)
+        .map_err(|source| RunError::Spool {
             dir: sink.spool_dir().join("streams").display().to_string(),
             source,
         })?;
@@ -374,8 +375,6 @@ fn run_once(
             batcher,
             assembler: Assembler::new(config.source.messages == Messages::Write),
             streamed: streamed_txns,
-            streaming: HashMap::new(),
-            write_messages: config.source.messages == Messages::Write,
             record: Vec::new(),
             row_target: None,
             added,
@@ -644,8 +643,6 @@ struct Pipeline<'a> {
     /// Streamed transactions (protocol 2) waiting for their Stream Commit or Abort: their
     /// spool files, and what decoding them needs.
     streamed: StreamedTxns,
-    streaming: HashMap<Xid, StreamedTxn>,
-    write_messages: bool,
     /// Scratch for one spool record.
     record: Vec<u8>,
     row_target: Option<RowTarget>,
@@ -769,17 +766,10 @@ impl Pipeline<'_> {
                         source,
                     })?;
                 match message {
-                    Message::StreamStart(start) => {
-                        if start.first_segment || !self.streaming.contains_key(&start.xid) {
-                            self.streaming.insert(
-                                start.xid,
-                                StreamedTxn::new(start.xid, self.write_messages),
-                            );
-                        }
-                        self.streamed
-                            .start(start.xid, start.first_segment)
-                            .map_err(|e| self.spool_error(e))?
-                    }
+                    Message::StreamStart(start) => self
+                        .streamed
+                        .start(start.xid, start.first_segment)
+                        .map_err(|e| self.spool_error(e))?,
                     Message::StreamStop => self.streamed.stop(),
                     Message::StreamAbort(abort) => {
                         debug!(
@@ -787,9 +777,6 @@ impl Pipeline<'_> {
                             subxid = abort.subxid,
                             "Streamed transaction aborted; discarding what was spooled"
                         );
-                        if abort.xid == abort.subxid {
-                            self.streaming.remove(&abort.xid);
-                        }
                         self.streamed
                             .abort(abort.xid, abort.subxid)
                             .map_err(|e| self.spool_error(e))?;
@@ -825,29 +812,20 @@ impl Pipeline<'_> {
 
     /// A message inside a stream block: decoded and encoded now, written at its commit.
     fn spool_streamed(&mut self, message: Message, lsn: Lsn) -> Result<(), RunError> {
-        let Some(xid) = self.streamed.current() else {
-            return Ok(());
-        };
         self.notice_relation(&message);
         let subxid = message.stream_xid();
-        let txn = self
-            .streaming
-            .entry(xid)
-            .or_insert_with(|| StreamedTxn::new(xid, self.write_messages));
+        let Some(txn) = self.streamed.current_txn() else {
+            return Ok(());
+        };
         self.changes.clear();
         txn.assembler
             .apply(message, &mut self.changes)
             .map_err(|source| RunError::Changes { lsn, source })?;
-        for change in &self.changes {
-            if let Change::Row(row) = change {
-                txn.encode(row, &mut self.record);
-                self.streamed
-                    .append(subxid, &self.record)
-                    .map_err(|source| RunError::Spool {
-                        dir: self.sink.spool_dir().display().to_string(),
-                        source,
-                    })?;
-            }
+        if let Err(source) = self
+            .streamed
+            .spool_rows(subxid, &self.changes, &mut self.record)
+        {
+            return Err(self.spool_error(source));
         }
         Ok(())
     }
@@ -855,12 +833,11 @@ impl Pipeline<'_> {
     /// Stream Commit: the spooled rows enter the window as one transaction, in commit order.
     fn replay_streamed(&mut self, commit: &StreamCommit, stream: &Stream) -> Result<(), RunError> {
         let lsn = commit.commit_lsn;
-        let replay = self
+        let committed = self
             .streamed
             .commit(commit.xid)
             .map_err(|e| self.spool_error(e))?;
-        let txn = self.streaming.remove(&commit.xid);
-        if let Some(txn) = &txn {
+        if let Some((txn, _)) = &committed {
             self.assembler.adopt_relations(&txn.assembler);
         }
         self.apply_message(
@@ -872,7 +849,7 @@ impl Pipeline<'_> {
             lsn,
             stream,
         )?;
-        if let (Some(mut replay), Some(txn)) = (replay, txn) {
+        if let Some((txn, mut replay)) = committed {
             let mut record = std::mem::take(&mut self.record);
             while replay
                 .next_record(&mut record)
@@ -1197,59 +1174,6 @@ struct RowTarget {
     folder: String,
     op: Op,
     counter: prometheus::IntCounter,
-}
-
-/// A streamed transaction being received: it has an assembler of its own (pgoutput describes
-/// every relation again inside each streamed transaction, and a transaction that aborts must not
-/// leave its descriptions behind), and the tables its spool records refer to by index.
-struct StreamedTxn {
-    assembler: Assembler,
-    tables: Vec<Arc<Table>>,
-}
-
-impl StreamedTxn {
-    fn new(xid: Xid, write_messages: bool) -> StreamedTxn {
-        let mut assembler = Assembler::new(write_messages);
-        // The commit LSN and time are only known at Stream Commit; rows are spooled without them.
-        let mut ignored = Vec::new();
-        let _ = assembler.apply(
-            Message::Begin(Begin {
-                final_lsn: Lsn::ZERO,
-                commit_ts: 0,
-                xid,
-            }),
-            &mut ignored,
-        );
-        StreamedTxn {
-            assembler,
-            tables: Vec::new(),
-        }
-    }
-
-    /// A spool record: table index (u32), op code, `_seq` (u64), then the line after the
-    /// metadata columns.
-    fn encode(&mut self, row: &ChangeRow, record: &mut Vec<u8>) {
-        let index = match self.tables.iter().rposition(|t| Arc::ptr_eq(t, &row.table)) {
-            Some(i) => i,
-            None => {
-                self.tables.push(row.table.clone());
-                self.tables.len() - 1
-            }
-        };
-        record.clear();
-        record.extend_from_slice(&u32::try_from(index).unwrap_or(u32::MAX).to_le_bytes());
-        record.push(row.op.code().as_bytes().first().copied().unwrap_or(b'?'));
-        record.extend_from_slice(&row.seq.to_le_bytes());
-        csv::encode_unchanged_and_fields(record, row);
-    }
-
-    fn decode<'r>(&self, record: &'r [u8]) -> Option<(Arc<Table>, Op, u64, &'r [u8])> {
-        let index = u32::from_le_bytes(record.get(0..4)?.try_into().ok()?);
-        let op = Op::from_code(*record.get(4)?)?;
-        let seq = u64::from_le_bytes(record.get(5..13)?.try_into().ok()?);
-        let table = self.tables.get(usize::try_from(index).ok()?)?.clone();
-        Some((table, op, seq, record.get(13..)?))
-    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -18,19 +18,25 @@ use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::pgoutput::Xid;
+use std::sync::Arc;
+
+use crate::batch::csv;
+use crate::changes::{Assembler, Change, ChangeRow, Op, Table};
+use crate::lsn::Lsn;
+use crate::pgoutput::{Begin, Message, Xid};
 
 /// Spool files of the streamed transactions not yet committed or aborted.
-#[derive(Debug)]
 pub struct StreamedTxns {
     dir: PathBuf,
+    write_messages: bool,
     open: HashMap<Xid, TxnSpool>,
     /// The transaction whose block is being received (between Stream Start and Stream Stop).
     current: Option<Xid>,
 }
 
-#[derive(Debug)]
 struct TxnSpool {
+    /// What decoding the transaction's messages needs.
+    txn: StreamedTxn,
     path: PathBuf,
     writer: BufWriter<File>,
     len: u64,
@@ -41,7 +47,8 @@ struct TxnSpool {
 impl StreamedTxns {
     /// Uses `dir` (created if missing) and removes what an earlier run left there: the server
     /// streams those transactions again from their start.
-    pub fn open(dir: PathBuf) -> io::Result<StreamedTxns> {
+    /// `write_messages`: logical decoding messages become `_messages` rows.
+    pub fn open(dir: PathBuf, write_messages: bool) -> io::Result<StreamedTxns> {
         std::fs::create_dir_all(&dir)?;
         for entry in std::fs::read_dir(&dir)? {
             let path = entry?.path();
@@ -51,6 +58,7 @@ impl StreamedTxns {
         }
         Ok(StreamedTxns {
             dir,
+            write_messages,
             open: HashMap::new(),
             current: None,
         })
@@ -78,6 +86,7 @@ impl StreamedTxns {
             self.open.insert(
                 xid,
                 TxnSpool {
+                    txn: StreamedTxn::new(xid, self.write_messages),
                     path,
                     writer: BufWriter::with_capacity(256 * 1024, file),
                     len: 0,
@@ -94,26 +103,46 @@ impl StreamedTxns {
         self.current = None;
     }
 
-    /// Appends one record of the current block; `subxid` is the xid its message carried.
-    pub fn append(&mut self, subxid: Option<Xid>, message: &[u8]) -> io::Result<()> {
+    /// The decoding state of the transaction whose block is being received.
+    pub fn current_txn(&mut self) -> Option<&mut StreamedTxn> {
+        let xid = self.current?;
+        self.open.get_mut(&xid).map(|spool| &mut spool.txn)
+    }
+
+    /// Spools the rows among `changes` (decoded from one message of the current block);
+    /// `subxid` is the xid the message carried.
+    pub fn spool_rows(
+        &mut self,
+        subxid: Option<Xid>,
+        changes: &[Change],
+        record: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        let (xid, spool) = self.current_spool()?;
+        for change in changes {
+            if let Change::Row(row) = change {
+                spool.txn.encode(row, record);
+                spool.append(xid, subxid, record)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends one raw record to the current block; `subxid` is the xid its message carried.
+    pub fn append(&mut self, subxid: Option<Xid>, record: &[u8]) -> io::Result<()> {
+        let (xid, spool) = self.current_spool()?;
+        spool.append(xid, subxid, record)
+    }
+
+    fn current_spool(&mut self) -> io::Result<(Xid, &mut TxnSpool)> {
         let Some(xid) = self.current else {
             return Err(io::Error::other(
                 "a streamed change arrived outside Stream Start/Stop",
             ));
         };
-        let Some(spool) = self.open.get_mut(&xid) else {
-            return Err(io::Error::other("the streamed transaction has no spool"));
-        };
-        let subxid = subxid.unwrap_or(xid);
-        if subxid != xid && !spool.subxacts.iter().any(|&(s, _)| s == subxid) {
-            spool.subxacts.push((subxid, spool.len));
+        match self.open.get_mut(&xid) {
+            Some(spool) => Ok((xid, spool)),
+            None => Err(io::Error::other("the streamed transaction has no spool")),
         }
-        let len = u32::try_from(message.len())
-            .map_err(|_| io::Error::other("a streamed message is larger than 4 GiB"))?;
-        spool.writer.write_all(&len.to_le_bytes())?;
-        spool.writer.write_all(message)?;
-        spool.len += 4 + u64::from(len);
-        Ok(())
     }
 
     /// Stream Abort: the whole transaction (`subxid == xid`) or one subtransaction.
@@ -142,9 +171,10 @@ impl StreamedTxns {
         Ok(())
     }
 
-    /// Stream Commit: the transaction's messages, in order, read back from its spool file (which
-    /// is removed once the reader is dropped). `None` if nothing of it was streamed.
-    pub fn commit(&mut self, xid: Xid) -> io::Result<Option<Replay>> {
+    /// Stream Commit: the transaction's decoding state and its records, in order, read back from
+    /// its spool file (which is removed once the reader is dropped). `None` if nothing of it was
+    /// streamed.
+    pub fn commit(&mut self, xid: Xid) -> io::Result<Option<(StreamedTxn, Replay)>> {
         if self.current == Some(xid) {
             self.current = None;
         }
@@ -154,14 +184,85 @@ impl StreamedTxns {
         let file = spool.writer.into_inner().map_err(|e| e.into_error())?;
         drop(file);
         let reader = BufReader::with_capacity(256 * 1024, File::open(&spool.path)?);
-        Ok(Some(Replay {
-            path: spool.path,
-            reader,
-        }))
+        Ok(Some((
+            spool.txn,
+            Replay {
+                path: spool.path,
+                reader,
+            },
+        )))
     }
 }
 
-/// Reads a committed transaction's messages back; deletes the spool file when dropped.
+impl TxnSpool {
+    fn append(&mut self, xid: Xid, subxid: Option<Xid>, record: &[u8]) -> io::Result<()> {
+        let subxid = subxid.unwrap_or(xid);
+        if subxid != xid && !self.subxacts.iter().any(|&(s, _)| s == subxid) {
+            self.subxacts.push((subxid, self.len));
+        }
+        let len = u32::try_from(record.len())
+            .map_err(|_| io::Error::other("a streamed record is larger than 4 GiB"))?;
+        self.writer.write_all(&len.to_le_bytes())?;
+        self.writer.write_all(record)?;
+        self.len += 4 + u64::from(len);
+        Ok(())
+    }
+}
+
+/// A streamed transaction being received: it has an assembler of its own (pgoutput describes
+/// every relation again inside each streamed transaction, and a transaction that aborts must not
+/// leave its descriptions behind), and the tables its spool records refer to by index.
+pub struct StreamedTxn {
+    pub assembler: Assembler,
+    tables: Vec<Arc<Table>>,
+}
+
+impl StreamedTxn {
+    fn new(xid: Xid, write_messages: bool) -> StreamedTxn {
+        let mut assembler = Assembler::new(write_messages);
+        // The commit LSN and time are only known at Stream Commit; rows are spooled without them.
+        let mut ignored = Vec::new();
+        let _ = assembler.apply(
+            Message::Begin(Begin {
+                final_lsn: Lsn::ZERO,
+                commit_ts: 0,
+                xid,
+            }),
+            &mut ignored,
+        );
+        StreamedTxn {
+            assembler,
+            tables: Vec::new(),
+        }
+    }
+
+    /// A spool record: table index (u32), op code, `_seq` (u64), then the line after the
+    /// metadata columns.
+    pub fn encode(&mut self, row: &ChangeRow, record: &mut Vec<u8>) {
+        let index = match self.tables.iter().rposition(|t| Arc::ptr_eq(t, &row.table)) {
+            Some(i) => i,
+            None => {
+                self.tables.push(row.table.clone());
+                self.tables.len() - 1
+            }
+        };
+        record.clear();
+        record.extend_from_slice(&u32::try_from(index).unwrap_or(u32::MAX).to_le_bytes());
+        record.push(row.op.code().as_bytes().first().copied().unwrap_or(b'?'));
+        record.extend_from_slice(&row.seq.to_le_bytes());
+        csv::encode_unchanged_and_fields(record, row);
+    }
+
+    pub fn decode<'r>(&self, record: &'r [u8]) -> Option<(Arc<Table>, Op, u64, &'r [u8])> {
+        let index = u32::from_le_bytes(record.get(0..4)?.try_into().ok()?);
+        let op = Op::from_code(*record.get(4)?)?;
+        let seq = u64::from_le_bytes(record.get(5..13)?.try_into().ok()?);
+        let table = self.tables.get(usize::try_from(index).ok()?)?.clone();
+        Some((table, op, seq, record.get(13..)?))
+    }
+}
+
+/// Reads a committed transaction's records back; deletes the spool file when dropped.
 #[derive(Debug)]
 pub struct Replay {
     path: PathBuf,
@@ -202,7 +303,7 @@ mod tests {
     use super::*;
 
     fn replayed(txns: &mut StreamedTxns, xid: Xid) -> Vec<Vec<u8>> {
-        let mut replay = txns.commit(xid).unwrap().unwrap();
+        let (_, mut replay) = txns.commit(xid).unwrap().unwrap();
         let mut out = Vec::new();
         let mut buf = Vec::new();
         while replay.next_record(&mut buf).unwrap() {
@@ -214,7 +315,7 @@ mod tests {
     #[test]
     fn interleaved_blocks_replay_per_transaction_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let mut t = StreamedTxns::open(dir.path().join("streams")).unwrap();
+        let mut t = StreamedTxns::open(dir.path().join("streams"), false).unwrap();
         t.start(10, true).unwrap();
         t.append(Some(10), b"a1").unwrap();
         t.stop();
@@ -239,7 +340,7 @@ mod tests {
     #[test]
     fn a_subtransaction_abort_cuts_back_to_its_first_change() {
         let dir = tempfile::tempdir().unwrap();
-        let mut t = StreamedTxns::open(dir.path().to_owned()).unwrap();
+        let mut t = StreamedTxns::open(dir.path().to_owned(), false).unwrap();
         t.start(1, true).unwrap();
         t.append(Some(1), b"top").unwrap();
         t.append(Some(2), b"sub2").unwrap();
@@ -265,7 +366,7 @@ mod tests {
     #[test]
     fn appending_outside_a_block_is_an_error_and_unknown_xids_are_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        let mut t = StreamedTxns::open(dir.path().to_owned()).unwrap();
+        let mut t = StreamedTxns::open(dir.path().to_owned(), false).unwrap();
         assert!(t.append(Some(1), b"x").is_err());
         t.abort(5, 5).unwrap();
         assert!(t.commit(5).unwrap().is_none());
