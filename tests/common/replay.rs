@@ -12,7 +12,8 @@
 //!
 //! [`replay`] applies the rows in `(_commit_lsn, _seq)` order, compared as numbers:
 //! I (insert) / R (snapshot read) / U (update, new row) upsert by key, carrying forward the
-//! columns listed in `_unchanged`; D (delete, key columns only) removes the key; T (truncate)
+//! columns listed in `_unchanged` (also across a key change: a D, then at the next `_seq` of the
+//! same commit the U of the new key); D (delete, key columns only) removes the key; T (truncate)
 //! clears the table. [`table_state`] reads the same shape from PostgreSQL for comparison.
 
 use std::collections::{BTreeMap, HashSet};
@@ -418,15 +419,28 @@ pub fn replay(rows: &[ChangeRow], key_columns: &[&str]) -> TableState {
     // Stable: exact duplicates (a re-delivered file) stay adjacent and apply idempotently.
     ordered.sort_by_key(|row| (row.commit_lsn, row.seq));
     let mut state = TableState::new();
+    // The row the last delete removed, with its position: a key change is written as a delete of
+    // the old key and, at the next `_seq` of the same commit, the update of the new key, whose
+    // unchanged columns carry over from the old key's row.
+    let mut deleted: Option<(u64, u64, Row)> = None;
     for row in ordered {
         match row.op {
             'T' => state.clear(),
             'D' => {
-                state.remove(&key_of(row, key_columns));
+                deleted = state
+                    .remove(&key_of(row, key_columns))
+                    .map(|old| (row.commit_lsn, row.seq, old));
             }
             _ => {
                 let key = key_of(row, key_columns);
-                let previous = state.remove(&key);
+                let previous = state.remove(&key).or_else(|| match deleted.take() {
+                    Some((lsn, seq, old))
+                        if row.op == 'U' && lsn == row.commit_lsn && seq + 1 == row.seq =>
+                    {
+                        Some(old)
+                    }
+                    _ => None,
+                });
                 let mut new = Row::new();
                 for column in &row.columns {
                     if row.unchanged.contains(column) {
@@ -731,6 +745,27 @@ mod tests {
         let state = replay(&rows, &["id"]);
         assert_eq!(state.len(), 1, "{state:?}");
         assert_eq!(state[&vec![s("3")]]["note"], s(""));
+    }
+
+    #[test]
+    fn an_unchanged_value_follows_its_row_through_key_changes() {
+        // Key 1 -> 2 -> 3, the toasted note never sent again; a delete of key 4 followed by an
+        // unrelated update in a later commit is no key change.
+        let rows = file(&format!(
+            "{HEADER}\
+             I,1,0,5,,,1,a,big toasted value\n\
+             D,2,0,6,,,1,,\n\
+             U,2,1,6,,\"[\"\"note\"\"]\",2,b,\n\
+             D,3,0,7,,,2,,\n\
+             U,3,1,7,,\"[\"\"note\"\"]\",3,c,\n\
+             I,4,0,8,,,4,d,x\n\
+             D,5,0,9,,,4,,\n\
+             U,6,0,10,,\"[\"\"note\"\"]\",5,e,\n"
+        ));
+        let state = replay(&rows, &["id"]);
+        assert_eq!(state[&vec![s("3")]]["note"], s("big toasted value"));
+        assert!(!state[&vec![s("5")]].contains_key("note"), "{state:?}");
+        assert_eq!(state.len(), 2, "{state:?}");
     }
 
     #[test]
