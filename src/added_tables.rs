@@ -117,12 +117,12 @@ fn copy(
     job: u64,
 ) -> Result<TableCopy, RunError> {
     let started = Instant::now();
-    let mut conn = handle.block_on(Connection::connect(&config.source.connect))?;
+    let mut conn = handle.block_on(Connection::connect(&config.source))?;
     // Temporary: the server drops it when this connection closes, whatever happens to pgcdc.
     let name = format!("pgcdc_copy_{}_{job}", std::process::id());
     let created = handle.block_on(slot::create_temporary_slot(&mut conn, &name))?;
     let (client, connection) = handle
-        .block_on(config.source.connect.connect(tokio_postgres::NoTls))
+        .block_on(crate::source::sql_connect(&config.source))
         .map_err(RunError::SqlConnect)?;
     let connection_task = handle.spawn(connection);
     let tables: Vec<_> = handle

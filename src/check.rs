@@ -39,7 +39,7 @@ impl Finding {
 pub async fn run(config: &Config) -> Vec<Finding> {
     let mut findings = Vec::new();
     let target = redacted_target(&config.source.connect);
-    match Connection::connect(&config.source.connect).await {
+    match Connection::connect(&config.source).await {
         Err(e) => findings.push(Finding::fail("connect", e)),
         Ok(mut conn) => {
             let version = slot::server_version(&mut conn).await.unwrap_or_default();

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::source::tls::{RootCert, SslMode, Tls, take_tls_params};
+
 /// Sections that environment variables may override. Other `PGCDC_*` variables (such as
 /// `PGCDC_CONFIG` or `PGCDC_LOG`) belong to the command line, not to the file.
 const SECTIONS: &[&str] = &["source", "sink", "batch", "metrics"];
@@ -51,6 +53,8 @@ pub struct Config {
 pub struct SourceConfig {
     /// Parsed libpq-style connection settings; holds the password, so it is never printed.
     pub connect: tokio_postgres::Config,
+    /// `sslmode`/`sslrootcert` from the URL or PGSSLMODE/PGSSLROOTCERT, with the roots loaded.
+    pub tls: Tls,
     pub slot: SlotName,
     pub publication: String,
     /// How often a standby status update is sent even when nothing changed. PostgreSQL drops a
@@ -93,6 +97,7 @@ impl fmt::Debug for SourceConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SourceConfig")
             .field("url", &redacted_target(&self.connect))
+            .field("sslmode", &self.tls.mode())
             .field("slot", &self.slot)
             .field("publication", &self.publication)
             .field("status_interval", &self.status_interval)
@@ -382,27 +387,30 @@ impl Config {
             })?;
             read_file(&text, path, &mut raw)?;
         }
-        let mut pgpassword = None;
+        let mut libpq = LibpqEnv::default();
         for (name, value) in env {
-            if name == "PGPASSWORD" {
-                pgpassword = Some(value);
-                continue;
-            }
-            let Some(rest) = name.strip_prefix("PGCDC_") else {
-                continue;
-            };
-            let lower = rest.to_lowercase();
-            let Some((section, key)) = lower.split_once('_') else {
-                continue;
-            };
-            if SECTIONS.contains(&section) {
-                raw.insert(format!("{section}.{key}"), value, Origin::Env(name));
+            match name.as_str() {
+                "PGPASSWORD" => libpq.password = Some(value),
+                "PGSSLMODE" => libpq.sslmode = Some(value),
+                "PGSSLROOTCERT" => libpq.sslrootcert = Some(value),
+                _ => {
+                    let Some(rest) = name.strip_prefix("PGCDC_") else {
+                        continue;
+                    };
+                    let lower = rest.to_lowercase();
+                    let Some((section, key)) = lower.split_once('_') else {
+                        continue;
+                    };
+                    if SECTIONS.contains(&section) {
+                        raw.insert(format!("{section}.{key}"), value, Origin::Env(name));
+                    }
+                }
             }
         }
         for (key, value) in &overrides.values {
             raw.insert(key.clone(), value.clone(), Origin::Flag);
         }
-        validate(raw, pgpassword)
+        validate(raw, libpq)
     }
 }
 
@@ -465,8 +473,18 @@ fn parse_duration(key: &str, (value, origin): (String, Origin)) -> Result<Durati
     Ok(d)
 }
 
-fn validate(mut raw: RawTable, pgpassword: Option<String>) -> Result<Config, ConfigError> {
+/// The libpq environment variables pgcdc honours, as psql does.
+#[derive(Default)]
+struct LibpqEnv {
+    password: Option<String>,
+    sslmode: Option<String>,
+    sslrootcert: Option<String>,
+}
+
+fn validate(mut raw: RawTable, libpq: LibpqEnv) -> Result<Config, ConfigError> {
     let (url, url_origin) = raw.require("source.url")?;
+    // tokio-postgres knows neither verify-ca/verify-full nor sslrootcert: those are ours.
+    let (url, tls_params) = take_tls_params(&url);
     let mut connect = tokio_postgres::Config::from_str(&url).map_err(|e| {
         // The message of tokio-postgres never echoes the password back.
         value_error(
@@ -484,23 +502,30 @@ fn validate(mut raw: RawTable, pgpassword: Option<String>) -> Result<Config, Con
         connect.user(&user);
     }
     if connect.get_password().is_none()
-        && let Some(pw) = pgpassword
+        && let Some(pw) = libpq.password
     {
         connect.password(pw);
     }
     if connect.get_hosts().is_empty() {
         connect.host("localhost");
     }
-    if matches!(
-        connect.get_ssl_mode(),
-        tokio_postgres::config::SslMode::Require
-    ) {
-        return Err(value_error(
-            "source.url",
-            &url_origin,
-            "sslmode=require is not supported yet: use sslmode=disable or prefer (connections are made without TLS)",
-        ));
-    }
+    let ssl_mode = match tls_params.sslmode.or(libpq.sslmode) {
+        Some(mode) => mode
+            .parse::<SslMode>()
+            .map_err(|m| value_error("source.url", &url_origin, m))?,
+        None => SslMode::Prefer,
+    };
+    connect.ssl_mode(ssl_mode.for_tokio_postgres());
+    let root_cert = tls_params
+        .sslrootcert
+        .or(libpq.sslrootcert)
+        .filter(|r| !r.is_empty())
+        .map(|r| match r.as_str() {
+            "system" => RootCert::System,
+            _ => RootCert::File(PathBuf::from(r)),
+        });
+    let tls = Tls::new(ssl_mode, root_cert.as_ref())
+        .map_err(|e| value_error("source.url", &url_origin, e.to_string()))?;
 
     let (slot, origin) = raw.take_or("source.slot", "pgcdc");
     let slot = slot
@@ -582,6 +607,7 @@ fn validate(mut raw: RawTable, pgpassword: Option<String>) -> Result<Config, Con
     Ok(Config {
         source: SourceConfig {
             connect,
+            tls,
             slot,
             publication,
             status_interval,

@@ -42,7 +42,7 @@ pub async fn run(config: Config) {
             _ = tick(&mut heartbeat) => true,
         };
         if client.as_ref().is_none_or(|c| c.is_closed()) {
-            client = match config.source.connect.connect(tokio_postgres::NoTls).await {
+            client = match crate::source::sql_connect(&config.source).await {
                 Ok((c, connection)) => {
                     tokio::spawn(connection);
                     Some(c)

@@ -164,7 +164,7 @@ fn run_once(
     let sink = sink.as_ref();
     clear_spool(sink)?;
 
-    let mut conn = handle.block_on(Connection::connect(&config.source.connect))?;
+    let mut conn = handle.block_on(Connection::connect(&config.source))?;
     handle.block_on(slot::check_prerequisites(
         &mut conn,
         &config.source.publication,
@@ -511,7 +511,7 @@ fn initial_snapshot(
     info!(slot = slot_name, consistent_point = %created.consistent_point, "Created replication slot; copying existing rows");
 
     let (client, connection) = handle
-        .block_on(config.source.connect.connect(tokio_postgres::NoTls))
+        .block_on(crate::source::sql_connect(&config.source))
         .map_err(RunError::SqlConnect)?;
     let connection_task = handle.spawn(connection);
     let tables = handle.block_on(snapshot::published_tables(

@@ -90,7 +90,7 @@ pub struct SlotAdmin<'a> {
 impl<'a> SlotAdmin<'a> {
     pub fn connect(config: &'a Config, handle: Handle) -> Result<SlotAdmin<'a>, SlotAdminError> {
         let (client, connection) = handle
-            .block_on(config.source.connect.connect(tokio_postgres::NoTls))
+            .block_on(crate::source::sql_connect(&config.source))
             .map_err(SlotAdminError::Connect)?;
         handle.spawn(connection);
         let sink: Box<dyn Sink> = match &config.sink.target {

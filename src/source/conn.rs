@@ -16,7 +16,8 @@ use postgres_protocol::message::{backend, frontend};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
 use super::SourceError;
-use crate::config::redacted_target;
+use super::tls::{self, NegotiateError, Tls};
+use crate::config::{SourceConfig, redacted_target};
 
 /// Anything we can speak the protocol over: a TCP or a Unix-domain socket.
 pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -109,13 +110,20 @@ pub struct Connection {
 
 impl Connection {
     /// Opens a replication connection (`replication=database`) and authenticates.
-    pub async fn connect(config: &tokio_postgres::Config) -> Result<Connection, SourceError> {
+    pub async fn connect(source: &SourceConfig) -> Result<Connection, SourceError> {
+        let config = &source.connect;
         let target = redacted_target(config);
-        let transport = open_transport(config)
+        let transport = open_transport(config, &source.tls)
             .await
-            .map_err(|source| SourceError::Connect {
-                target: target.clone(),
-                source,
+            .map_err(|failure| match failure {
+                OpenError::Io(source) => SourceError::Connect {
+                    target: target.clone(),
+                    source,
+                },
+                OpenError::Tls(source) => SourceError::Tls {
+                    target: target.clone(),
+                    source,
+                },
             })?;
         let (reader, writer) = tokio::io::split(transport);
         let mut conn = Connection {
@@ -390,7 +398,17 @@ impl Connection {
     }
 }
 
-async fn open_transport(config: &tokio_postgres::Config) -> io::Result<Box<dyn Transport>> {
+enum OpenError {
+    Io(io::Error),
+    Tls(NegotiateError),
+}
+
+/// Connects to the first host that answers; over TCP, TLS is negotiated as `tls` says (a TLS
+/// failure ends the attempt: another host would not fix a certificate).
+async fn open_transport(
+    config: &tokio_postgres::Config,
+    tls: &Tls,
+) -> Result<Box<dyn Transport>, OpenError> {
     let hosts = config.get_hosts();
     let ports = config.get_ports();
     let mut last_error = io::Error::new(io::ErrorKind::InvalidInput, "no host given");
@@ -404,8 +422,10 @@ async fn open_transport(config: &tokio_postgres::Config) -> io::Result<Box<dyn T
             tokio_postgres::config::Host::Tcp(name) => {
                 match tokio::net::TcpStream::connect((name.as_str(), port)).await {
                     Ok(stream) => {
-                        stream.set_nodelay(true)?;
-                        Ok(Box::new(stream))
+                        stream.set_nodelay(true).map_err(OpenError::Io)?;
+                        return tls::negotiate(stream, tls, name)
+                            .await
+                            .map_err(OpenError::Tls);
                     }
                     Err(e) => Err(e),
                 }
@@ -423,7 +443,7 @@ async fn open_transport(config: &tokio_postgres::Config) -> io::Result<Box<dyn T
             Err(e) => last_error = e,
         }
     }
-    Err(last_error)
+    Err(OpenError::Io(last_error))
 }
 
 /// Quotes an identifier for a replication command (`"pgcdc_pub"`).

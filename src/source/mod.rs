@@ -10,9 +10,28 @@ pub mod conn;
 pub mod frame;
 pub mod slot;
 pub mod stream;
+pub mod tls;
 
 pub use conn::{Connection, ServerError};
 pub use stream::{Feedback, SourceEvent, Stream};
+
+use tokio_postgres::tls::MakeTlsConnect;
+
+use crate::config::SourceConfig;
+
+/// A tokio-postgres connection over the source's TLS settings; spawn it next to its client.
+pub type SqlConnection = tokio_postgres::Connection<
+    tokio_postgres::Socket,
+    <tokio_postgres_rustls::MakeRustlsConnect as MakeTlsConnect<tokio_postgres::Socket>>::Stream,
+>;
+
+/// An ordinary SQL connection (snapshot COPY, slot queries) with the same URL and TLS settings
+/// as the replication connection.
+pub async fn sql_connect(
+    source: &SourceConfig,
+) -> Result<(tokio_postgres::Client, SqlConnection), tokio_postgres::Error> {
+    source.connect.connect(source.tls.sql_connector()).await
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -35,6 +54,11 @@ pub enum SourceError {
     Frame(#[from] frame::FrameError),
     #[error("replication connection failed: {0}")]
     Io(std::io::Error),
+    #[error("TLS to PostgreSQL at {target} failed: {source}; check sslmode and sslrootcert in source.url")]
+    Tls {
+        target: String,
+        source: tls::NegotiateError,
+    },
     #[error("the server closed the replication connection")]
     Closed,
     #[error("{0}")]

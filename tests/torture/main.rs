@@ -160,10 +160,12 @@ async fn run_leg(leg: Leg) {
             let server = MotoServer::start().await;
             server.create_bucket(BUCKET).await;
             let proxy = Outage::start(server.port()).await;
-            let spool = dir.path().join("spool");
+            // The filler goes next to the spool, not in it: pgcdc empties its spool at start.
+            let spool_fs = dir.path().join("spool-fs");
             if leg.mix.needs_tmpfs() {
-                _mounts.push(Tmpfs::mount(&spool, "128m"));
+                _mounts.push(Tmpfs::mount(&spool_fs, "128m"));
             }
+            let spool = spool_fs.join("spool");
             let sink = format!(
                 "url = \"s3://{BUCKET}/{PREFIX}\"\nendpoint = \"{}\"\nforce_path_style = true\nspool_dir = \"{}\"\n",
                 proxy.endpoint(),
@@ -173,15 +175,16 @@ async fn run_leg(leg: Leg) {
             let spawn = spawner(&config, None);
             moto = Some(server);
             outage = Some(proxy);
-            (dir.path().join("download"), spool, spawn)
+            (dir.path().join("download"), spool_fs, spawn)
         }
         SinkKind::Local => {
-            let sink_dir = dir.path().join("stage");
+            // The spool lives inside the sink (`_pgcdc/<slot>/spool`); the filler goes beside.
+            let sink_fs = dir.path().join("sink-fs");
             if leg.mix.needs_tmpfs() {
-                _mounts.push(Tmpfs::mount(&sink_dir, "512m"));
-            } else {
-                std::fs::create_dir_all(&sink_dir).expect("sink dir");
+                _mounts.push(Tmpfs::mount(&sink_fs, "512m"));
             }
+            let sink_dir = sink_fs.join("stage");
+            std::fs::create_dir_all(&sink_dir).expect("sink dir");
             let sink = format!("url = \"file://{}\"\n", sink_dir.display());
             let config = write_config(dir.path(), &source_url, &sink);
             // Root writes through any permission bits: the read-only fault needs another user.
@@ -190,7 +193,7 @@ async fn run_leg(leg: Leg) {
                 chown_tree(dir.path(), uid, gid);
             }
             let spawn = spawner(&config, user);
-            (sink_dir.clone(), sink_dir, spawn)
+            (sink_dir, sink_fs, spawn)
         }
     };
 
