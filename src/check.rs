@@ -45,7 +45,10 @@ pub async fn run(config: &Config) -> Vec<Finding> {
             let version = slot::server_version(&mut conn).await.unwrap_or_default();
             findings.push(Finding::pass(
                 "connect",
-                format!("{target} (replication), PostgreSQL {version}"),
+                format!(
+                    "{target} (replication, sslmode={}), PostgreSQL {version}",
+                    config.source.tls.mode()
+                ),
             ));
             findings.push(match slot::check_wal_level(&mut conn).await {
                 Ok(()) => Finding::pass("wal_level", "logical"),

@@ -277,6 +277,31 @@ impl PgCluster {
         self.start_again().await;
     }
 
+    /// Serves TLS with `cert` and `key` (copied into the cluster's directory, the key readable by
+    /// the server only) and restarts. With `ssl_only` the password roles must use TLS over TCP.
+    pub async fn enable_tls(&self, cert: &Path, key: &Path, ssl_only: bool) {
+        use std::os::unix::fs::PermissionsExt;
+        let (own_cert, own_key) = (self.root.path().join("server.crt"), self.root.path().join("server.key"));
+        std::fs::copy(cert, &own_cert).expect("copying the server certificate");
+        std::fs::copy(key, &own_key).expect("copying the server key");
+        std::fs::set_permissions(&own_key, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod the server key");
+        self.bin.give(&own_cert);
+        self.bin.give(&own_key);
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.data.join("pgcdc_test.conf"))
+            .expect("opening pgcdc_test.conf");
+        let settings = format!(
+            "ssl = on\nssl_cert_file = {}\nssl_key_file = {}\n",
+            quote_literal(&own_cert.display().to_string()),
+            quote_literal(&own_key.display().to_string())
+        );
+        std::io::Write::write_all(&mut conf, settings.as_bytes()).expect("appending TLS settings");
+        write_owned(&self.bin, &self.data.join("pg_hba.conf"), &hba_conf(ssl_only));
+        self.restart(StopMode::Fast).await;
+    }
+
     /// The last `lines` lines of the server log, headed, for panic messages.
     pub fn log_tail(&self, lines: usize) -> String {
         let log = self.log_text();
@@ -358,7 +383,7 @@ impl PgCluster {
             .expect("opening postgresql.conf");
         std::io::Write::write_all(&mut conf, b"\ninclude 'pgcdc_test.conf'\n")
             .expect("appending to postgresql.conf");
-        write_owned(&bin, &data.join("pg_hba.conf"), &hba_conf());
+        write_owned(&bin, &data.join("pg_hba.conf"), &hba_conf(false));
 
         let log = root.path().join("postgres.log");
         let mut attempts = Vec::new();
@@ -733,21 +758,26 @@ fn server_conf(port: u16, socket_dir: &Path, extra: &[(String, String)]) -> Stri
 
 /// One rule per password method for each test role (databases and replication), then trust for
 /// everyone else on 127.0.0.1 and the unix socket. Rules match first-to-last.
-fn hba_conf() -> String {
+/// With `ssl_only`, the password roles may connect over TCP only with TLS, and trust is left to
+/// the superuser alone (so a plain connection of theirs finds no rule at all).
+fn hba_conf(ssl_only: bool) -> String {
     let mut hba = String::from("# Written by the pgcdc test harness (tests/common/cluster.rs).\n");
+    let host = if ssl_only { "hostssl" } else { "host" };
     for (role, method) in [
         (SCRAM_USER, "scram-sha-256"),
         (MD5_USER, "md5"),
         (CLEAR_USER, "password"),
     ] {
-        let _ = writeln!(hba, "host all         {role} 127.0.0.1/32 {method}");
-        let _ = writeln!(hba, "host replication {role} 127.0.0.1/32 {method}");
+        let _ = writeln!(hba, "{host} all         {role} 127.0.0.1/32 {method}");
+        let _ = writeln!(hba, "{host} replication {role} 127.0.0.1/32 {method}");
     }
-    hba.push_str(
-        "host  all         all 127.0.0.1/32 trust\n\
-         host  replication all 127.0.0.1/32 trust\n\
+    let trusted = if ssl_only { SUPERUSER } else { "all" };
+    let _ = write!(
+        hba,
+        "host  all         {trusted} 127.0.0.1/32 trust\n\
+         host  replication {trusted} 127.0.0.1/32 trust\n\
          local all         all              trust\n\
-         local replication all              trust\n",
+         local replication all              trust\n"
     );
     hba
 }
@@ -799,7 +829,7 @@ mod tests {
 
     #[test]
     fn hba_puts_password_rules_before_trust() {
-        let hba = hba_conf();
+        let hba = hba_conf(false);
         let md5 = hba.find("pgcdc_md5 127.0.0.1/32 md5").expect("md5 rule");
         let trust = hba.find("all 127.0.0.1/32 trust").expect("trust rule");
         assert!(md5 < trust);

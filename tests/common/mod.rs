@@ -32,3 +32,4 @@ pub use replay::{
 pub use wait::{POLL_INTERVAL, Satisfied, wait_until};
 pub mod http;
 pub mod s3;
+pub mod tls;
