@@ -10,7 +10,7 @@ CARGO ?= cargo
 # With a committed lock file, builds must not silently pick other versions.
 LOCKED := $(if $(wildcard Cargo.lock),--locked,)
 
-.PHONY: build test cargo-test warehouse-test lint fmt clippy deps demo bench clean
+.PHONY: build test cargo-test warehouse-test lint fmt clippy deps demo bench torture fuzz clean
 
 build:
 	$(CARGO) build --release $(LOCKED)
@@ -45,6 +45,19 @@ demo: deps build
 bench: deps build
 	bash benches/bench.sh
 	$(CARGO) bench $(LOCKED) --bench decode --bench csv_encode
+
+# The full torture suite: a random workload while pgcdc is killed 28 times, S3 is down for 60 s,
+# PostgreSQL restarts (fast and immediate), connections are cut, the spool disk fills up and
+# the sink turns read-only; then the files against the table (and dbt's current state), and
+# the fuzzers for FUZZ_SECONDS each. Prints the seeds; needs root (it mounts tmpfs). The fast
+# subset (tests/torture torture_fast, tests/bad_input) is part of `make test`.
+torture: deps
+	$(CARGO) build $(LOCKED) --tests
+	LOCKED="$(LOCKED)" bash scripts/torture.sh
+
+# cargo-fuzz targets (pgoutput decoder, replication frames, config) for FUZZ_SECONDS each.
+fuzz:
+	bash scripts/fuzz.sh $(or $(FUZZ_SECONDS),60)
 
 clean:
 	$(CARGO) clean

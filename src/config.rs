@@ -379,13 +379,28 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
         overrides: &Overrides,
     ) -> Result<Config, ConfigError> {
+        let text = match path {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|source| {
+                ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                }
+            })?),
+            None => None,
+        };
+        Config::parse(text.as_deref().zip(path), env, overrides)
+    }
+
+    /// [`Config::load`] on text already read: `file` is the TOML and the path it is named by
+    /// in messages. Pure apart from reading root certificates, so fuzzers and tests can drive it.
+    pub fn parse(
+        file: Option<(&str, &Path)>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
         let mut raw = RawTable::default();
-        if let Some(path) = path {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_owned(),
-                source,
-            })?;
-            read_file(&text, path, &mut raw)?;
+        if let Some((text, path)) = file {
+            read_file(text, path, &mut raw)?;
         }
         let mut libpq = LibpqEnv::default();
         for (name, value) in env {

@@ -28,10 +28,38 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            error!("{e:#}");
-            eprintln!("pgcdc: error: {e:#}");
-            ExitCode::FAILURE
+            let message = render(&e);
+            error!("{message}");
+            eprintln!("pgcdc: error: {message}");
+            exit_code(&e)
         }
+    }
+}
+
+/// The error and its causes, each cause once: most of pgcdc's errors already name their cause
+/// in their own message, and anyhow's `{:#}` would print it a second time.
+fn render(error: &anyhow::Error) -> String {
+    let mut message = error.to_string();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+    }
+    message
+}
+
+/// sysexits' EX_CONFIG: the configuration is wrong, and restarting will not fix it.
+const EX_CONFIG: u8 = 78;
+
+/// 78 for a configuration error, so a supervisor can stop retrying (systemd:
+/// `RestartPreventExitStatus=78`); 1 for everything else.
+fn exit_code(error: &anyhow::Error) -> ExitCode {
+    if error.downcast_ref::<pgcdc::config::ConfigError>().is_some() {
+        ExitCode::from(EX_CONFIG)
+    } else {
+        ExitCode::FAILURE
     }
 }
 

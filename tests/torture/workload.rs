@@ -74,13 +74,13 @@ enum Kind {
 
 /// Weights out of 1000.
 const MIX: &[(Kind, u32)] = &[
-    (Kind::Insert, 450),
+    (Kind::Insert, 455),
     (Kind::Update, 140),
     (Kind::UpdateQuantityOnly, 110),
     (Kind::Toast, 30),
     (Kind::KeyChange, 30),
     (Kind::Delete, 100),
-    (Kind::Large, 8),
+    (Kind::Large, 3),
     (Kind::RolledBack, 70),
     (Kind::Savepoint, 59),
     (Kind::Truncate, 3),
@@ -227,7 +227,7 @@ async fn transaction(
             true
         }
         Kind::Large => {
-            let rows = rng.u32(2_000..20_000).to_string();
+            let rows = rng.u32(1_000..10_000).to_string();
             client
                 .execute(
                     "insert into ecommerce_sales \
