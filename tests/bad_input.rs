@@ -50,7 +50,9 @@ fn config(url: &str, sink: &Path, edits: &[&str]) -> String {
         ),
     ];
     for edit in edits {
-        let (path, value) = edit.split_once(" = ").expect("an edit is `section.key = value`");
+        let (path, value) = edit
+            .split_once(" = ")
+            .expect("an edit is `section.key = value`");
         let (section, key) = path.split_once('.').expect("an edit names section.key");
         let line = format!("{key} = {value}");
         match sections.iter_mut().find(|(name, _)| *name == section) {
@@ -78,7 +80,10 @@ async fn run_case(dir: &Path, case: &Case, secrets: &[&str]) -> (ExitStatus, Str
     };
     let mut pgcdc = Pgcdc::spawn(
         ["run".as_ref(), "--config".as_ref(), path.as_os_str()],
-        &[("AWS_SECRET_ACCESS_KEY", AWS_SECRET), ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")],
+        &[
+            ("AWS_SECRET_ACCESS_KEY", AWS_SECRET),
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+        ],
     );
     let status = pgcdc.wait_exit(DEADLINE).await;
     let output = format!("{}{}", pgcdc.stdout(), pgcdc.stderr());
@@ -124,32 +129,168 @@ async fn every_bad_input_fails_with_its_own_message() {
     let dual_slot_url = url.clone();
 
     let cases = vec![
-        Case { name: "no config file", config: None, expect: "no-such-config.toml", code: EX_CONFIG },
-        Case { name: "toml syntax", config: Some("[source\nurl = 1".to_owned()), expect: "config", code: EX_CONFIG },
-        Case { name: "no source url", config: Some("[batch]\nwindow = \"1s\"\n".to_owned()), expect: "source.url", code: EX_CONFIG },
-        Case { name: "unknown key", config: c(&["source.slott = \"x\""]), expect: "unknown setting source.slott", code: EX_CONFIG },
-        Case { name: "unknown section", config: c(&["sinks.url = \"x\""]), expect: "sinks", code: EX_CONFIG },
-        Case { name: "not a postgres url", config: with_url("mysql://db/shop", &[]), expect: "not a valid PostgreSQL connection string", code: EX_CONFIG },
-        Case { name: "bad sslmode", config: with_url(&format!("{url}?sslmode=sometimes"), &[]), expect: "unknown sslmode \"sometimes\"", code: EX_CONFIG },
-        Case { name: "verify-full without a root certificate", config: with_url(&format!("{url}?sslmode=verify-full"), &[]), expect: "no root certificate was given", code: EX_CONFIG },
-        Case { name: "root certificate file missing", config: with_url(&missing_ca_url, &[]), expect: "cannot read the root certificate file", code: EX_CONFIG },
-        Case { name: "bad duration", config: c(&["batch.window = \"5 parsecs\""]), expect: "batch.window", code: EX_CONFIG },
-        Case { name: "zero duration", config: c(&["batch.window = \"0s\""]), expect: "greater than zero", code: EX_CONFIG },
-        Case { name: "bad size", config: c(&["batch.max_file_bytes = \"lots\""]), expect: "batch.max_file_bytes", code: EX_CONFIG },
-        Case { name: "unknown file format", config: c(&["batch.format = \"parquet\""]), expect: "batch.format", code: EX_CONFIG },
-        Case { name: "bad slot name", config: c(&["source.slot = \"Bad-Slot!\""]), expect: "source.slot", code: EX_CONFIG },
-        Case { name: "unknown sink scheme", config: c(&["sink.url = \"ftp://host/stage\""]), expect: "sink.url", code: EX_CONFIG },
-        Case { name: "multipart part below the S3 minimum", config: c(&["sink.url = \"s3://bucket/prefix\"", "sink.part_size = \"1MiB\""]), expect: "at least 5MiB", code: EX_CONFIG },
-        Case { name: "bad metrics address", config: c(&["metrics.listen = \"nowhere\""]), expect: "metrics.listen", code: EX_CONFIG },
-        Case { name: "bad on_slot_ahead", config: c(&["source.on_slot_ahead = \"maybe\""]), expect: "source.on_slot_ahead", code: EX_CONFIG },
-        Case { name: "bad messages choice", config: c(&["source.messages = \"sometimes\""]), expect: "source.messages", code: EX_CONFIG },
-        Case { name: "unwritable sink", config: c(&[unwritable_sink.as_str()]), expect: "/etc/hostname/stage", code: 1 },
-        Case { name: "nobody listens", config: with_url(&nobody_listens, &[]), expect: "check that the server is running", code: 1 },
-        Case { name: "wrong password", config: with_url(&wrong_password_url, &[]), expect: "password authentication failed", code: 1 },
-        Case { name: "unknown database", config: with_url(&cluster.role_url(SCRAM_USER, "nodb"), &[]), expect: "\"nodb\" does not exist", code: 1 },
-        Case { name: "unknown publication", config: c(&["source.publication = \"nopub\""]), expect: "publication \"nopub\" does not exist", code: 1 },
-        Case { name: "role without replication", config: with_url(&cluster.url("no_replication", Some("norepl-pw"), SHOP_DB), &[]), expect: "replication", code: 1 },
-        Case { name: "TLS required but unavailable", config: with_url(&format!("{url}?sslmode=require"), &[]), expect: "does not accept TLS connections", code: 1 },
+        Case {
+            name: "no config file",
+            config: None,
+            expect: "no-such-config.toml",
+            code: EX_CONFIG,
+        },
+        Case {
+            name: "toml syntax",
+            config: Some("[source\nurl = 1".to_owned()),
+            expect: "config",
+            code: EX_CONFIG,
+        },
+        Case {
+            name: "no source url",
+            config: Some("[batch]\nwindow = \"1s\"\n".to_owned()),
+            expect: "source.url",
+            code: EX_CONFIG,
+        },
+        Case {
+            name: "unknown key",
+            config: c(&["source.slott = \"x\""]),
+            expect: "unknown setting source.slott",
+            code: EX_CONFIG,
+        },
+        Case {
+            name: "unknown section",
+            config: c(&["sinks.url = \"x\""]),
+            expect: "sinks",
+            code: EX_CONFIG,
+        },
+        Case {
+            name: "not a postgres url",
+            config: with_url("mysql://db/shop", &[]),
+            expect: "not a valid PostgreSQL connection string",
+            code: EX_CONFIG,
+        },
+        Case {
+            name: "bad sslmode",
+            config: with_url(&format!("{url}?sslmode=sometimes"), &[]),
+            expect: "unknown sslmode \"sometimes\"",
+            code: EX_CONFIG,
+        },
+        Case {
+            name: "verify-full without a root certificate",
+            config: with_url(&format!("{url}?sslmode=verify-full"), &[]),
+            expect: "no root certificate was given",
+            code: EX_CONFIG,
+        },
+        Case {
+            name: "root certificate file missing",
+            config: with_url(&missing_ca_url, &[]),
+            expect: "cannot read the root certificate file",
+            code: EX_CONFIG,
+        },
+        Case {
+            name: "bad duration",
+            config: c(&["batch.window = \"5 parsecs\""]),
+            expect: "batch.window",
+            code: EX_CONFIG,
+        },
+        Case {
+            name: "zero duration",
+            config: c(&["batch.window = \"0s\""]),
+            expect: "greater than zero",
+            code: EX_CONFIG,
+        },
+        Case {
+            name: "bad size",
+            config: c(&["batch.max_file_bytes = \"lots\""]),
+            expect: "batch.max_file_bytes",
+            code: EX_CONFIG,
+        },
+        Case {
+            name: "unknown file format",
+            config: c(&["batch.format = \"parquet\""]),
+            expect: "batch.format",
+            code: EX_CONFIG,
+        },
+        Case {
+            name: "bad slot name",
+            config: c(&["source.slot = \"Bad-Slot!\""]),
+            expect: "source.slot",
+            code: EX_CONFIG,
+        },
+        Case {
+            name: "unknown sink scheme",
+            config: c(&["sink.url = \"ftp://host/stage\""]),
+            expect: "sink.url",
+            code: EX_CONFIG,
+        },
+        Case {
+            name: "multipart part below the S3 minimum",
+            config: c(&[
+                "sink.url = \"s3://bucket/prefix\"",
+                "sink.part_size = \"1MiB\"",
+            ]),
+            expect: "at least 5MiB",
+            code: EX_CONFIG,
+        },
+        Case {
+            name: "bad metrics address",
+            config: c(&["metrics.listen = \"nowhere\""]),
+            expect: "metrics.listen",
+            code: EX_CONFIG,
+        },
+        Case {
+            name: "bad on_slot_ahead",
+            config: c(&["source.on_slot_ahead = \"maybe\""]),
+            expect: "source.on_slot_ahead",
+            code: EX_CONFIG,
+        },
+        Case {
+            name: "bad messages choice",
+            config: c(&["source.messages = \"sometimes\""]),
+            expect: "source.messages",
+            code: EX_CONFIG,
+        },
+        Case {
+            name: "unwritable sink",
+            config: c(&[unwritable_sink.as_str()]),
+            expect: "/etc/hostname/stage",
+            code: 1,
+        },
+        Case {
+            name: "nobody listens",
+            config: with_url(&nobody_listens, &[]),
+            expect: "check that the server is running",
+            code: 1,
+        },
+        Case {
+            name: "wrong password",
+            config: with_url(&wrong_password_url, &[]),
+            expect: "password authentication failed",
+            code: 1,
+        },
+        Case {
+            name: "unknown database",
+            config: with_url(&cluster.role_url(SCRAM_USER, "nodb"), &[]),
+            expect: "\"nodb\" does not exist",
+            code: 1,
+        },
+        Case {
+            name: "unknown publication",
+            config: c(&["source.publication = \"nopub\""]),
+            expect: "publication \"nopub\" does not exist",
+            code: 1,
+        },
+        Case {
+            name: "role without replication",
+            config: with_url(
+                &cluster.url("no_replication", Some("norepl-pw"), SHOP_DB),
+                &[],
+            ),
+            expect: "replication",
+            code: 1,
+        },
+        Case {
+            name: "TLS required but unavailable",
+            config: with_url(&format!("{url}?sslmode=require"), &[]),
+            expect: "does not accept TLS connections",
+            code: 1,
+        },
     ];
     assert!(cases.len() >= 20);
 
@@ -187,10 +328,7 @@ async fn every_bad_input_fails_with_its_own_message() {
     let text = config(&dual_slot_url, &sink, &[]);
     let path = dir.path().join("first.toml");
     std::fs::write(&path, &text).expect("config");
-    let mut first = Pgcdc::spawn(
-        ["run".as_ref(), "--config".as_ref(), path.as_os_str()],
-        &[],
-    );
+    let mut first = Pgcdc::spawn(["run".as_ref(), "--config".as_ref(), path.as_os_str()], &[]);
     first.wait_output("Streaming changes", DEADLINE).await;
     wait_until("the slot is active", DEADLINE, || async {
         cluster
@@ -209,8 +347,19 @@ async fn every_bad_input_fails_with_its_own_message() {
     let (status, output) = run_case(dir.path(), &held, &secrets).await;
     assert_eq!(status.code(), Some(1), "{output}");
     assert!(output.contains(held.expect), "{output}");
-    table.push(format!("{:>3}  {:<42} {}", 1, held.name, output.lines().find(|l| l.starts_with("pgcdc: error:")).unwrap_or("")));
+    table.push(format!(
+        "{:>3}  {:<42} {}",
+        1,
+        held.name,
+        output
+            .lines()
+            .find(|l| l.starts_with("pgcdc: error:"))
+            .unwrap_or("")
+    ));
     first.stop_cleanly(DEADLINE).await;
 
-    println!("exit  case                                       message\n{}", table.join("\n"));
+    println!(
+        "exit  case                                       message\n{}",
+        table.join("\n")
+    );
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::tls::TestCa;
 use common::{
-    PgCluster, Pgcdc, SCRAM_USER, SHOP_DB, password_for, pgcdc_output, try_read_change_files,
-    replay, table_state, wait_until, write_config,
+    PgCluster, Pgcdc, SCRAM_USER, SHOP_DB, password_for, pgcdc_output, replay, table_state,
+    try_read_change_files, wait_until, write_config,
 };
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -98,10 +98,22 @@ async fn each_sslmode_connects_or_refuses_as_libpq_would() {
     let ca = root(&setup.ca.ca_cert);
     let other = root(&setup.ca.other_ca_cert);
     let passes = [
-        ("verify-full, the certificate's own name", setup.url("localhost", &format!("sslmode=verify-full&{ca}"))),
-        ("verify-ca, an address the certificate does not name", setup.url("127.0.0.1", &format!("sslmode=verify-ca&{ca}"))),
-        ("require, nothing checked", setup.url("127.0.0.1", "sslmode=require")),
-        ("prefer, the server offers TLS", setup.url("127.0.0.1", "sslmode=prefer")),
+        (
+            "verify-full, the certificate's own name",
+            setup.url("localhost", &format!("sslmode=verify-full&{ca}")),
+        ),
+        (
+            "verify-ca, an address the certificate does not name",
+            setup.url("127.0.0.1", &format!("sslmode=verify-ca&{ca}")),
+        ),
+        (
+            "require, nothing checked",
+            setup.url("127.0.0.1", "sslmode=require"),
+        ),
+        (
+            "prefer, the server offers TLS",
+            setup.url("127.0.0.1", "sslmode=prefer"),
+        ),
     ];
     for (case, url) in passes {
         let (ok, text) = check(&setup.config, &url);
@@ -139,7 +151,10 @@ async fn each_sslmode_connects_or_refuses_as_libpq_would() {
             "{case}: expected {needle:?} in:\n{text}"
         );
     }
-    let (ok, text) = check(&setup.config, &setup.url("localhost", "sslmode=verify-full"));
+    let (ok, text) = check(
+        &setup.config,
+        &setup.url("localhost", "sslmode=verify-full"),
+    );
     assert!(!ok && text.contains("sslrootcert"), "{text}");
 }
 
@@ -204,7 +219,10 @@ async fn a_run_under_verify_full_snapshots_and_streams() {
     pgcdc.stop_cleanly(DEADLINE).await;
     // Both connections really were encrypted: the server refuses the role anything else.
     assert!(
-        setup.cluster.log_text().contains("replication connection authorized: user=pgcdc_scram")
+        setup
+            .cluster
+            .log_text()
+            .contains("replication connection authorized: user=pgcdc_scram")
             && setup.cluster.log_text().contains("SSL enabled"),
         "{}",
         setup.cluster.log_tail(30)

@@ -113,18 +113,19 @@ impl Connection {
     pub async fn connect(source: &SourceConfig) -> Result<Connection, SourceError> {
         let config = &source.connect;
         let target = redacted_target(config);
-        let transport = open_transport(config, &source.tls)
-            .await
-            .map_err(|failure| match failure {
-                OpenError::Io(source) => SourceError::Connect {
-                    target: target.clone(),
-                    source,
-                },
-                OpenError::Tls(source) => SourceError::Tls {
-                    target: target.clone(),
-                    source,
-                },
-            })?;
+        let transport =
+            open_transport(config, &source.tls)
+                .await
+                .map_err(|failure| match failure {
+                    OpenError::Io(source) => SourceError::Connect {
+                        target: target.clone(),
+                        source,
+                    },
+                    OpenError::Tls(source) => SourceError::Tls {
+                        target: target.clone(),
+                        source,
+                    },
+                })?;
         let (reader, writer) = tokio::io::split(transport);
         let mut conn = Connection {
             reader,

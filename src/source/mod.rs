@@ -54,7 +54,9 @@ pub enum SourceError {
     Frame(#[from] frame::FrameError),
     #[error("replication connection failed: {0}")]
     Io(std::io::Error),
-    #[error("TLS to PostgreSQL at {target} failed: {source}; check sslmode and sslrootcert in source.url")]
+    #[error(
+        "TLS to PostgreSQL at {target} failed: {source}; check sslmode and sslrootcert in source.url"
+    )]
     Tls {
         target: String,
         source: tls::NegotiateError,

@@ -22,12 +22,14 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -220,12 +222,10 @@ fn load_roots(root: &RootCert) -> Result<RootCertStore, TlsError> {
                 });
             }
             for cert in certs {
-                store
-                    .add(cert)
-                    .map_err(|e| TlsError::RootCertContent {
-                        path: shown.clone(),
-                        message: e.to_string(),
-                    })?;
+                store.add(cert).map_err(|e| TlsError::RootCertContent {
+                    path: shown.clone(),
+                    message: e.to_string(),
+                })?;
             }
         }
     }
@@ -528,8 +528,9 @@ mod tests {
         assert_eq!(rest, "postgres://db/shop");
         assert_eq!(params.sslmode.as_deref(), Some("require"));
 
-        let (rest, params) =
-            take_tls_params("host=db sslmode = verify-ca sslrootcert='/my certs/ca.pem' dbname=shop");
+        let (rest, params) = take_tls_params(
+            "host=db sslmode = verify-ca sslrootcert='/my certs/ca.pem' dbname=shop",
+        );
         assert_eq!(rest, "host=db dbname=shop");
         assert_eq!(params.sslmode.as_deref(), Some("verify-ca"));
         assert_eq!(params.sslrootcert.as_deref(), Some("/my certs/ca.pem"));
@@ -557,7 +558,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.crt");
         let err = Tls::new(SslMode::VerifyCa, Some(&RootCert::File(missing.clone()))).unwrap_err();
-        assert!(err.to_string().contains(&missing.display().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&missing.display().to_string()),
+            "{err}"
+        );
         let junk = dir.path().join("junk.crt");
         std::fs::write(&junk, "not a certificate").unwrap();
         let err = Tls::new(SslMode::VerifyCa, Some(&RootCert::File(junk))).unwrap_err();

@@ -281,7 +281,10 @@ impl PgCluster {
     /// the server only) and restarts. With `ssl_only` the password roles must use TLS over TCP.
     pub async fn enable_tls(&self, cert: &Path, key: &Path, ssl_only: bool) {
         use std::os::unix::fs::PermissionsExt;
-        let (own_cert, own_key) = (self.root.path().join("server.crt"), self.root.path().join("server.key"));
+        let (own_cert, own_key) = (
+            self.root.path().join("server.crt"),
+            self.root.path().join("server.key"),
+        );
         std::fs::copy(cert, &own_cert).expect("copying the server certificate");
         std::fs::copy(key, &own_key).expect("copying the server key");
         std::fs::set_permissions(&own_key, std::fs::Permissions::from_mode(0o600))
@@ -298,7 +301,11 @@ impl PgCluster {
             quote_literal(&own_key.display().to_string())
         );
         std::io::Write::write_all(&mut conf, settings.as_bytes()).expect("appending TLS settings");
-        write_owned(&self.bin, &self.data.join("pg_hba.conf"), &hba_conf(ssl_only));
+        write_owned(
+            &self.bin,
+            &self.data.join("pg_hba.conf"),
+            &hba_conf(ssl_only),
+        );
         self.restart(StopMode::Fast).await;
     }
 

@@ -30,18 +30,39 @@ impl TestCa {
         ] {
             openssl(
                 &[
-                    "req", "-x509", "-new", "-nodes", "-days", "2", "-newkey", "ec",
-                    "-pkeyopt", "ec_paramgen_curve:prime256v1", "-subj", subject,
-                    "-addext", "basicConstraints=critical,CA:TRUE",
-                    "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-keyout",
+                    "req",
+                    "-x509",
+                    "-new",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1",
+                    "-subj",
+                    subject,
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
+                    "-keyout",
                 ],
                 &[&p(key), Path::new("-out"), &p(cert)],
             );
         }
         openssl(
             &[
-                "req", "-new", "-nodes", "-newkey", "ec", "-pkeyopt",
-                "ec_paramgen_curve:prime256v1", "-subj", "/CN=localhost", "-keyout",
+                "req",
+                "-new",
+                "-nodes",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
             ],
             &[&p("server.key"), Path::new("-out"), &p("server.csr")],
         );

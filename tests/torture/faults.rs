@@ -83,7 +83,13 @@ impl Tmpfs {
     pub fn mount(path: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(path).expect("creating the mount point");
         run(Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
             .arg(path));
         Tmpfs {
             path: path.to_owned(),
@@ -188,6 +194,9 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.len(), 11);
         assert_eq!(a.iter().filter(|(_, f)| *f == Fault::Kill).count(), 5);
-        assert!(a.iter().any(|(_, f)| matches!(f, Fault::PgRestart(StopMode::Immediate))));
+        assert!(
+            a.iter()
+                .any(|(_, f)| matches!(f, Fault::PgRestart(StopMode::Immediate)))
+        );
     }
 }

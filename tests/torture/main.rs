@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use common::s3::{MotoServer, Outage, SECRET_KEY, aws_env};
 use common::{
-    Pgcdc, PgCluster, SCRAM_USER, SHOP_DB, StopMode, free_port, password_for, replay,
-    table_state, try_read_change_files,
+    PgCluster, Pgcdc, SCRAM_USER, SHOP_DB, StopMode, free_port, password_for, replay, table_state,
+    try_read_change_files,
 };
 use faults::{Fault, Mix, Tmpfs};
 use report::Report;
@@ -147,8 +147,11 @@ async fn run_leg(leg: Leg) {
         .prefix("pgcdc-torture-")
         .tempdir_in("/tmp")
         .expect("temp dir");
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod the temp dir");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod the temp dir");
     let password = password_for(SCRAM_USER);
     let source_url = cluster.role_url(SCRAM_USER, SHOP_DB);
 

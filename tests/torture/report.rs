@@ -122,7 +122,11 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "panics or secrets:     {}",
-            if self.offences.is_empty() { "none".to_owned() } else { self.offences.join("\n") }
+            if self.offences.is_empty() {
+                "none".to_owned()
+            } else {
+                self.offences.join("\n")
+            }
         )?;
         for example in &self.examples {
             writeln!(f, "  {example}")?;

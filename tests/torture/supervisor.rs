@@ -77,8 +77,11 @@ impl Supervisor {
         *self.exits.entry(describe(status)).or_default() += 1;
         let output = self.current.output_text();
         if output.contains("panicked") {
-            self.offences
-                .push(format!("pgcdc panicked ({}):\n{}", describe(status), tail(&output, 40)));
+            self.offences.push(format!(
+                "pgcdc panicked ({}):\n{}",
+                describe(status),
+                tail(&output, 40)
+            ));
         }
         for secret in &self.secrets {
             if output.contains(secret.as_str()) {

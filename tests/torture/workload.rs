@@ -110,7 +110,7 @@ async fn run(port: u16, seed: u64, max_truncates: u64, stop: Arc<AtomicBool>) ->
         };
         let mut count: u64 = 0;
         while !stop.load(Ordering::SeqCst) {
-            if count % 50 == 0 {
+            if count.is_multiple_of(50) {
                 match client
                     .query_one("select coalesce(max(id), 0) from ecommerce_sales", &[])
                     .await
@@ -168,8 +168,7 @@ const INSERT: &str = "insert into ecommerce_sales \
     values ($1, $2, $3, $4::text::int, $5::text::timestamp, $6::text::numeric, $7::text::int, $8)";
 
 /// Rows at or after a random id: the targets of updates and deletes.
-const TARGETS: &str =
-    "id in (select id from ecommerce_sales where id >= $1::text::bigint order by id limit $2::text::int)";
+const TARGETS: &str = "id in (select id from ecommerce_sales where id >= $1::text::bigint order by id limit $2::text::int)";
 
 /// Runs one transaction; `Ok(true)` committed, `Ok(false)` rolled back on purpose.
 async fn transaction(
@@ -272,7 +271,11 @@ async fn transaction(
 
 async fn insert_row(client: &Client, rng: &mut fastrand::Rng) -> Result<(), tokio_postgres::Error> {
     let cancelled = rng.u8(0..10) == 0;
-    let invoice_no = format!("{}{:06}", if cancelled { "C" } else { "" }, rng.u32(0..1_000_000));
+    let invoice_no = format!(
+        "{}{:06}",
+        if cancelled { "C" } else { "" },
+        rng.u32(0..1_000_000)
+    );
     let stock_code = text(rng);
     let description = description(rng);
     let quantity = rng.i32(-100..1000).to_string();
