@@ -23,7 +23,10 @@ if [[ ${PIPESTATUS[0]} == 0 ]]; then results+=("torture legs: passed"); else res
 for leg in s3 local; do
     if [[ -d $out/$leg/stage ]]; then
         echo "==> dbt current state on the $leg leg's files"
-        if bash scripts/warehouse-demo.sh "$out/$leg/stage" "$out/$leg/ecommerce_sales.csv" >"$out/dbt-$leg.log" 2>&1; then
+        # Random data breaks the shop's business rules (a cancellation with a positive total, a
+        # product only ever cancelled); every structural test and the state comparison still run.
+        if PGCDC_DBT_EXCLUDE="assert_cancellations_have_non_positive_totals not_null_products_last_sold_at" \
+            bash scripts/warehouse-demo.sh "$out/$leg/stage" "$out/$leg/ecommerce_sales.csv" >"$out/dbt-$leg.log" 2>&1; then
             results+=("dbt ($leg leg): $(grep -Eo 'dbt current state equals the source table: .*' "$out/dbt-$leg.log")")
         else
             tail -n 30 "$out/dbt-$leg.log"
