@@ -129,7 +129,10 @@ pub enum TlsError {
 #[derive(Clone)]
 pub struct Tls {
     mode: SslMode,
+    /// For the replication connection's handshake.
     client: Arc<ClientConfig>,
+    /// The same configuration, wrapped once for tokio-postgres.
+    sql: tokio_postgres_rustls::MakeRustlsConnect,
 }
 
 impl fmt::Debug for Tls {
@@ -146,24 +149,23 @@ impl Tls {
             (SslMode::VerifyCa | SslMode::VerifyFull, None) => {
                 return Err(TlsError::NoRootCert { mode });
             }
-            (SslMode::Require, Some(_)) => Verify::Ca,
-            (SslMode::VerifyCa, _) => Verify::Ca,
-            (SslMode::VerifyFull, _) => Verify::Full,
+            (SslMode::Require | SslMode::VerifyCa, Some(root)) => Verify::Ca(root),
+            (SslMode::VerifyFull, Some(root)) => Verify::Full(root),
             (SslMode::Disable | SslMode::Prefer | SslMode::Require, _) => Verify::Nothing,
         };
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()?;
-        let config = match (verify, root) {
-            (Verify::Nothing, _) | (_, None) => builder
+        let config = match verify {
+            Verify::Nothing => builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(NoCertificateCheck {
                     algorithms: provider.signature_verification_algorithms,
                 }))
                 .with_no_client_auth(),
-            (Verify::Full, Some(root)) => builder
+            Verify::Full(root) => builder
                 .with_root_certificates(load_roots(root)?)
                 .with_no_client_auth(),
-            (Verify::Ca, Some(root)) => {
+            Verify::Ca(root) => {
                 let inner = WebPkiServerVerifier::builder_with_provider(
                     Arc::new(load_roots(root)?),
                     provider.clone(),
@@ -176,9 +178,11 @@ impl Tls {
                     .with_no_client_auth()
             }
         };
+        let client = Arc::new(config);
         Ok(Tls {
             mode,
-            client: Arc::new(config),
+            sql: tokio_postgres_rustls::MakeRustlsConnect::new((*client).clone()),
+            client,
         })
     }
 
@@ -188,15 +192,16 @@ impl Tls {
 
     /// The connector for tokio-postgres's SQL connections.
     pub fn sql_connector(&self) -> tokio_postgres_rustls::MakeRustlsConnect {
-        tokio_postgres_rustls::MakeRustlsConnect::new((*self.client).clone())
+        self.sql.clone()
     }
 }
 
+/// How the server's certificate is checked, with the roots it is checked against.
 #[derive(Clone, Copy)]
-enum Verify {
+enum Verify<'a> {
     Nothing,
-    Ca,
-    Full,
+    Ca(&'a RootCert),
+    Full(&'a RootCert),
 }
 
 fn load_roots(root: &RootCert) -> Result<RootCertStore, TlsError> {
@@ -419,7 +424,12 @@ pub fn take_tls_params(url: &str) -> (String, TlsParams) {
             .split('&')
             .filter(|pair| {
                 let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                keep(key, percent_decode(value))
+                keep(
+                    key,
+                    percent_encoding::percent_decode_str(value)
+                        .decode_utf8_lossy()
+                        .into_owned(),
+                )
             })
             .collect();
         let rebuilt = if rest.is_empty() {
@@ -489,26 +499,6 @@ fn key_value_pairs(text: &str) -> Vec<(String, String, &str)> {
         pairs.push((key, value, &text[start..i]));
     }
     pairs
-}
-
-fn percent_decode(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
