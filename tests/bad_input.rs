@@ -69,6 +69,14 @@ fn config(url: &str, sink: &Path, edits: &[&str]) -> String {
         .collect()
 }
 
+/// The line pgcdc prints last on a fatal error.
+fn error_line(output: &str) -> &str {
+    output
+        .lines()
+        .find(|l| l.starts_with("pgcdc: error:"))
+        .unwrap_or("")
+}
+
 async fn run_case(dir: &Path, case: &Case, secrets: &[&str]) -> (ExitStatus, String) {
     let path: PathBuf = match &case.config {
         Some(text) => {
@@ -298,11 +306,7 @@ async fn every_bad_input_fails_with_its_own_message() {
     let mut table = Vec::new();
     for case in &cases {
         let (status, output) = run_case(dir.path(), case, &secrets).await;
-        let first_error = output
-            .lines()
-            .find(|l| l.starts_with("pgcdc: error:"))
-            .unwrap_or("")
-            .to_owned();
+        let first_error = error_line(&output);
         assert!(
             !output.contains("panicked"),
             "case {:?} panicked:\n{output}",

@@ -166,27 +166,13 @@ impl PgCluster {
 
     /// A connection as the `postgres` superuser; its connection task runs on the test runtime.
     pub async fn client(&self, db: &str) -> Client {
-        let (client, connection) = tokio_postgres::Config::new()
-            .host("127.0.0.1")
-            .port(self.port)
-            .user(SUPERUSER)
-            .dbname(db)
-            .application_name("pgcdc-test-harness")
-            .connect(NoTls)
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "connecting to database {db:?} on port {} failed: {}",
-                    self.port,
-                    pg_error(&e)
-                )
-            });
-        // The connection ends with an error when a test restarts the server; the client's next
-        // call reports that, so there is nothing to add here.
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        client
+        try_client(self.port, db).await.unwrap_or_else(|e| {
+            panic!(
+                "connecting to database {db:?} on port {} failed: {}",
+                self.port,
+                pg_error(&e)
+            )
+        })
     }
 
     /// Runs `sql` (one or more statements, one implicit transaction) in `shop` as superuser.
@@ -321,13 +307,7 @@ impl PgCluster {
         let port = self.port;
         let what = format!("PostgreSQL on 127.0.0.1:{port} to accept connections");
         wait_until(&what, READY_DEADLINE, || async move {
-            tokio_postgres::Config::new()
-                .host("127.0.0.1")
-                .port(port)
-                .user(SUPERUSER)
-                .dbname("postgres")
-                .connect_timeout(Duration::from_secs(5))
-                .connect(NoTls)
+            try_client(port, "postgres")
                 .await
                 .map(|_| ())
                 .map_err(|e| pg_error(&e))
@@ -546,7 +526,7 @@ fn find_bindir() -> Result<PathBuf, Vec<String>> {
 }
 
 /// The effective uid, from `/proc/self/status` (`Uid: real effective saved fs`).
-fn effective_uid() -> u32 {
+pub fn effective_uid() -> u32 {
     let status = std::fs::read_to_string("/proc/self/status").expect("reading /proc/self/status");
     status
         .lines()
@@ -557,7 +537,7 @@ fn effective_uid() -> u32 {
 }
 
 /// uid and gid of the `postgres` system user.
-fn postgres_user() -> (u32, u32) {
+pub fn postgres_user() -> (u32, u32) {
     let id = |flag: &str| -> u32 {
         let out = Command::new("id").args([flag, "postgres"]).output();
         match out {
@@ -808,6 +788,25 @@ fn percent_encode(s: &str) -> String {
 }
 
 /// The server's own message for database errors (tokio-postgres prints only "db error").
+/// A connection to `db` on 127.0.0.1:`port` as the `postgres` superuser, for callers that must
+/// not panic when the server is down (readiness polls, a workload that outlives restarts). The
+/// connection task runs on the current runtime; it ends when the server goes away.
+pub async fn try_client(port: u16, db: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user(SUPERUSER)
+        .dbname(db)
+        .application_name("pgcdc-test-harness")
+        .connect_timeout(Duration::from_secs(5))
+        .connect(NoTls)
+        .await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
 pub fn pg_error(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),

@@ -26,7 +26,7 @@ pub use config::{free_port, metrics_listen, write_config};
 pub use process::{PGCDC_BIN, Pgcdc, pgcdc_output};
 pub use replay::{
     BOOKKEEPING_DIR, ChangeRow, FileName, METADATA_COLUMNS, Row, TableState, change_files,
-    describe_diff, duplicate_keys, parse_change_file, parse_csv, parse_file_name,
+    describe_diff, diff_states, duplicate_keys, parse_change_file, parse_csv, parse_file_name,
     read_change_files, read_text, replay, table_state, try_read_change_files,
 };
 pub use wait::{POLL_INTERVAL, Satisfied, wait_until};

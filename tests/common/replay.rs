@@ -27,8 +27,10 @@ use super::cluster::pg_error;
 
 /// Column name -> value (`None` is NULL).
 pub type Row = BTreeMap<String, Option<String>>;
-/// Key column values (in the order of `key_columns`) -> row.
-pub type TableState = BTreeMap<Vec<Option<String>>, Row>;
+/// A row's key column values, in the order of `key_columns`.
+pub type Key = Vec<Option<String>>;
+/// Key -> row.
+pub type TableState = BTreeMap<Key, Row>;
 
 /// The metadata columns every change file starts with, in order.
 pub const METADATA_COLUMNS: [&str; 6] = [
@@ -458,7 +460,7 @@ pub fn replay(rows: &[ChangeRow], key_columns: &[&str]) -> TableState {
     state
 }
 
-fn key_of(row: &ChangeRow, key_columns: &[&str]) -> Vec<Option<String>> {
+fn key_of(row: &ChangeRow, key_columns: &[&str]) -> Key {
     key_columns
         .iter()
         .map(|column| {
@@ -539,51 +541,75 @@ pub async fn table_state(client: &Client, table: &str, key_columns: &[&str]) -> 
     state
 }
 
+/// How two table states differ, key by key.
+#[derive(Debug, Default)]
+pub struct StateDiff<'a> {
+    /// Keys only in the expected state.
+    pub missing: Vec<(&'a Key, &'a Row)>,
+    /// Keys only in the actual state.
+    pub extra: Vec<(&'a Key, &'a Row)>,
+    /// Keys in both, with other values: (key, expected, actual).
+    pub wrong: Vec<(&'a Key, &'a Row, &'a Row)>,
+}
+
+impl StateDiff<'_> {
+    pub fn count(&self) -> usize {
+        self.missing.len() + self.extra.len() + self.wrong.len()
+    }
+}
+
+pub fn diff_states<'a>(expected: &'a TableState, actual: &'a TableState) -> StateDiff<'a> {
+    let mut diff = StateDiff::default();
+    for (key, row) in expected {
+        match actual.get(key) {
+            None => diff.missing.push((key, row)),
+            Some(other) if other != row => diff.wrong.push((key, row, other)),
+            Some(_) => {}
+        }
+    }
+    diff.extra = actual
+        .iter()
+        .filter(|(key, _)| !expected.contains_key(*key))
+        .collect();
+    diff
+}
+
 /// `None` when the states are equal, else a readable list of the first differences:
 /// keys only in `expected`, only in `actual`, and columns that differ.
 pub fn describe_diff(expected: &TableState, actual: &TableState) -> Option<String> {
     const SHOWN: usize = 10;
-    let mut lines = Vec::new();
-    let mut count = 0;
-    for (key, row) in expected {
-        match actual.get(key) {
-            None => {
-                count += 1;
-                lines.push(format!("missing key {key:?}: expected {row:?}"));
-            }
-            Some(other) if other != row => {
-                count += 1;
-                let mut columns = String::new();
-                let names: std::collections::BTreeSet<&String> =
-                    row.keys().chain(other.keys()).collect();
-                for name in names {
-                    let (want, got) = (row.get(name), other.get(name));
-                    if want != got {
-                        let _ = write!(
-                            columns,
-                            " {name}: expected {}, got {};",
-                            show(want),
-                            show(got)
-                        );
-                    }
-                }
-                lines.push(format!("key {key:?} differs:{columns}"));
-            }
-            Some(_) => {}
-        }
-    }
-    for (key, row) in actual {
-        if !expected.contains_key(key) {
-            count += 1;
-            lines.push(format!("unexpected key {key:?}: {row:?}"));
-        }
-    }
-    if count == 0 {
+    let diff = diff_states(expected, actual);
+    if diff.count() == 0 {
         return None;
     }
-    lines.truncate(SHOWN);
+    let missing = diff
+        .missing
+        .iter()
+        .map(|(key, row)| format!("missing key {key:?}: expected {row:?}"));
+    let wrong = diff.wrong.iter().map(|(key, row, other)| {
+        let mut columns = String::new();
+        let names: std::collections::BTreeSet<&String> = row.keys().chain(other.keys()).collect();
+        for name in names {
+            let (want, got) = (row.get(name), other.get(name));
+            if want != got {
+                let _ = write!(
+                    columns,
+                    " {name}: expected {}, got {};",
+                    show(want),
+                    show(got)
+                );
+            }
+        }
+        format!("key {key:?} differs:{columns}")
+    });
+    let extra = diff
+        .extra
+        .iter()
+        .map(|(key, row)| format!("unexpected key {key:?}: {row:?}"));
+    let lines: Vec<String> = missing.chain(wrong).chain(extra).take(SHOWN).collect();
     Some(format!(
-        "{count} keys differ ({} expected rows, {} actual); first {}:\n  {}",
+        "{} keys differ ({} expected rows, {} actual); first {}:\n  {}",
+        diff.count(),
         expected.len(),
         actual.len(),
         lines.len(),

@@ -104,16 +104,7 @@ impl Drop for Tmpfs {
 }
 
 pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("Uid:"))
-                .and_then(|ids| ids.split_whitespace().nth(1))
-                .map(|euid| euid == "0")
-        })
-        .unwrap_or(false)
+    crate::common::cluster::effective_uid() == 0
 }
 
 /// Fills the file system under `dir` to the last byte; returns the filler file to delete.

@@ -191,7 +191,7 @@ async fn run_leg(leg: Leg) {
             let sink = format!("url = \"file://{}\"\n", sink_dir.display());
             let config = write_config(dir.path(), &source_url, &sink);
             // Root writes through any permission bits: the read-only fault needs another user.
-            let user = faults::is_root().then(postgres_ids);
+            let user = faults::is_root().then(common::cluster::postgres_user);
             if let Some((uid, gid)) = user {
                 chown_tree(dir.path(), uid, gid);
             }
@@ -329,20 +329,6 @@ fn write_config(dir: &Path, source_url: &str, sink: &str) -> PathBuf {
     let path = dir.join("pgcdc.toml");
     std::fs::write(&path, text).expect("writing the config");
     path
-}
-
-fn postgres_ids() -> (u32, u32) {
-    let id = |flag: &str| -> u32 {
-        let out = std::process::Command::new("id")
-            .args([flag, "postgres"])
-            .output()
-            .expect("running id");
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .expect("the postgres user exists (Debian's postgresql package creates it)")
-    };
-    (id("-u"), id("-g"))
 }
 
 fn chown_tree(path: &Path, uid: u32, gid: u32) {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use crate::common::{ChangeRow, TableState, duplicate_keys, replay};
+use crate::common::{ChangeRow, TableState, diff_states, duplicate_keys, replay};
 use crate::faults::Fault;
 use crate::workload::WorkloadStats;
 
@@ -47,29 +47,19 @@ impl Report {
         self.rows_compared = expected.len();
         self.change_rows = rows.len();
         self.duplicates = duplicate_keys(rows);
-        for (key, row) in expected {
-            match actual.get(key) {
-                None => {
-                    self.missing += 1;
-                    self.example(format!("missing {key:?}"));
-                }
-                Some(other) if other != row => {
-                    self.wrong += 1;
-                    self.example(format!("wrong {key:?}: table {row:?}, files {other:?}"));
-                }
-                Some(_) => {}
-            }
-        }
-        for key in actual.keys().filter(|key| !expected.contains_key(*key)) {
-            self.extra += 1;
-            self.example(format!("extra {key:?}"));
-        }
-    }
-
-    fn example(&mut self, line: String) {
-        if self.examples.len() < 10 {
-            self.examples.push(line);
-        }
+        let diff = diff_states(expected, &actual);
+        (self.missing, self.extra, self.wrong) =
+            (diff.missing.len(), diff.extra.len(), diff.wrong.len());
+        let missing = diff
+            .missing
+            .iter()
+            .map(|(key, _)| format!("missing {key:?}"));
+        let wrong = diff
+            .wrong
+            .iter()
+            .map(|(key, row, other)| format!("wrong {key:?}: table {row:?}, files {other:?}"));
+        let extra = diff.extra.iter().map(|(key, _)| format!("extra {key:?}"));
+        self.examples = missing.chain(wrong).chain(extra).take(10).collect();
     }
 
     pub fn clean(&self) -> bool {

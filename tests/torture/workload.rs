@@ -15,10 +15,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
+use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls};
 
-use crate::common::{SHOP_DB, SUPERUSER};
+use crate::common::SHOP_DB;
+use crate::common::cluster::try_client;
 
 /// The source table (the project's own DDL) and its publication.
 pub const SETUP_SQL: &str = concat!(
@@ -103,7 +104,7 @@ async fn run(port: u16, seed: u64, max_truncates: u64, stop: Arc<AtomicBool>) ->
     let mut stats = WorkloadStats::default();
     let mut high_id: i64 = 0;
     while !stop.load(Ordering::SeqCst) {
-        let Some(client) = connect(port).await else {
+        let Ok(client) = try_client(port, SHOP_DB).await else {
             // The server is down (a restart fault): pace the retries.
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
@@ -144,23 +145,6 @@ async fn run(port: u16, seed: u64, max_truncates: u64, stop: Arc<AtomicBool>) ->
         }
     }
     stats
-}
-
-async fn connect(port: u16) -> Option<Client> {
-    let (client, connection) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(port)
-        .user(SUPERUSER)
-        .dbname(SHOP_DB)
-        .application_name("torture-workload")
-        .connect_timeout(Duration::from_secs(5))
-        .connect(NoTls)
-        .await
-        .ok()?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Some(client)
 }
 
 const INSERT: &str = "insert into ecommerce_sales \
