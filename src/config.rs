@@ -71,6 +71,10 @@ pub struct SourceConfig {
     pub messages: Messages,
     /// What to do when the slot has confirmed more than pgcdc made durable.
     pub on_slot_ahead: SlotAhead,
+    /// Whether the slot is a failover slot (PostgreSQL 17+): standbys with
+    /// `sync_replication_slots = on` keep a copy of it, so after a promotion pgcdc carries on
+    /// from the new primary instead of needing a new slot and a new snapshot.
+    pub failover: bool,
 }
 
 /// What pgcdc does when the slot's confirmed position is ahead of its checkpoint: someone
@@ -105,27 +109,53 @@ impl fmt::Debug for SourceConfig {
             .field("streaming", &self.streaming)
             .field("messages", &self.messages)
             .field("on_slot_ahead", &self.on_slot_ahead)
+            .field("failover", &self.failover)
             .finish()
     }
 }
 
-/// `user@host:port/db`, the part of a connection string that is safe to print.
+/// `user@host:port/db` (`user@a:5432,b:5432/db` for several hosts), the part of a connection
+/// string that is safe to print.
 pub fn redacted_target(connect: &tokio_postgres::Config) -> String {
+    let hosts = (0..connect.get_hosts().len().max(1))
+        .map(|i| host_and_port(connect, i))
+        .collect::<Vec<_>>()
+        .join(",");
+    with_user_and_db(connect, &hosts)
+}
+
+/// `user@host:port/db` of host number `index`, for errors about that one host.
+pub fn host_target(connect: &tokio_postgres::Config, index: usize) -> String {
+    with_user_and_db(connect, &host_and_port(connect, index))
+}
+
+/// The port of host number `index`: its own, the only one given, or 5432 (libpq's rules).
+pub fn host_port(connect: &tokio_postgres::Config, index: usize) -> u16 {
+    let ports = connect.get_ports();
+    ports
+        .get(index)
+        .or_else(|| ports.first())
+        .copied()
+        .unwrap_or(5432)
+}
+
+fn host_and_port(connect: &tokio_postgres::Config, index: usize) -> String {
     let host = connect
         .get_hosts()
-        .first()
+        .get(index)
         .map(|h| match h {
             tokio_postgres::config::Host::Tcp(name) => name.clone(),
             #[cfg(unix)]
             tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
         })
         .unwrap_or_else(|| "localhost".to_owned());
-    let port = connect.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{}", host_port(connect, index))
+}
+
+fn with_user_and_db(connect: &tokio_postgres::Config, hosts: &str) -> String {
     format!(
-        "{}@{}:{}/{}",
+        "{}@{hosts}/{}",
         connect.get_user().unwrap_or(""),
-        host,
-        port,
         connect
             .get_dbname()
             .or(connect.get_user())
@@ -319,6 +349,7 @@ const KNOWN: &[(&str, &[&str])] = &[
             "streaming",
             "messages",
             "on_slot_ahead",
+            "failover",
         ],
     ),
     (
@@ -577,6 +608,10 @@ fn validate(mut raw: RawTable, libpq: LibpqEnv) -> Result<Config, ConfigError> {
         raw.take_or("source.on_slot_ahead", "stop"),
         &[("stop", SlotAhead::Stop), ("gap", SlotAhead::Gap)],
     )?;
+    let failover = match raw.take("source.failover") {
+        None => false,
+        Some(v) => parse_bool("source.failover", v)?,
+    };
     let target = sink_target(&mut raw, slot.as_str())?;
 
     let window = parse_duration("batch.window", raw.take_or("batch.window", "60s"))?;
@@ -629,6 +664,7 @@ fn validate(mut raw: RawTable, libpq: LibpqEnv) -> Result<Config, ConfigError> {
             streaming,
             messages,
             on_slot_ahead,
+            failover,
         },
         sink: SinkConfig { target },
         batch: BatchConfig {
@@ -860,6 +896,7 @@ listen = "127.0.0.1:9464"
         assert!(config.source.streaming);
         assert_eq!(config.source.messages, Messages::Ignore);
         assert_eq!(config.source.on_slot_ahead, SlotAhead::Stop);
+        assert!(!config.source.failover);
     }
 
     #[test]
@@ -870,9 +907,11 @@ listen = "127.0.0.1:9464"
                 ("PGCDC_SOURCE_STREAMING", "false"),
                 ("PGCDC_SOURCE_MESSAGES", "write"),
                 ("PGCDC_SOURCE_ON_SLOT_AHEAD", "gap"),
+                ("PGCDC_SOURCE_FAILOVER", "true"),
             ],
         )
         .unwrap();
+        assert!(config.source.failover);
         assert!(!config.source.streaming);
         assert_eq!(config.source.messages, Messages::Write);
         assert_eq!(config.source.on_slot_ahead, SlotAhead::Gap);
@@ -880,6 +919,7 @@ listen = "127.0.0.1:9464"
             ("PGCDC_SOURCE_STREAMING", "sometimes"),
             ("PGCDC_SOURCE_MESSAGES", "keep"),
             ("PGCDC_SOURCE_ON_SLOT_AHEAD", "skip"),
+            ("PGCDC_SOURCE_FAILOVER", "maybe"),
         ] {
             let err = load(FULL, &[(key, value)]).unwrap_err().to_string();
             assert!(err.contains(value), "{err}");
@@ -1040,5 +1080,27 @@ listen = "127.0.0.1:9464"
         let shown = format!("{:?}", config.source);
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("pgcdc@db:5432/shop"), "{shown}");
+    }
+
+    #[test]
+    fn several_hosts_are_named_each_with_its_port() {
+        let url = "postgres://pgcdc:hunter2@a:5433,b/shop?target_session_attrs=read-write";
+        let config = load(FULL, &[("PGCDC_SOURCE_URL", url)]).unwrap();
+        let connect = &config.source.connect;
+        assert_eq!(
+            connect.get_target_session_attrs(),
+            tokio_postgres::config::TargetSessionAttrs::ReadWrite
+        );
+        assert_eq!(redacted_target(connect), "pgcdc@a:5433,b:5432/shop");
+        assert_eq!(host_target(connect, 1), "pgcdc@b:5432/shop");
+        let same_port = load(
+            FULL,
+            &[("PGCDC_SOURCE_URL", "host=a,b port=6000 user=u dbname=d")],
+        )
+        .unwrap();
+        assert_eq!(
+            redacted_target(&same_port.source.connect),
+            "u@a:6000,b:6000/d"
+        );
     }
 }

@@ -39,6 +39,7 @@ pub mod names {
     pub const SAFE_WAL_SIZE: &str = "pgcdc_slot_safe_wal_size_bytes";
     pub const WAL_STATUS: &str = "pgcdc_slot_wal_status";
     pub const SLOT_ACTIVE: &str = "pgcdc_slot_active";
+    pub const SLOT_FAILOVER: &str = "pgcdc_slot_failover";
     pub const SLOT_STATS: &str = "pgcdc_slot_stats";
     pub const STREAMING: &str = "pgcdc_streaming";
     pub const WINDOW_AGE: &str = "pgcdc_window_age_seconds";
@@ -50,6 +51,10 @@ pub mod names {
     pub const RECONNECTS: &str = "pgcdc_reconnects_total";
     pub const BUILD_INFO: &str = "pgcdc_build_info";
 }
+
+/// The label values of a vector metric with no labels of its own (the slot is a const label):
+/// one that must stay absent until it has a value.
+pub const NO_LABELS: &[&str] = &[];
 
 pub struct Metrics {
     pub registry: Registry,
@@ -64,9 +69,13 @@ pub struct Metrics {
     pub lag_bytes: IntGauge,
     pub lag_seconds: Gauge,
     pub retained_wal: IntGauge,
-    pub safe_wal_size: IntGauge,
+    /// No labels, but a vector so it is absent until set: a server without the column, or a
+    /// slot with no `max_slot_wal_keep_size` limit (NULL), must not read as "0 bytes left".
+    pub safe_wal_size: IntGaugeVec,
     pub wal_status: IntGaugeVec,
     pub slot_active: IntGauge,
+    /// Absent before PostgreSQL 17, which has no failover slots.
+    pub slot_failover: IntGaugeVec,
     pub slot_stats: IntGaugeVec,
     pub streaming: IntGauge,
     pub window_age: Gauge,
@@ -167,7 +176,10 @@ fn build(slot: &str) -> Result<Metrics, prometheus::Error> {
         )?,
         safe_wal_size: register(
             r,
-            int(SAFE_WAL_SIZE, "WAL that can still be written before the slot is invalidated (PostgreSQL 13+, with max_slot_wal_keep_size)")?,
+            IntGaugeVec::new(
+                Opts::new(SAFE_WAL_SIZE, "WAL that can still be written before the slot is invalidated (only with max_slot_wal_keep_size)"),
+                &[],
+            )?,
         )?,
         wal_status: register(
             r,
@@ -177,6 +189,13 @@ fn build(slot: &str) -> Result<Metrics, prometheus::Error> {
             )?,
         )?,
         slot_active: register(r, int(SLOT_ACTIVE, "1 when a process streams from the slot")?)?,
+        slot_failover: register(
+            r,
+            IntGaugeVec::new(
+                Opts::new(SLOT_FAILOVER, "1 when the slot is a failover slot that standbys copy (PostgreSQL 17+)"),
+                &[],
+            )?,
+        )?,
         slot_stats: register(
             r,
             IntGaugeVec::new(
@@ -354,6 +373,8 @@ mod tests {
         m.bytes.with_label_values(&["public.t"]).inc();
         m.wal_status.with_label_values(&["reserved"]).set(1);
         m.slot_stats.with_label_values(&["spill_bytes"]).set(0);
+        m.safe_wal_size.with_label_values(NO_LABELS).set(1);
+        m.slot_failover.with_label_values(NO_LABELS).set(1);
         m.sink_errors.with_label_values(&["timeout"]).inc();
         m.errors.with_label_values(&["source"]).inc();
         let text = String::from_utf8(render()).unwrap();
@@ -372,6 +393,7 @@ mod tests {
             names::SAFE_WAL_SIZE,
             names::WAL_STATUS,
             names::SLOT_ACTIVE,
+            names::SLOT_FAILOVER,
             names::SLOT_STATS,
             names::STREAMING,
             names::WINDOW_AGE,

@@ -2,8 +2,8 @@
 //! metrics; and, when configured, emits the heartbeat message that keeps an idle slot moving.
 //!
 //! Best effort by design: a failed poll is logged and tried again at the next tick, and never
-//! stops replication. Columns a server version lacks (`wal_status`, `safe_wal_size` before 13,
-//! `pg_stat_replication_slots` before 14) simply leave their metrics absent.
+//! stops replication. What a server version lacks (`pg_stat_replication_slots` before 14, the
+//! slot's `failover` column before 17) simply leaves its metric absent.
 
 use std::sync::atomic::Ordering;
 
@@ -121,8 +121,20 @@ async fn poll(client: &tokio_postgres::Client, slot: &str) -> Result<(), tokio_p
                 .set(i64::from(known == status));
         }
     }
-    if let Some(safe) = json["safe_wal_size"].as_i64() {
-        m.safe_wal_size.set(safe);
+    match json["safe_wal_size"].as_i64() {
+        Some(safe) => m
+            .safe_wal_size
+            .with_label_values(metrics::NO_LABELS)
+            .set(safe),
+        // NULL: no max_slot_wal_keep_size, nothing to count down to.
+        None => {
+            let _ = m.safe_wal_size.remove_label_values(metrics::NO_LABELS);
+        }
+    }
+    if let Some(failover) = json["failover"].as_bool() {
+        m.slot_failover
+            .with_label_values(metrics::NO_LABELS)
+            .set(i64::from(failover));
     }
     if version >= 140000 {
         let stats = client

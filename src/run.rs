@@ -57,6 +57,10 @@ pub enum RunError {
     )]
     SlotInUse { slot: String, pid: i32 },
     #[error(
+        "source.failover needs PostgreSQL 17 or later, and the server is {server_version}: set failover = false (a failover then needs `pgcdc slot reset`) or upgrade"
+    )]
+    FailoverUnsupported { server_version: u32 },
+    #[error(
         "replication slot {slot} uses the {plugin} plugin; pgcdc needs a pgoutput slot: drop it or choose another source.slot"
     )]
     WrongPlugin { slot: String, plugin: String },
@@ -95,6 +99,7 @@ impl RunError {
             RunError::Checkpoint(_) => "checkpoint",
             RunError::Snapshot(_) => "snapshot",
             RunError::SlotInUse { .. }
+            | RunError::FailoverUnsupported { .. }
             | RunError::WrongPlugin { .. }
             | RunError::SlotLost { .. }
             | RunError::SlotAhead { .. }
@@ -177,6 +182,13 @@ fn run_once(
         "Connected for replication"
     );
 
+    let version = handle.block_on(slot::server_version_num(&mut conn))?;
+    if config.source.failover && version < slot::FAILOVER_SINCE {
+        return Err(RunError::FailoverUnsupported {
+            server_version: version,
+        });
+    }
+
     let mut checkpoint = Checkpoint::load(sink, slot_name)?;
     let mut existing = handle.block_on(slot::find_slot(&mut conn, slot_name))?;
 
@@ -222,6 +234,13 @@ fn run_once(
                     slot: slot_name.to_owned(),
                     plugin: found.plugin,
                 });
+            }
+            if config.source.failover && found.failover == Some(false) {
+                info!(
+                    slot = slot_name,
+                    "The slot is not a failover slot and source.failover is on: making it one"
+                );
+                handle.block_on(slot::enable_failover(&mut conn, slot_name))?;
             }
             match ck {
                 Some(ck) => check_slot_position(config, sink, ck, found.confirmed_flush)?,
@@ -301,7 +320,6 @@ fn run_once(
         .acknowledged_lsn
         .set(metrics::lsn_value(checkpoint.flush_lsn));
 
-    let version = handle.block_on(slot::server_version_num(&mut conn))?;
     let protocol = slot::Protocol::negotiate(
         version,
         config.source.streaming,
@@ -314,6 +332,14 @@ fn run_once(
         messages = protocol.messages,
         "Chose the pgoutput protocol"
     );
+    if config.source.messages == Messages::Write && !protocol.messages {
+        // Not an error: the rows still flow; only the `_messages` folder stays empty.
+        warn!(
+            server_version = version,
+            "messages = \"write\" needs PostgreSQL 14 or later; this server sends no logical \
+             decoding messages, so none are written"
+        );
+    }
     let command =
         slot::start_replication_command(slot_name, &config.source.publication, Lsn::ZERO, protocol);
     let write_messages = config.source.messages == Messages::Write;
@@ -505,7 +531,7 @@ fn initial_snapshot(
     // interrupted snapshot rather than a slot someone else made.
     let mut ck = Checkpoint::new(slot_name, SnapshotState::Pending);
     ck.save(sink)?;
-    let created = handle.block_on(slot::create_slot(conn, slot_name))?;
+    let created = handle.block_on(slot::create_slot(conn, slot_name, config.source.failover))?;
     ck.snapshot_lsn = Some(created.consistent_point);
     ck.save(sink)?;
     info!(slot = slot_name, consistent_point = %created.consistent_point, "Created replication slot; copying existing rows");

@@ -17,7 +17,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, Wr
 
 use super::SourceError;
 use super::tls::{self, NegotiateError, Tls};
-use crate::config::{SourceConfig, redacted_target};
+use crate::config::{SourceConfig, host_port, host_target, redacted_target};
+use tokio_postgres::config::{Host, TargetSessionAttrs};
 
 /// Anything we can speak the protocol over: a TCP or a Unix-domain socket.
 pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -110,22 +111,59 @@ pub struct Connection {
 
 impl Connection {
     /// Opens a replication connection (`replication=database`) and authenticates.
+    ///
+    /// With several hosts (`host=a,b`), each is tried in turn, as libpq does: a host that cannot
+    /// be reached, is starting up or shutting down, or (with `target_session_attrs=read-write`)
+    /// is a standby, is passed over; a failed password or certificate is not, because the next
+    /// host would not fix it. After a failover this finds the promoted standby.
     pub async fn connect(source: &SourceConfig) -> Result<Connection, SourceError> {
         let config = &source.connect;
-        let target = redacted_target(config);
-        let transport =
-            open_transport(config, &source.tls)
-                .await
-                .map_err(|failure| match failure {
-                    OpenError::Io(source) => SourceError::Connect {
+        let want_primary = config.get_target_session_attrs() == TargetSessionAttrs::ReadWrite;
+        let hosts = config.get_hosts().len().max(1);
+        let mut passed_over = Vec::new();
+        for index in 0..hosts {
+            let target = host_target(config, index);
+            let attempt = async {
+                let mut conn = Connection::open(source, index, &target).await?;
+                if want_primary && conn.is_read_only().await? {
+                    return Err(SourceError::NotPrimary {
                         target: target.clone(),
-                        source,
-                    },
-                    OpenError::Tls(source) => SourceError::Tls {
-                        target: target.clone(),
-                        source,
-                    },
-                })?;
+                    });
+                }
+                Ok(conn)
+            };
+            match attempt.await {
+                Ok(conn) => return Ok(conn),
+                Err(error) if hosts > 1 && error.another_host_may_do() => {
+                    passed_over.push(error.to_string());
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(SourceError::NoUsableHost {
+            target: redacted_target(config),
+            tried: passed_over.join("; "),
+        })
+    }
+
+    /// One host of the URL: socket, TLS and authentication.
+    async fn open(
+        source: &SourceConfig,
+        index: usize,
+        target: &str,
+    ) -> Result<Connection, SourceError> {
+        let transport = open_transport(&source.connect, index, &source.tls)
+            .await
+            .map_err(|failure| match failure {
+                OpenError::Io(source) => SourceError::Connect {
+                    target: target.to_owned(),
+                    source,
+                },
+                OpenError::Tls(source) => SourceError::Tls {
+                    target: target.to_owned(),
+                    source,
+                },
+            })?;
         let (reader, writer) = tokio::io::split(transport);
         let mut conn = Connection {
             reader,
@@ -133,8 +171,15 @@ impl Connection {
             read_buf: BytesMut::with_capacity(64 * 1024),
             write_buf: BytesMut::new(),
         };
-        conn.startup(config, &target).await?;
+        conn.startup(&source.connect, target).await?;
         Ok(conn)
+    }
+
+    /// Whether the server is in recovery (a standby), where no slot can be streamed from.
+    /// `SHOW` works on a replication connection on every supported version.
+    async fn is_read_only(&mut self) -> Result<bool, SourceError> {
+        let result = self.simple_query("SHOW transaction_read_only").await?;
+        Ok(result.first("transaction_read_only") == Some("on"))
     }
 
     async fn startup(
@@ -404,47 +449,36 @@ enum OpenError {
     Tls(NegotiateError),
 }
 
-/// Connects to the first host that answers; over TCP, TLS is negotiated as `tls` says (a TLS
-/// failure ends the attempt: another host would not fix a certificate).
+/// Connects to host number `index` of the URL; over TCP, TLS is negotiated as `tls` says.
 async fn open_transport(
     config: &tokio_postgres::Config,
+    index: usize,
     tls: &Tls,
 ) -> Result<Box<dyn Transport>, OpenError> {
-    let hosts = config.get_hosts();
-    let ports = config.get_ports();
-    let mut last_error = io::Error::new(io::ErrorKind::InvalidInput, "no host given");
-    for (i, host) in hosts.iter().enumerate() {
-        let port = ports
-            .get(i)
-            .or_else(|| ports.first())
-            .copied()
-            .unwrap_or(5432);
-        let attempt: io::Result<Box<dyn Transport>> = match host {
-            tokio_postgres::config::Host::Tcp(name) => {
-                match tokio::net::TcpStream::connect((name.as_str(), port)).await {
-                    Ok(stream) => {
-                        stream.set_nodelay(true).map_err(OpenError::Io)?;
-                        return tls::negotiate(stream, tls, name)
-                            .await
-                            .map_err(OpenError::Tls);
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-            #[cfg(unix)]
-            tokio_postgres::config::Host::Unix(dir) => {
-                let path = dir.join(format!(".s.PGSQL.{port}"));
-                tokio::net::UnixStream::connect(path)
-                    .await
-                    .map(|s| Box::new(s) as Box<dyn Transport>)
-            }
-        };
-        match attempt {
-            Ok(transport) => return Ok(transport),
-            Err(e) => last_error = e,
+    let port = host_port(config, index);
+    match config.get_hosts().get(index) {
+        Some(Host::Tcp(name)) => {
+            let stream = tokio::net::TcpStream::connect((name.as_str(), port))
+                .await
+                .map_err(OpenError::Io)?;
+            stream.set_nodelay(true).map_err(OpenError::Io)?;
+            tls::negotiate(stream, tls, name)
+                .await
+                .map_err(OpenError::Tls)
         }
+        #[cfg(unix)]
+        Some(Host::Unix(dir)) => {
+            let path = dir.join(format!(".s.PGSQL.{port}"));
+            let stream = tokio::net::UnixStream::connect(path)
+                .await
+                .map_err(OpenError::Io)?;
+            Ok(Box::new(stream))
+        }
+        None => Err(OpenError::Io(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no host given",
+        ))),
     }
-    Err(OpenError::Io(last_error))
 }
 
 /// Quotes an identifier for a replication command (`"pgcdc_pub"`).

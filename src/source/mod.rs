@@ -61,6 +61,14 @@ pub enum SourceError {
         target: String,
         source: tls::NegotiateError,
     },
+    #[error(
+        "{target} is a standby (read-only) and source.url asks for target_session_attrs=read-write"
+    )]
+    NotPrimary { target: String },
+    #[error(
+        "no host in source.url ({target}) took a read-write replication connection: {tried}; check that one of them is up and is the primary (after a failover, that the standby was promoted)"
+    )]
+    NoUsableHost { target: String, tried: String },
     #[error("the server closed the replication connection")]
     Closed,
     #[error("{0}")]
@@ -73,11 +81,25 @@ impl SourceError {
     /// still held by our own previous, not yet terminated walsender (55006).
     pub fn is_transient(&self) -> bool {
         match self {
-            SourceError::Connect { .. } | SourceError::Io(_) | SourceError::Closed => true,
+            SourceError::Connect { .. }
+            | SourceError::Io(_)
+            | SourceError::Closed
+            | SourceError::NotPrimary { .. }
+            | SourceError::NoUsableHost { .. } => true,
             SourceError::Server(e) => {
                 e.code.starts_with("57") || e.code.starts_with("08") || e.code == "55006"
             }
             _ => false,
+        }
+    }
+
+    /// Whether, with several hosts in the URL, the next one should be tried (libpq's rule): yes
+    /// for a host that is down, restarting or a standby; no for a refused password or
+    /// certificate, which the next host would refuse too.
+    pub(crate) fn another_host_may_do(&self) -> bool {
+        match self {
+            SourceError::Auth { .. } | SourceError::Tls { .. } => false,
+            other => other.is_transient(),
         }
     }
 

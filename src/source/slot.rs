@@ -29,6 +29,8 @@ pub struct ExistingSlot {
     pub active_pid: Option<i32>,
     /// `reserved`, `extended`, `unreserved` or `lost` (PostgreSQL 13+; absent before).
     pub wal_status: Option<String>,
+    /// Whether standbys copy the slot (PostgreSQL 17+; absent before).
+    pub failover: Option<bool>,
 }
 
 fn parse_lsn(value: Option<&str>, what: &str) -> Result<Lsn, SourceError> {
@@ -134,20 +136,52 @@ pub async fn find_slot(
             .and_then(|l| l.parse().ok()),
         active_pid: result.first("active_pid").and_then(|p| p.parse().ok()),
         wal_status: result.first("wal_status").map(str::to_owned),
+        // The column exists from PostgreSQL 17 on; `None` before.
+        failover: result.first("failover").map(|f| f == "t"),
     }))
 }
 
-/// Creates a pgoutput slot and exports its snapshot. The pre-PostgreSQL-15 spelling
-/// (`EXPORT_SNAPSHOT`) is used because every supported server still accepts it.
-pub async fn create_slot(conn: &mut Connection, slot: &str) -> Result<CreatedSlot, SourceError> {
+/// Creates a pgoutput slot and exports its snapshot.
+pub async fn create_slot(
+    conn: &mut Connection,
+    slot: &str,
+    failover: bool,
+) -> Result<CreatedSlot, SourceError> {
     let result = conn
-        .simple_query(&format!(
-            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT",
-            quote_ident(slot)
-        ))
+        .simple_query(&create_slot_command(slot, failover))
         .await?;
     created_slot(&result)
 }
+
+/// The pre-PostgreSQL-15 spelling (`EXPORT_SNAPSHOT`) unless the slot is a failover slot: every
+/// supported server accepts it, while the option list that carries `FAILOVER` exists only from
+/// 15 on (and the option from 17, which the caller has checked).
+fn create_slot_command(slot: &str, failover: bool) -> String {
+    if failover {
+        format!(
+            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export', FAILOVER true)",
+            quote_ident(slot)
+        )
+    } else {
+        format!(
+            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT",
+            quote_ident(slot)
+        )
+    }
+}
+
+/// Makes an existing slot a failover slot (PostgreSQL 17+), so standbys start copying it.
+pub async fn enable_failover(conn: &mut Connection, slot: &str) -> Result<(), SourceError> {
+    conn.simple_query(&format!(
+        "ALTER_REPLICATION_SLOT {} (FAILOVER true)",
+        quote_ident(slot)
+    ))
+    .await?;
+    Ok(())
+}
+
+/// The first server version with failover slots.
+pub const FAILOVER_SINCE: u32 = 170_000;
 
 fn created_slot(result: &QueryResult) -> Result<CreatedSlot, SourceError> {
     Ok(CreatedSlot {
@@ -242,6 +276,18 @@ pub fn start_replication_command(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failover_slots_use_the_option_list() {
+        assert_eq!(
+            create_slot_command("s", false),
+            "CREATE_REPLICATION_SLOT \"s\" LOGICAL pgoutput EXPORT_SNAPSHOT"
+        );
+        assert_eq!(
+            create_slot_command("s", true),
+            "CREATE_REPLICATION_SLOT \"s\" LOGICAL pgoutput (SNAPSHOT 'export', FAILOVER true)"
+        );
+    }
 
     #[test]
     fn start_command_quotes_names() {

@@ -204,7 +204,15 @@ impl PgCluster {
         })?
     }
 
-    /// `ALTER SYSTEM SET name = 'value'` and reload (for settings that need no restart).
+    /// The server's major version (13, 14, ...), for tests whose expectations differ by version.
+    pub async fn major(&self) -> u32 {
+        let num = self.query_scalar("show server_version_num").await;
+        num.as_deref()
+            .and_then(|n| n.parse::<u32>().ok())
+            .map(|n| n / 10_000)
+            .unwrap_or_else(|| panic!("server_version_num was {num:?}"))
+    }
+
     /// Waits until `sql` (a query returning one boolean, run in `shop`) is true.
     pub async fn wait_true(&self, what: &str, deadline: Duration, sql: &str) {
         let client = self.client(SHOP_DB).await;
@@ -221,6 +229,7 @@ impl PgCluster {
         .await;
     }
 
+    /// `ALTER SYSTEM SET name = 'value'` and reload (for settings that need no restart).
     pub async fn set_config(&self, name: &str, value: &str) {
         let client = self.client("postgres").await;
         // ALTER SYSTEM cannot run in a transaction block: one statement per call.
@@ -242,6 +251,86 @@ impl PgCluster {
             panic!("stopping the server failed: {e}\n{}", self.log_tail(40));
         }
         self.running.store(false, Ordering::SeqCst);
+    }
+
+    /// A hot standby of `primary`, streaming from its physical slot `primary_slot` and copying
+    /// its failover slots (PostgreSQL 17+: `sync_replication_slots`). The standby begins as a
+    /// cold copy of the primary's data directory: the primary is stopped (fast) for the copy and
+    /// started again, as a base backup without `pg_basebackup` (which the npm builds lack).
+    pub async fn start_standby_of(primary: &PgCluster, primary_slot: &str) -> PgCluster {
+        primary.stop(StopMode::Fast).await;
+        let (source, primary_port) = (primary.data.clone(), primary.port);
+        let primary_slot = primary_slot.to_owned();
+        let (bin, root, data) = blocking(move || {
+            let bin = PgBin::find();
+            let root = tempfile::Builder::new()
+                .prefix("pgcdc-pg-standby-")
+                .tempdir_in(bin.scratch_base())
+                .expect("creating the standby's temp dir");
+            bin.give(root.path());
+            let data = root.path().join("data");
+            // -a keeps the owner (postgres) and the 0700 mode the server insists on.
+            let out = Command::new("cp")
+                .arg("-a")
+                .arg(&source)
+                .arg(&data)
+                .output()
+                .expect("running cp");
+            check(&out, "copying the primary's data directory").unwrap_or_else(|e| panic!("{e}"));
+            // Slots are the primary's own, as in a real base backup: a copied logical slot would
+            // block the standby's slot synchronisation of the same name.
+            for slot in std::fs::read_dir(data.join("pg_replslot")).expect("reading pg_replslot") {
+                let path = slot.expect("reading pg_replslot").path();
+                std::fs::remove_dir_all(&path)
+                    .unwrap_or_else(|e| panic!("removing {}: {e}", path.display()));
+            }
+            write_owned(&bin, &data.join("standby.signal"), "");
+            (bin, root, data)
+        })
+        .await;
+        // Up before the standby: its slot sync worker, finding no primary, would wait a minute
+        // before trying again.
+        primary.start_again().await;
+        let standby = blocking(move || {
+            let conninfo = format!(
+                "host=127.0.0.1 port={primary_port} user={SUPERUSER} dbname={SHOP_DB} \
+                 application_name=pgcdc_standby"
+            );
+            let settings: Vec<(String, String)> = [
+                ("primary_conninfo", conninfo.as_str()),
+                ("primary_slot_name", primary_slot.as_str()),
+                ("hot_standby_feedback", "on"),
+                ("sync_replication_slots", "on"),
+                // Report the flush position every second, not every 10: the primary holds
+                // logical changes back until its synchronized_standby_slots have them.
+                ("wal_receiver_status_interval", "1s"),
+            ]
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+            PgCluster::start_on_a_free_port(bin, root, data, &settings)
+        })
+        .await;
+        standby.wait_ready().await;
+        standby
+    }
+
+    /// Promotes a standby to primary (`pg_ctl promote -w`: returns once it accepts writes).
+    pub async fn promote(&self) {
+        let (bin, data) = (self.bin.clone(), self.data.clone());
+        let root = self.root.path().to_owned();
+        let out = blocking(move || {
+            bin.command("pg_ctl", &root)
+                .args(["promote", "-w", "-t", "60", "-s", "-D"])
+                .arg(&data)
+                .output()
+                .map_err(|e| format!("running pg_ctl: {e}"))
+                .and_then(|out| check(&out, "pg_ctl promote"))
+        })
+        .await;
+        if let Err(e) = out {
+            panic!("promoting the standby failed: {e}\n{}", self.log_tail(40));
+        }
     }
 
     /// Starts a stopped server again on the same port and data dir, and waits until it accepts
@@ -371,7 +460,17 @@ impl PgCluster {
         std::io::Write::write_all(&mut conf, b"\ninclude 'pgcdc_test.conf'\n")
             .expect("appending to postgresql.conf");
         write_owned(&bin, &data.join("pg_hba.conf"), &hba_conf(false));
+        PgCluster::start_on_a_free_port(bin, root, data, settings)
+    }
 
+    /// `pg_ctl start` with `pgcdc_test.conf` naming a free port; tried again on another port if
+    /// someone took that one first.
+    fn start_on_a_free_port(
+        bin: PgBin,
+        root: TempDir,
+        data: PathBuf,
+        settings: &[(String, String)],
+    ) -> PgCluster {
         let log = root.path().join("postgres.log");
         let mut attempts = Vec::new();
         // The free port is only free until someone else takes it: on a bind failure pick another.
@@ -465,9 +564,23 @@ impl PgBin {
         for var in PG_ENV {
             cmd.env_remove(var);
         }
+        if let Some(lib) = self.bundled_lib_dir() {
+            cmd.env("LD_LIBRARY_PATH", lib);
+        }
         // postgres may try to chdir back to the caller's cwd (/root): keep it somewhere it owns.
         cmd.current_dir(cwd).env("LC_ALL", "C").stdin(Stdio::null());
         cmd
+    }
+
+    /// The libraries of a build that carries its own (the npm builds `scripts/fetch-postgres.sh`
+    /// unpacks: `native/{bin,lib}` beside `native/pg-symlinks.json`). A distribution's build
+    /// finds its libraries through the system linker and gets nothing.
+    fn bundled_lib_dir(&self) -> Option<PathBuf> {
+        let native = self.dir.parent()?;
+        native
+            .join("pg-symlinks.json")
+            .is_file()
+            .then(|| native.join("lib"))
     }
 
     /// The parent of temp dirs: somewhere `postgres` can traverse when we switch to it.
