@@ -10,7 +10,7 @@ CARGO ?= cargo
 # With a committed lock file, builds must not silently pick other versions.
 LOCKED := $(if $(wildcard Cargo.lock),--locked,)
 
-.PHONY: build test cargo-test warehouse-test lint fmt clippy deps demo bench torture fuzz clean
+.PHONY: build test cargo-test matrix-17 test-matrix warehouse-test lint fmt clippy deps demo bench torture fuzz clean
 
 build:
 	$(CARGO) build --release $(LOCKED)
@@ -26,12 +26,20 @@ fmt:
 clippy:
 	$(CARGO) clippy $(LOCKED) --all-targets -- -D warnings
 
-# The Rust suite, then the warehouse half (Snowflake scripts, dbt on DuckDB) on files a real
-# pgcdc run produced; pytest's summary line ends the output.
-test: deps lint cargo-test warehouse-test
+# The Rust suite (on Debian's PostgreSQL 15), the replication integration tests again on
+# PostgreSQL 17 (fetched from npm into a cache), then the warehouse half (Snowflake scripts, dbt
+# on DuckDB) on files a real pgcdc run produced; pytest's summary line ends the output.
+test: deps lint cargo-test matrix-17 warehouse-test
 
 cargo-test:
 	$(CARGO) test $(LOCKED) --all-targets
+
+matrix-17:
+	bash scripts/test-matrix.sh 17
+
+# The replication integration tests on every supported major, 13 to 18, and a table of results.
+test-matrix: deps
+	bash scripts/test-matrix.sh 13 14 15 16 17 18
 
 warehouse-test:
 	bash scripts/warehouse-test.sh

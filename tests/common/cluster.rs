@@ -117,6 +117,7 @@ impl PgCluster {
         let cluster = blocking(move || PgCluster::create(&settings)).await;
         cluster.wait_ready().await;
         cluster.bootstrap().await;
+        cluster.check_expected_major().await;
         cluster
     }
 
@@ -202,6 +203,21 @@ impl PgCluster {
             SimpleQueryMessage::Row(row) => Some(row.get(0).map(str::to_owned)),
             _ => None,
         })?
+    }
+
+    /// With `PGCDC_PG_EXPECT_MAJOR` set (the version matrix sets it), a server of any other
+    /// major is a broken setup: a matrix row must never pass on the wrong version.
+    async fn check_expected_major(&self) {
+        let Ok(expected) = std::env::var("PGCDC_PG_EXPECT_MAJOR") else {
+            return;
+        };
+        let major = self.major().await;
+        assert_eq!(
+            major.to_string(),
+            expected,
+            "PGCDC_PG_EXPECT_MAJOR={expected}, but {} started PostgreSQL {major}",
+            self.bin.dir.display()
+        );
     }
 
     /// The server's major version (13, 14, ...), for tests whose expectations differ by version.
