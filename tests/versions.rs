@@ -218,6 +218,51 @@ async fn failover_slots_are_made_on_17_and_refused_before() {
     pgcdc.stop_cleanly(DEADLINE).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn several_hosts_lead_to_the_primary_past_dead_and_read_only_ones() {
+    let primary = PgCluster::start().await;
+    primary
+        .execute("select pg_create_physical_replication_slot('standby1')")
+        .await;
+    primary.execute(SALES_DDL).await;
+    let standby = PgCluster::start_standby_of(&primary, "standby1").await;
+    let dead = free_port();
+    let url = |ports: &[u16]| {
+        let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        format!(
+            "postgres://{SUPERUSER}@{}/{SHOP_DB}?target_session_attrs=read-write",
+            hosts.join(",")
+        )
+    };
+
+    // Only a dead host and a standby: nothing to stream from, and the error names both.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_, config) = write_test_config(dir.path(), &url(&[dead, standby.port()]), &[]);
+    let mut pgcdc = Pgcdc::run(&config);
+    let status = pgcdc.wait_exit(DEADLINE).await;
+    let text = pgcdc.output_text();
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("no host in source.url")
+            && text.contains(&format!("127.0.0.1:{dead}"))
+            && text.contains(&format!(
+                "127.0.0.1:{}/{SHOP_DB} is a standby",
+                standby.port()
+            )),
+        "{text}"
+    );
+
+    // With the primary last in the list, pgcdc passes over the other two and streams.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let all = url(&[dead, standby.port(), primary.port()]);
+    let (sink, config) = write_test_config(dir.path(), &all, &[]);
+    let mut pgcdc = Pgcdc::run(&config);
+    pgcdc.wait_output("Streaming changes", DEADLINE).await;
+    some_changes(&primary, 1).await;
+    wait_replay_matches(&primary, &sink, "changes stream from the primary").await;
+    pgcdc.stop_cleanly(DEADLINE).await;
+}
+
 /// `pgcdc check`'s line for the failover setting.
 fn check_failover_line(config: &Path) -> String {
     let output = pgcdc_output(

@@ -269,11 +269,12 @@ impl PgCluster {
         self.running.store(false, Ordering::SeqCst);
     }
 
-    /// A hot standby of `primary`, streaming from its physical slot `primary_slot` and copying
-    /// its failover slots (PostgreSQL 17+: `sync_replication_slots`). The standby begins as a
+    /// A hot standby of `primary`, streaming from its physical slot `primary_slot` and, on
+    /// PostgreSQL 17+, copying its failover slots (`sync_replication_slots`). The standby begins as a
     /// cold copy of the primary's data directory: the primary is stopped (fast) for the copy and
     /// started again, as a base backup without `pg_basebackup` (which the npm builds lack).
     pub async fn start_standby_of(primary: &PgCluster, primary_slot: &str) -> PgCluster {
+        let syncs_slots = primary.major().await >= 17;
         primary.stop(StopMode::Fast).await;
         let (source, primary_port) = (primary.data.clone(), primary.port);
         let primary_slot = primary_slot.to_owned();
@@ -312,18 +313,21 @@ impl PgCluster {
                 "host=127.0.0.1 port={primary_port} user={SUPERUSER} dbname={SHOP_DB} \
                  application_name=pgcdc_standby"
             );
-            let settings: Vec<(String, String)> = [
+            let mut settings = vec![
                 ("primary_conninfo", conninfo.as_str()),
                 ("primary_slot_name", primary_slot.as_str()),
                 ("hot_standby_feedback", "on"),
-                ("sync_replication_slots", "on"),
                 // Report the flush position every second, not every 10: the primary holds
                 // logical changes back until its synchronized_standby_slots have them.
                 ("wal_receiver_status_interval", "1s"),
-            ]
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+            ];
+            if syncs_slots {
+                settings.push(("sync_replication_slots", "on"));
+            }
+            let settings: Vec<(String, String)> = settings
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
             PgCluster::start_on_a_free_port(bin, root, data, &settings)
         })
         .await;
