@@ -280,20 +280,10 @@ impl PgCluster {
         let primary_slot = primary_slot.to_owned();
         let (bin, root, data) = blocking(move || {
             let bin = PgBin::find();
-            let root = tempfile::Builder::new()
-                .prefix("pgcdc-pg-standby-")
-                .tempdir_in(bin.scratch_base())
-                .expect("creating the standby's temp dir");
-            bin.give(root.path());
+            let root = bin.scratch_dir("pgcdc-pg-standby-");
             let data = root.path().join("data");
-            // -a keeps the owner (postgres) and the 0700 mode the server insists on.
-            let out = Command::new("cp")
-                .arg("-a")
-                .arg(&source)
-                .arg(&data)
-                .output()
-                .expect("running cp");
-            check(&out, "copying the primary's data directory").unwrap_or_else(|e| panic!("{e}"));
+            copy_dir(&source, &data)
+                .unwrap_or_else(|e| panic!("copying the primary's data directory: {e}"));
             // Slots are the primary's own, as in a real base backup: a copied logical slot would
             // block the standby's slot synchronisation of the same name.
             for slot in std::fs::read_dir(data.join("pg_replslot")).expect("reading pg_replslot") {
@@ -464,11 +454,7 @@ impl PgCluster {
     /// The blocking part of start: directories, initdb, configuration, `pg_ctl start`.
     fn create(settings: &[(String, String)]) -> PgCluster {
         let bin = PgBin::find();
-        let root = tempfile::Builder::new()
-            .prefix("pgcdc-pg-")
-            .tempdir_in(bin.scratch_base())
-            .expect("creating the cluster's temp dir");
-        bin.give(root.path());
+        let root = bin.scratch_dir("pgcdc-pg-");
         let data = root.path().join("data");
         init_data_dir(&bin, &data);
 
@@ -613,6 +599,16 @@ impl PgBin {
         }
     }
 
+    /// A new temp dir for one cluster, owned by the server's user.
+    fn scratch_dir(&self, prefix: &str) -> TempDir {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(self.scratch_base())
+            .expect("creating a cluster's temp dir");
+        self.give(dir.path());
+        dir
+    }
+
     /// Hands `path` to the server's user (no-op when not root).
     fn give(&self, path: &Path) {
         if let Some((uid, gid)) = self.owner {
@@ -728,11 +724,7 @@ fn template(bin: &PgBin) -> Option<PathBuf> {
         return Some(template);
     }
 
-    let scratch = tempfile::Builder::new()
-        .prefix("pgcdc-initdb-")
-        .tempdir_in(bin.scratch_base())
-        .expect("creating a temp dir for initdb");
-    bin.give(scratch.path());
+    let scratch = bin.scratch_dir("pgcdc-initdb-");
     let data = scratch.path().join("data");
     run_initdb(bin, &data);
     // Other test binaries may race us (nextest runs them in parallel): build under a private
@@ -765,6 +757,7 @@ fn template(bin: &PgBin) -> Option<PathBuf> {
 }
 
 /// `cp -a from to`: keeps owners and modes.
+/// `cp -a`: keeps ownership (postgres) and the 0700 mode the server insists on.
 fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
     let out = Command::new("cp")
         .arg("-a")
