@@ -111,3 +111,40 @@ impl SourceError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(code: &str) -> SourceError {
+        SourceError::Server(ServerError {
+            severity: "FATAL".to_owned(),
+            code: code.to_owned(),
+            message: String::new(),
+            detail: None,
+            hint: None,
+        })
+    }
+
+    #[test]
+    fn the_next_host_is_tried_for_a_down_or_standby_host_only() {
+        let refused = SourceError::Connect {
+            target: "u@a:5432/d".to_owned(),
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        };
+        let standby = SourceError::NotPrimary {
+            target: "u@b:5432/d".to_owned(),
+        };
+        assert!(refused.another_host_may_do());
+        assert!(standby.another_host_may_do());
+        // "the database system is starting up" / "shutting down"
+        assert!(server("57P03").another_host_may_do());
+        // A wrong password or a missing database would be the same on the next host.
+        let auth = SourceError::Auth {
+            target: "u@a:5432/d".to_owned(),
+            message: "password authentication failed".to_owned(),
+        };
+        assert!(!auth.another_host_may_do());
+        assert!(!server("3D000").another_host_may_do());
+    }
+}
