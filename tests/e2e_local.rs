@@ -56,25 +56,19 @@ impl Setup {
 
     /// Adds `key = value` lines to the `[source]` section of the config.
     fn add_source_setting(&self, line: &str) {
-        let text = std::fs::read_to_string(&self.config).expect("config");
-        let text = text.replacen("[source]\n", &format!("[source]\n{line}\n"), 1);
-        std::fs::write(&self.config, text).expect("config");
+        add_settings(&self.config, "source", line);
     }
 
     /// Waits until the files replay to exactly what the table holds now.
     async fn wait_replay_matches(&self, what: &str) {
-        let client = self.cluster.client(SHOP_DB).await;
-        let sink = self.sink.clone();
-        wait_until(what, DEADLINE, || {
-            let client = &client;
-            let sink = sink.clone();
-            async move {
-                let expected = table_state(client, "public.sales", &["id"]).await;
-                let rows = try_read_change_files(&sink, "public.sales").ok()?;
-                let actual = replay(&rows, &["id"]);
-                describe_diff(&expected, &actual).is_none().then_some(())
-            }
-        })
+        wait_replay_matches(
+            &self.cluster,
+            &self.sink,
+            "public.sales",
+            &["id"],
+            what,
+            DEADLINE,
+        )
         .await;
     }
 

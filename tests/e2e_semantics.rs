@@ -45,26 +45,12 @@ impl Setup {
     }
 
     fn add_source_setting(&self, line: &str) {
-        let text = std::fs::read_to_string(&self.config).expect("config");
-        let text = text.replacen("[source]\n", &format!("[source]\n{line}\n"), 1);
-        std::fs::write(&self.config, text).expect("config");
+        add_settings(&self.config, "source", line);
     }
 
     /// Waits until the files of `table` replay to exactly what it holds now.
     async fn wait_replay_matches(&self, table: &str, key: &[&str], what: &str) {
-        let client = self.cluster.client(SHOP_DB).await;
-        let sink = self.sink.clone();
-        wait_until(what, DEADLINE, || {
-            let client = &client;
-            let sink = sink.clone();
-            async move {
-                let expected = table_state(client, table, key).await;
-                let rows = try_read_change_files(&sink, table).ok()?;
-                let actual = replay(&rows, key);
-                describe_diff(&expected, &actual).is_none().then_some(())
-            }
-        })
-        .await;
+        wait_replay_matches(&self.cluster, &self.sink, table, key, what, DEADLINE).await;
     }
 }
 

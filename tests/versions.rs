@@ -31,31 +31,14 @@ fn write_test_config(dir: &Path, url: &str, source_lines: &[&str]) -> (PathBuf, 
         "64MiB",
         "csv.gz",
     );
-    let text = std::fs::read_to_string(&config).expect("config");
-    let text = text
-        .replacen(
-            "[source]\n",
-            &format!("[source]\n{}\n", source_lines.join("\n")),
-            1,
-        )
-        .replacen("[metrics]\n", "[metrics]\npoll_interval = \"1s\"\n", 1);
-    std::fs::write(&config, text).expect("config");
+    add_settings(&config, "source", &source_lines.join("\n"));
+    add_settings(&config, "metrics", "poll_interval = \"1s\"");
     (sink, config)
 }
 
 /// Waits until the files replay to exactly what `public.sales` holds on `cluster` now.
-async fn wait_replay_matches(cluster: &PgCluster, sink: &Path, what: &str) {
-    let client = cluster.client(SHOP_DB).await;
-    wait_until(what, DEADLINE, || {
-        let client = &client;
-        async move {
-            let expected = table_state(client, "public.sales", &["id"]).await;
-            let rows = try_read_change_files(sink, "public.sales").ok()?;
-            let actual = replay(&rows, &["id"]);
-            describe_diff(&expected, &actual).is_none().then_some(())
-        }
-    })
-    .await;
+async fn wait_sales_match(cluster: &PgCluster, sink: &Path, what: &str) {
+    wait_replay_matches(cluster, sink, "public.sales", &["id"], what, DEADLINE).await;
 }
 
 async fn some_changes(cluster: &PgCluster, first: i64) {
@@ -99,7 +82,7 @@ async fn the_protocol_and_metrics_follow_the_server_version() {
     );
 
     some_changes(&cluster, 1).await;
-    wait_replay_matches(&cluster, &sink, "inserts, updates and deletes replay").await;
+    wait_sales_match(&cluster, &sink, "inserts, updates and deletes replay").await;
 
     // Metrics a server lacks are absent, not zero; those it has are there.
     let addr = metrics_listen(&config);
@@ -177,7 +160,7 @@ async fn failover_slots_are_made_on_17_and_refused_before() {
     let mut pgcdc = Pgcdc::run(&plain);
     pgcdc.wait_output("Streaming changes", DEADLINE).await;
     some_changes(&cluster, 1).await;
-    wait_replay_matches(&cluster, &sink, "the first run's changes replay").await;
+    wait_sales_match(&cluster, &sink, "the first run's changes replay").await;
     pgcdc.stop_cleanly(DEADLINE).await;
     assert_eq!(
         cluster.query_scalar(slot_failover).await.as_deref(),
@@ -199,7 +182,7 @@ async fn failover_slots_are_made_on_17_and_refused_before() {
         Some("true")
     );
     some_changes(&cluster, 1001).await;
-    wait_replay_matches(&cluster, &sink, "changes after the switch replay").await;
+    wait_sales_match(&cluster, &sink, "changes after the switch replay").await;
     pgcdc.stop_cleanly(DEADLINE).await;
 
     // A fresh start makes the slot with FAILOVER from the beginning.
@@ -214,7 +197,7 @@ async fn failover_slots_are_made_on_17_and_refused_before() {
         cluster.query_scalar(slot_failover).await.as_deref(),
         Some("true")
     );
-    wait_replay_matches(&cluster, &sink, "the snapshot replays").await;
+    wait_sales_match(&cluster, &sink, "the snapshot replays").await;
     pgcdc.stop_cleanly(DEADLINE).await;
 }
 
@@ -259,7 +242,7 @@ async fn several_hosts_lead_to_the_primary_past_dead_and_read_only_ones() {
     let mut pgcdc = Pgcdc::run(&config);
     pgcdc.wait_output("Streaming changes", DEADLINE).await;
     some_changes(&primary, 1).await;
-    wait_replay_matches(&primary, &sink, "changes stream from the primary").await;
+    wait_sales_match(&primary, &sink, "changes stream from the primary").await;
     pgcdc.stop_cleanly(DEADLINE).await;
 }
 
@@ -364,7 +347,7 @@ async fn pgcdc_follows_a_failover_to_the_promoted_standby() {
     let mut pgcdc = Pgcdc::run(&config);
     pgcdc.wait_output("Streaming changes", DEADLINE).await;
     some_changes(&primary, 1).await;
-    wait_replay_matches(&primary, &sink, "the first changes replay").await;
+    wait_sales_match(&primary, &sink, "the first changes replay").await;
     let stop = Arc::new(AtomicBool::new(false));
     let committed = Arc::new(AtomicU64::new(0));
     let writer = tokio::spawn(workload(both.clone(), stop.clone(), committed.clone()));
@@ -420,7 +403,7 @@ async fn pgcdc_follows_a_failover_to_the_promoted_standby() {
     stop.store(true, Ordering::SeqCst);
     writer.await.expect("the workload task");
 
-    wait_replay_matches(
+    wait_sales_match(
         &standby,
         &sink,
         "the files replay to the new primary's table",

@@ -110,10 +110,7 @@ impl PgCluster {
     /// Like [`PgCluster::start`], with extra `postgresql.conf` settings that override the
     /// defaults (e.g. `("wal_sender_timeout", "5s")`, `("max_slot_wal_keep_size", "64MB")`).
     pub async fn start_with(settings: &[(&str, &str)]) -> PgCluster {
-        let settings: Vec<(String, String)> = settings
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+        let settings = owned(settings);
         let cluster = blocking(move || PgCluster::create(&settings)).await;
         cluster.wait_ready().await;
         cluster.bootstrap().await;
@@ -314,11 +311,7 @@ impl PgCluster {
             if syncs_slots {
                 settings.push(("sync_replication_slots", "on"));
             }
-            let settings: Vec<(String, String)> = settings
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect();
-            PgCluster::start_on_a_free_port(bin, root, data, &settings)
+            PgCluster::start_on_a_free_port(bin, root, data, &owned(&settings))
         })
         .await;
         standby.wait_ready().await;
@@ -757,6 +750,14 @@ fn template(bin: &PgBin) -> Option<PathBuf> {
 }
 
 /// `cp -a from to`: keeps owners and modes.
+/// Settings as owned pairs, to move into a blocking task.
+fn owned(settings: &[(&str, &str)]) -> Vec<(String, String)> {
+    settings
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
 /// `cp -a`: keeps ownership (postgres) and the 0700 mode the server insists on.
 fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
     let out = Command::new("cp")

@@ -75,6 +75,21 @@ pub fn write_config(
     path
 }
 
+/// Adds `lines` (`key = value`, one per line) at the top of `[section]` in a config written by
+/// [`write_config`].
+pub fn add_settings(config: &Path, section: &str, lines: &str) {
+    let header = format!("[{section}]\n");
+    let text = std::fs::read_to_string(config)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", config.display()));
+    assert!(
+        text.contains(&header),
+        "{} has no {header}",
+        config.display()
+    );
+    let text = text.replacen(&header, &format!("{header}{lines}\n"), 1);
+    std::fs::write(config, text).unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));
+}
+
 /// The `[metrics] listen` address of a config written by [`write_config`].
 pub fn metrics_listen(config: &Path) -> String {
     let text = std::fs::read_to_string(config)

@@ -22,12 +22,12 @@ pub use cluster::{
     CLEAR_USER, MD5_USER, PgCluster, SCRAM_USER, SHOP_DB, SUPERUSER, StopMode, password_for,
     pg_error,
 };
-pub use config::{free_port, metrics_listen, write_config};
+pub use config::{add_settings, free_port, metrics_listen, write_config};
 pub use process::{PGCDC_BIN, Pgcdc, pgcdc_output};
 pub use replay::{
     BOOKKEEPING_DIR, ChangeRow, FileName, METADATA_COLUMNS, Row, TableState, change_files,
     describe_diff, diff_states, duplicate_keys, parse_change_file, parse_csv, parse_file_name,
-    read_change_files, read_text, replay, table_state, try_read_change_files,
+    read_change_files, read_text, replay, table_state, try_read_change_files, wait_replay_matches,
 };
 pub use wait::{POLL_INTERVAL, Satisfied, wait_until};
 pub mod http;

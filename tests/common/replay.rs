@@ -20,10 +20,12 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use super::cluster::pg_error;
+use super::cluster::{PgCluster, SHOP_DB, pg_error};
+use super::wait::wait_until;
 
 /// Column name -> value (`None` is NULL).
 pub type Row = BTreeMap<String, Option<String>>;
@@ -539,6 +541,29 @@ pub async fn table_state(client: &Client, table: &str, key_columns: &[&str]) -> 
         state.insert(key, values);
     }
     state
+}
+
+/// Waits until the files of `table` under the local `sink` replay to exactly what `cluster`
+/// holds now in `shop` (the files may still be catching up; any difference keeps it waiting).
+pub async fn wait_replay_matches(
+    cluster: &PgCluster,
+    sink: &Path,
+    table: &str,
+    key_columns: &[&str],
+    what: &str,
+    deadline: Duration,
+) {
+    let client = cluster.client(SHOP_DB).await;
+    wait_until(what, deadline, || {
+        let client = &client;
+        async move {
+            let expected = table_state(client, table, key_columns).await;
+            let rows = try_read_change_files(sink, table).ok()?;
+            let actual = replay(&rows, key_columns);
+            describe_diff(&expected, &actual).is_none().then_some(())
+        }
+    })
+    .await;
 }
 
 /// How two table states differ, key by key.
