@@ -184,9 +184,10 @@ impl Batcher {
         };
         output.last = output.last.max(meta.commit_lsn);
 
-        // A new header (schema change) starts a new part.
+        // A schema change (new header, or the same names with new types or keys) starts a new
+        // part, so each part has one schema document.
         if let Some((current, _, _)) = &output.current
-            && !current.same_header(table)
+            && !current.same_shape(table)
         {
             roll(output)?;
         }
@@ -459,6 +460,34 @@ mod tests {
         assert_eq!(sealed.files.len(), 2);
         let second = read(&sealed.files[1].spool_path, FileFormat::Csv);
         assert!(second.starts_with("_op,_commit_lsn,_seq,_xid,_commit_ts,_unchanged,id,added\n"));
+    }
+
+    #[test]
+    fn type_change_alone_starts_a_new_part_described_by_the_new_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = Batcher::new(
+            dir.path().to_owned(),
+            FileFormat::Csv,
+            1 << 20,
+            Duration::from_secs(60),
+        );
+        let now = Instant::now();
+        let int4 = table(&["id"]);
+        let mut retyped = (*int4).clone();
+        retyped.columns[0].type_name = "bigint".into();
+        retyped.columns[0].type_oid = 20;
+        let int8 = Arc::new(retyped);
+        b.begin(meta(10));
+        b.push(&row(&int4, 0, "1"), now).unwrap();
+        b.commit(Lsn::new(10), Lsn::new(11), now);
+        b.begin(meta(20));
+        b.push(&row(&int8, 0, "20"), now).unwrap();
+        b.commit(Lsn::new(20), Lsn::new(21), now);
+        let sealed = b.seal().unwrap();
+        assert_eq!(sealed.files.len(), 2, "one part per shape");
+        assert!(Arc::ptr_eq(&sealed.files[0].table, &int4));
+        assert!(Arc::ptr_eq(&sealed.files[1].table, &int8));
+        assert_eq!(sealed.files[1].first_row, (Lsn::new(20), 0));
     }
 
     #[test]

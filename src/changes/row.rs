@@ -96,14 +96,13 @@ impl Table {
         }
     }
 
-    /// Whether rows of `other` can go into the same file as rows of `self` (same header).
-    pub fn same_header(&self, other: &Table) -> bool {
-        self.columns.len() == other.columns.len()
-            && self
-                .columns
-                .iter()
-                .zip(&other.columns)
-                .all(|(a, b)| a.name == b.name)
+    /// Whether rows of `other` can go into the same file as rows of `self`: the same columns
+    /// with the same types and keys. Names alone are not enough: a file's schema document is the
+    /// one of its first row, so a type change (`alter column … type bigint`) inside a window must
+    /// start a new part, or its rows would be described by the old type's document and the new
+    /// type would never get one.
+    pub fn same_shape(&self, other: &Table) -> bool {
+        self.columns == other.columns
     }
 }
 
