@@ -21,7 +21,6 @@ use crate::batch::{Batcher, Sealed};
 use crate::config::Config;
 use crate::lsn::Lsn;
 use crate::run::{RunError, copy_into_batcher};
-use crate::snapshot;
 use crate::source::{Connection, slot};
 
 /// Rows of newly published tables, copied and sealed, waiting to be published.
@@ -125,14 +124,6 @@ fn copy(
         .block_on(crate::source::sql_connect(&config.source))
         .map_err(RunError::SqlConnect)?;
     let connection_task = handle.spawn(connection);
-    let tables: Vec<_> = handle
-        .block_on(snapshot::published_tables(
-            &client,
-            &config.source.publication,
-        ))?
-        .into_iter()
-        .filter(|t| folders.contains(&t.folder()))
-        .collect();
     std::fs::create_dir_all(&spool).map_err(|source| RunError::Spool {
         dir: spool.display().to_string(),
         source,
@@ -143,7 +134,14 @@ fn copy(
         config.batch.max_file_bytes,
         config.batch.window,
     );
-    let rows = copy_into_batcher(handle, &client, &created, &tables, &mut batcher)?;
+    let (rows, _) = copy_into_batcher(
+        handle,
+        &client,
+        &created,
+        &config.source.publications,
+        |t| folders.contains(&t.folder()),
+        &mut batcher,
+    )?;
     drop(client);
     connection_task.abort();
     drop(conn);

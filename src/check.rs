@@ -6,32 +6,53 @@ use std::fmt::Write as _;
 use tokio::sync::watch;
 
 use crate::config::{Config, SinkTarget, redacted_target};
+use crate::publication::{self, Publications};
 use crate::sink::{LocalSink, S3Sink};
+use crate::snapshot;
+use crate::source::conn::quote_literal;
 use crate::source::{Connection, slot};
+
+/// How a finding turns out. A warning does not fail the check: the setup works, but something in
+/// it will hurt later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Pass,
+    Warn,
+    Fail,
+}
 
 /// One line of the report.
 #[derive(Debug)]
 pub struct Finding {
-    pub ok: bool,
+    pub level: Level,
     pub what: String,
     pub detail: String,
 }
 
 impl Finding {
-    fn pass(what: &str, detail: impl Into<String>) -> Finding {
+    fn new(level: Level, what: &str, detail: impl std::fmt::Display) -> Finding {
         Finding {
-            ok: true,
-            what: what.to_owned(),
-            detail: detail.into(),
-        }
-    }
-
-    fn fail(what: &str, detail: impl std::fmt::Display) -> Finding {
-        Finding {
-            ok: false,
+            level,
             what: what.to_owned(),
             detail: detail.to_string(),
         }
+    }
+
+    fn pass(what: &str, detail: impl std::fmt::Display) -> Finding {
+        Finding::new(Level::Pass, what, detail)
+    }
+
+    fn warn(what: &str, detail: impl std::fmt::Display) -> Finding {
+        Finding::new(Level::Warn, what, detail)
+    }
+
+    fn fail(what: &str, detail: impl std::fmt::Display) -> Finding {
+        Finding::new(Level::Fail, what, detail)
+    }
+
+    /// Whether the check passes with this finding (warnings do).
+    pub fn ok(&self) -> bool {
+        self.level != Level::Fail
     }
 }
 
@@ -54,15 +75,16 @@ pub async fn run(config: &Config) -> Vec<Finding> {
                 Ok(()) => Finding::pass("wal_level", "logical"),
                 Err(e) => Finding::fail("wal_level", e),
             });
-            let publication = &config.source.publication;
-            findings.push(match slot::publication_tables(&mut conn, publication).await {
+            let publications = &config.source.publications;
+            let first = publications.first();
+            findings.push(match slot::publication_tables(&mut conn, publications).await {
                 Ok(tables) if tables.is_empty() => Finding::fail(
                     "publication",
-                    format!("{publication:?} has no tables: add them with `ALTER PUBLICATION {publication} ADD TABLE ...;`"),
+                    format!("{publications} has no tables: add them with `ALTER PUBLICATION {first} ADD TABLE ...;`"),
                 ),
                 Ok(tables) => Finding::pass(
                     "publication",
-                    format!("{publication:?}: {}", tables.join(", ")),
+                    format!("{publications}: {}", tables.join(", ")),
                 ),
                 Err(e) => Finding::fail("publication", e),
             });
@@ -71,7 +93,8 @@ pub async fn run(config: &Config) -> Vec<Finding> {
                 findings.push(failover(&mut conn).await);
             }
             findings.push(role(&mut conn).await);
-            findings.extend(tables(&mut conn, publication).await);
+            findings.extend(tables(&mut conn, publications).await);
+            findings.extend(projections(config).await);
             let name = config.source.slot.as_str();
             findings.push(match slot::find_slot(&mut conn, name).await {
                 Ok(None) => Finding::pass(
@@ -196,17 +219,22 @@ async fn role(conn: &mut Connection) -> Finding {
 
 /// Per published table: SELECT rights (for the snapshot) and a replica identity that lets
 /// PostgreSQL publish updates and deletes.
-async fn tables(conn: &mut Connection, publication: &str) -> Vec<Finding> {
+async fn tables(conn: &mut Connection, publications: &Publications) -> Vec<Finding> {
+    let names = publications
+        .names()
+        .iter()
+        .map(|p| quote_literal(p))
+        .collect::<Vec<_>>()
+        .join(", ");
     let query = format!(
-        "select quote_ident(t.schemaname) || '.' || quote_ident(t.tablename) as name, \
+        "select distinct quote_ident(t.schemaname) || '.' || quote_ident(t.tablename) as name, \
                 has_table_privilege(c.oid, 'select')::text as can_select, \
                 c.relreplident::text as identity, \
                 exists(select 1 from pg_catalog.pg_index i where i.indrelid = c.oid and i.indisprimary)::text as has_pk \
          from pg_catalog.pg_publication_tables t \
          join pg_catalog.pg_namespace n on n.nspname = t.schemaname \
          join pg_catalog.pg_class c on c.relnamespace = n.oid and c.relname = t.tablename \
-         where t.pubname = {} order by 1",
-        crate::source::conn::quote_literal(publication)
+         where t.pubname in ({names}) order by 1"
     );
     let result = match conn.simple_query(&query).await {
         Ok(result) => result,
@@ -256,6 +284,108 @@ async fn tables(conn: &mut Connection, publication: &str) -> Vec<Finding> {
     findings
 }
 
+/// Per table, what leaves the database: the published columns and the row filter, as the copy
+/// and the stream apply them; and a warning for a row filter that reads columns outside the
+/// replica identity, for then PostgreSQL rejects the table's UPDATEs and DELETEs.
+async fn projections(config: &Config) -> Vec<Finding> {
+    let publications = &config.source.publications;
+    let (client, connection) = match crate::source::sql_connect(&config.source).await {
+        Ok(pair) => pair,
+        Err(e) => return vec![Finding::fail("columns", e)],
+    };
+    let connection_task = tokio::spawn(connection);
+    let mut findings = Vec::new();
+    match snapshot::published_tables(&client, publications).await {
+        Err(e) => findings.push(Finding::fail("columns", e)),
+        Ok(tables) => {
+            for t in &tables {
+                let names: Vec<&str> = t.table.columns.iter().map(|c| c.name.as_str()).collect();
+                let rows = t
+                    .row_filter
+                    .as_deref()
+                    .map_or("every row".to_owned(), |f| format!("rows where {f}"));
+                findings.push(Finding::pass(
+                    "columns",
+                    format!("{}: publishes ({}); {rows}", t.table, names.join(", ")),
+                ));
+            }
+        }
+    }
+    match filter_identity_gaps(&client, publications).await {
+        Ok(gaps) => findings.extend(gaps.into_iter().map(|g| Finding::warn("row filter", g))),
+        Err(e) => findings.push(Finding::fail("row filter", e)),
+    }
+    connection_task.abort();
+    findings
+}
+
+/// Row filters (PostgreSQL 15+) of publications that publish UPDATE or DELETE and read columns
+/// outside the table's replica identity, each described with the fix.
+async fn filter_identity_gaps(
+    client: &tokio_postgres::Client,
+    publications: &Publications,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let version: i32 = client
+        .query_one("select current_setting('server_version_num')::int", &[])
+        .await?
+        .get(0);
+    if version < 150_000 {
+        return Ok(Vec::new());
+    }
+    let rows = client
+        .query(
+            "select p.pubname::text, quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
+                    pr.prqual::text, c.relreplident = 'f', \
+                    coalesce((select i.indkey::int2[] from pg_catalog.pg_index i \
+                              where i.indrelid = c.oid \
+                                and case c.relreplident when 'd' then i.indisprimary \
+                                                        when 'i' then i.indisreplident \
+                                                        else false end), '{}'), \
+                    array(select a.attnum from pg_catalog.pg_attribute a \
+                          where a.attrelid = c.oid and a.attnum > 0 order by a.attnum), \
+                    array(select a.attname::text from pg_catalog.pg_attribute a \
+                          where a.attrelid = c.oid and a.attnum > 0 order by a.attnum) \
+             from pg_catalog.pg_publication_rel pr \
+             join pg_catalog.pg_publication p on p.oid = pr.prpubid \
+             join pg_catalog.pg_class c on c.oid = pr.prrelid \
+             join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
+             where pr.prqual is not null and (p.pubupdate or p.pubdelete) \
+               and p.pubname = any($1::text[]) \
+             order by 2, 1",
+            &[&publications.names()],
+        )
+        .await?;
+    let mut gaps = Vec::new();
+    for row in rows {
+        let (publication, table, qual): (String, String, String) =
+            (row.get(0), row.get(1), row.get(2));
+        let full: bool = row.get(3);
+        let identity: Vec<i16> = row.get(4);
+        let (attnums, attnames): (Vec<i16>, Vec<String>) = (row.get(5), row.get(6));
+        let identity = (!full).then_some(identity.as_slice());
+        let outside =
+            publication::outside_identity(&publication::row_filter_attnums(&qual), identity);
+        if outside.is_empty() {
+            continue;
+        }
+        let named: Vec<&str> = outside
+            .iter()
+            .filter_map(|n| {
+                attnums
+                    .iter()
+                    .position(|a| a == n)
+                    .and_then(|i| attnames.get(i))
+            })
+            .map(String::as_str)
+            .collect();
+        gaps.push(format!(
+            "{table}: the row filter of publication {publication} reads {}, outside the replica identity, so PostgreSQL rejects UPDATE and DELETE on {table} while {publication} publishes them: filter on replica identity columns only, or widen the identity (`ALTER TABLE {table} REPLICA IDENTITY FULL;` or USING INDEX)",
+            named.join(", ")
+        ));
+    }
+    Ok(gaps)
+}
+
 async fn check_sink(config: &Config) -> Finding {
     let slot = config.source.slot.as_str();
     match &config.sink.target {
@@ -294,12 +424,16 @@ pub fn render(findings: &[Finding]) -> String {
         let _ = writeln!(
             out,
             "{:<4}  {:<12} {}",
-            if f.ok { "ok" } else { "FAIL" },
+            match f.level {
+                Level::Pass => "ok",
+                Level::Warn => "WARN",
+                Level::Fail => "FAIL",
+            },
             f.what,
             f.detail
         );
     }
-    let failed = findings.iter().filter(|f| !f.ok).count();
+    let failed = findings.iter().filter(|f| !f.ok()).count();
     if failed == 0 {
         out.push_str("all checks passed\n");
     } else {

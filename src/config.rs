@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::publication::Publications;
 use crate::source::tls::{RootCert, SslMode, Tls, take_tls_params};
 
 /// Sections that environment variables may override. Other `PGCDC_*` variables (such as
@@ -56,7 +57,8 @@ pub struct SourceConfig {
     /// `sslmode`/`sslrootcert` from the URL or PGSSLMODE/PGSSLROOTCERT, with the roots loaded.
     pub tls: Tls,
     pub slot: SlotName,
-    pub publication: String,
+    /// One or more publications; pgoutput and the copies combine them as PostgreSQL does.
+    pub publications: Publications,
     /// How often a standby status update is sent even when nothing changed. PostgreSQL drops a
     /// walsender that hears nothing for `wal_sender_timeout` (60 s by default).
     pub status_interval: Duration,
@@ -103,7 +105,7 @@ impl fmt::Debug for SourceConfig {
             .field("url", &redacted_target(&self.connect))
             .field("sslmode", &self.tls.mode())
             .field("slot", &self.slot)
-            .field("publication", &self.publication)
+            .field("publication", &self.publications)
             .field("status_interval", &self.status_interval)
             .field("heartbeat", &self.heartbeat)
             .field("streaming", &self.streaming)
@@ -577,13 +579,8 @@ fn validate(mut raw: RawTable, libpq: LibpqEnv) -> Result<Config, ConfigError> {
         .parse::<SlotName>()
         .map_err(|m| value_error("source.slot", &origin, m))?;
     let (publication, origin) = raw.take_or("source.publication", "pgcdc_pub");
-    if publication.is_empty() || publication.len() > 63 || publication.contains('\0') {
-        return Err(value_error(
-            "source.publication",
-            &origin,
-            "must be a publication name of 1-63 bytes",
-        ));
-    }
+    let publications = Publications::parse(&publication)
+        .map_err(|m| value_error("source.publication", &origin, m))?;
     let status_interval = parse_duration(
         "source.status_interval",
         raw.take_or("source.status_interval", "10s"),
@@ -658,7 +655,7 @@ fn validate(mut raw: RawTable, libpq: LibpqEnv) -> Result<Config, ConfigError> {
             connect,
             tls,
             slot,
-            publication,
+            publications,
             status_interval,
             heartbeat,
             streaming,
@@ -884,7 +881,7 @@ listen = "127.0.0.1:9464"
     fn reads_the_documented_example() {
         let config = load(FULL, &[]).unwrap();
         assert_eq!(config.source.slot.as_str(), "pgcdc");
-        assert_eq!(config.source.publication, "pgcdc_pub");
+        assert_eq!(config.source.publications.names(), ["pgcdc_pub"]);
         assert_eq!(config.batch.window, Duration::from_secs(60));
         assert_eq!(config.batch.max_file_bytes, 128 * 1024 * 1024);
         assert_eq!(config.batch.format, FileFormat::CsvGz);

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod pg_time;
 pub mod pgoutput;
+pub mod publication;
 pub mod run;
 pub mod schema_file;
 pub mod sink;

@@ -83,7 +83,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("cannot start the async runtime")?;
             let findings = runtime.block_on(pgcdc::check::run(&config));
             print!("{}", pgcdc::check::render(&findings));
-            if findings.iter().all(|f| f.ok) {
+            if findings.iter().all(|f| f.ok()) {
                 Ok(())
             } else {
                 anyhow::bail!("some checks failed; see above for what to fix")

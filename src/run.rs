@@ -27,9 +27,10 @@ use crate::lsn::Lsn;
 use crate::metrics;
 use crate::pg_time;
 use crate::pgoutput::{self, Begin, Commit, DecodeError, Message, StreamCommit};
+use crate::publication::Publications;
 use crate::schema_file::KnownSchemas;
 use crate::sink::{LocalSink, ObjectKey, S3Sink, Sink, SinkError, key};
-use crate::snapshot::{self, SnapshotError, Transcoder};
+use crate::snapshot::{self, PublishedTable, SnapshotError, Transcoder};
 use crate::source::{Connection, SourceError, SourceEvent, Stream, slot};
 use crate::streamed::StreamedTxns;
 
@@ -172,7 +173,7 @@ fn run_once(
     let mut conn = handle.block_on(Connection::connect(&config.source))?;
     handle.block_on(slot::check_prerequisites(
         &mut conn,
-        &config.source.publication,
+        &config.source.publications,
     ))?;
     let system = handle.block_on(slot::identify_system(&mut conn))?;
     info!(
@@ -284,7 +285,7 @@ fn run_once(
     }
     let published = handle.block_on(slot::publication_tables(
         &mut conn,
-        &config.source.publication,
+        &config.source.publications,
     ))?;
     if checkpoint.tables.is_none() {
         // Written before pgcdc tracked tables, or the slot predates pgcdc: what is published now
@@ -340,8 +341,12 @@ fn run_once(
              decoding messages, so none are written"
         );
     }
-    let command =
-        slot::start_replication_command(slot_name, &config.source.publication, Lsn::ZERO, protocol);
+    let command = slot::start_replication_command(
+        slot_name,
+        &config.source.publications,
+        Lsn::ZERO,
+        protocol,
+    );
     let write_messages = config.source.messages == Messages::Write;
     let streamed_txns = StreamedTxns::open(sink.spool_dir().join("streams"), write_messages)
         .map_err(|source| RunError::Spool {
@@ -368,7 +373,7 @@ fn run_once(
     metrics::live().streaming.store(true, Ordering::Relaxed);
     info!(
         slot = slot_name,
-        publication = %config.source.publication,
+        publication = %config.source.publications,
         checkpoint = %checkpoint.commit_lsn,
         "Streaming changes"
     );
@@ -540,12 +545,15 @@ fn initial_snapshot(
         .block_on(crate::source::sql_connect(&config.source))
         .map_err(RunError::SqlConnect)?;
     let connection_task = handle.spawn(connection);
-    let tables = handle.block_on(snapshot::published_tables(
-        &client,
-        &config.source.publication,
-    ))?;
     let started = Instant::now();
-    let rows = copy_into_batcher(handle, &client, &created, &tables, batcher)?;
+    let (rows, tables) = copy_into_batcher(
+        handle,
+        &client,
+        &created,
+        &config.source.publications,
+        |_| true,
+        batcher,
+    )?;
     drop(client);
     connection_task.abort();
     let sealed = batcher.seal().map_err(|source| RunError::Spool {
@@ -569,59 +577,69 @@ fn initial_snapshot(
     Ok(ck)
 }
 
-/// Copies `tables` inside the snapshot `created` exported, as one transaction of `_op = R` rows
-/// at its consistent point.
+/// Copies the published projection of the tables `wanted` selects inside the snapshot `created`
+/// exported, as one transaction of `_op = R` rows at its consistent point. Returns the rows
+/// copied and the tables.
 pub(crate) fn copy_into_batcher(
     handle: &Handle,
     client: &tokio_postgres::Client,
     created: &slot::CreatedSlot,
-    tables: &[std::sync::Arc<Table>],
+    publications: &Publications,
+    wanted: impl Fn(&Table) -> bool,
     batcher: &mut Batcher,
-) -> Result<u64, RunError> {
+) -> Result<(u64, Vec<Arc<Table>>), RunError> {
+    handle.block_on(snapshot::enter(client, &created.snapshot_name))?;
+    let tables: Vec<PublishedTable> = handle
+        .block_on(snapshot::published_tables(client, publications))?
+        .into_iter()
+        .filter(|t| wanted(&t.table))
+        .collect();
+    for t in tables.iter().filter(|t| t.row_filter.is_some()) {
+        info!(table = %t.table, row_filter = t.row_filter.as_deref().unwrap_or_default(), "Copying only the rows the publication's row filter admits");
+    }
     batcher.begin(TxnMeta {
         xid: None,
         commit_lsn: created.consistent_point,
         commit_ts: pg_time::from_unix_micros(pg_time::now_unix_micros()),
     });
     let mut seq = 0u64;
-    let mut transcoders: Vec<Transcoder> = tables.iter().map(|t| Transcoder::new(t)).collect();
+    let mut transcoders: Vec<Transcoder> =
+        tables.iter().map(|t| Transcoder::new(&t.table)).collect();
     // The window's clock: the snapshot is sealed as soon as the copy ends.
     let now = Instant::now();
-    let rows = handle.block_on(snapshot::copy_tables(
-        client,
-        &created.snapshot_name,
-        tables,
-        |index, line| {
-            let (Some(table), Some(transcoder)) = (tables.get(index), transcoders.get_mut(index))
-            else {
-                return Ok(());
-            };
-            let mut fields = 0;
-            batcher
-                .push_encoded(table, Op::Read, seq, now, |out| {
-                    fields = transcoder.transcode(line, out);
-                })
-                .map_err(|source| SnapshotError::Write {
-                    table: table.to_string(),
-                    source,
-                })?;
-            if fields != table.columns.len() {
-                return Err(SnapshotError::Shape {
-                    table: table.to_string(),
-                    got: fields,
-                    expected: table.columns.len(),
-                });
-            }
-            seq += 1;
-            Ok(())
-        },
-    ))?;
+    let rows = handle.block_on(snapshot::copy_tables(client, &tables, |index, line| {
+        let (Some(table), Some(transcoder)) = (
+            tables.get(index).map(|t| &t.table),
+            transcoders.get_mut(index),
+        ) else {
+            return Ok(());
+        };
+        let mut fields = 0;
+        batcher
+            .push_encoded(table, Op::Read, seq, now, |out| {
+                fields = transcoder.transcode(line, out);
+            })
+            .map_err(|source| SnapshotError::Write {
+                table: table.to_string(),
+                source,
+            })?;
+        if fields != table.columns.len() {
+            return Err(SnapshotError::Shape {
+                table: table.to_string(),
+                got: fields,
+                expected: table.columns.len(),
+            });
+        }
+        seq += 1;
+        Ok(())
+    }))?;
+    handle.block_on(snapshot::leave(client))?;
     batcher.commit(
         created.consistent_point,
         created.consistent_point,
         Instant::now(),
     );
-    Ok(rows)
+    Ok((rows, tables.into_iter().map(|t| t.table).collect()))
 }
 
 /// Publishes the files of a closed window, in order (parts in index order), each after the

@@ -14,12 +14,15 @@ pub use copy_text::{CopyTextError, CopyTextParser, Transcoder};
 
 use crate::changes::type_name::{FIRST_USER_OID, sql_type};
 use crate::changes::{ColumnInfo, Table};
+use crate::publication::{Entry, ProjectionError, Publications, copy_statement};
 use crate::source::conn::{SESSION_SETTINGS, quote_ident, quote_literal};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error("snapshot query failed: {0}")]
     Sql(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
     #[error("snapshot of {table}: {source}")]
     Copy {
         table: String,
@@ -38,42 +41,127 @@ pub enum SnapshotError {
     },
 }
 
-/// The tables of a publication, with their columns in the order pgoutput sends them (attribute
-/// number order, without dropped or generated columns).
-pub async fn published_tables(
+/// A table to copy: its columns as pgoutput's Relation message gives them, and the statement
+/// that reads exactly what the publications publish of it.
+#[derive(Debug, Clone)]
+pub struct PublishedTable {
+    pub table: Arc<Table>,
+    /// The published row filter, if any (for the log and `pgcdc check`).
+    pub row_filter: Option<String>,
+    /// `COPY … TO STDOUT` of the published columns and rows.
+    pub copy: String,
+}
+
+/// Starts the repeatable-read transaction that reads as of the slot's exported snapshot. The
+/// catalog is read inside it too, so the copy follows the publications as they were at the
+/// slot's consistent point, as the stream does.
+pub async fn enter(
     client: &tokio_postgres::Client,
-    publication: &str,
-) -> Result<Vec<Arc<Table>>, SnapshotError> {
+    snapshot_name: &str,
+) -> Result<(), SnapshotError> {
+    let mut setup = String::new();
+    for (name, value) in SESSION_SETTINGS {
+        setup.push_str(&format!("set {name} = {}; ", quote_literal(value)));
+    }
+    setup.push_str(&format!(
+        "begin isolation level repeatable read read only; set transaction snapshot {}",
+        quote_literal(snapshot_name)
+    ));
+    client.batch_execute(&setup).await?;
+    Ok(())
+}
+
+/// Ends the transaction [`enter`] began.
+pub async fn leave(client: &tokio_postgres::Client) -> Result<(), SnapshotError> {
+    client.batch_execute("commit").await?;
+    Ok(())
+}
+
+/// How each publication publishes each table, from `pg_publication_tables`, per table in name
+/// order. Column lists and row filters exist from PostgreSQL 15 on.
+pub async fn publication_entries(
+    client: &tokio_postgres::Client,
+    publications: &Publications,
+) -> Result<Vec<((String, String), Vec<Entry>)>, SnapshotError> {
+    let version: i32 = client
+        .query_one("select current_setting('server_version_num')::int", &[])
+        .await?
+        .get(0);
+    let projection = if version >= 150_000 {
+        "attnames::text[], rowfilter"
+    } else {
+        "null::text[], null::text"
+    };
     let rows = client
         .query(
-            "select schemaname::text, tablename::text from pg_catalog.pg_publication_tables \
-             where pubname = $1 order by 1, 2",
-            &[&publication],
+            format!(
+                "select schemaname::text, tablename::text, pubname::text, {projection} \
+                 from pg_catalog.pg_publication_tables where pubname = any($1::text[]) \
+                 order by 1, 2, 3"
+            )
+            .as_str(),
+            &[&publications.names()],
         )
         .await?;
-    let mut tables = Vec::with_capacity(rows.len());
+    let mut tables: Vec<((String, String), Vec<Entry>)> = Vec::new();
     for row in rows {
-        let schema: String = row.get(0);
-        let name: String = row.get(1);
-        let columns = client
+        let name = (row.get::<_, String>(0), row.get::<_, String>(1));
+        let entry = Entry {
+            publication: row.get(2),
+            columns: row.get(3),
+            row_filter: row.get(4),
+        };
+        match tables.last_mut() {
+            Some((last, entries)) if *last == name => entries.push(entry),
+            _ => tables.push((name, vec![entry])),
+        }
+    }
+    Ok(tables)
+}
+
+/// The tables of the publications, with their published columns in the order pgoutput sends
+/// them (attribute number order) and the statement that copies their published projection.
+pub async fn published_tables(
+    client: &tokio_postgres::Client,
+    publications: &Publications,
+) -> Result<Vec<PublishedTable>, SnapshotError> {
+    let mut tables = Vec::new();
+    for ((schema, name), entries) in publication_entries(client, publications).await? {
+        let qualified = format!("{}.{}", quote_ident(&schema), quote_ident(&name));
+        let projection = crate::publication::combine(&format!("{schema}.{name}"), &entries)?;
+        let published: Option<Vec<String>> = projection.columns.map(|c| c.into_iter().collect());
+        // Before PostgreSQL 18 pgoutput never sends generated columns; from 18 on it sends the
+        // stored ones a publication lists or publishes with `publish_generated_columns`, which
+        // `attnames` already says. Virtual generated columns are never sent.
+        let rows = client
             .query(
                 "select a.attname::text, a.atttypid, a.atttypmod, \
                         exists(select 1 from pg_catalog.pg_index i \
                                where i.indrelid = a.attrelid and i.indisprimary \
                                  and a.attnum = any(i.indkey)), \
-                        n.nspname::text, t.typname::text, t.oid \
+                        n.nspname::text, t.typname::text, t.oid, a.attgenerated <> '', \
+                        c.relkind = 'p' \
                  from pg_catalog.pg_attribute a \
+                 join pg_catalog.pg_class c on c.oid = a.attrelid \
                  join pg_catalog.pg_type d on d.oid = a.atttypid \
                  join pg_catalog.pg_type t \
                    on t.oid = case when d.typtype = 'd' then d.typbasetype else d.oid end \
                  join pg_catalog.pg_namespace n on n.oid = t.typnamespace \
                  where a.attrelid = (quote_ident($1) || '.' || quote_ident($2))::regclass \
-                   and a.attnum > 0 and not a.attisdropped and a.attgenerated = '' \
+                   and a.attnum > 0 and not a.attisdropped and a.attgenerated <> 'v' \
+                   and case when $3::text[] is null then a.attgenerated = '' \
+                            else a.attname = any($3::text[]) \
+                                 and (a.attgenerated = '' \
+                                      or current_setting('server_version_num')::int >= 180000) \
+                       end \
                  order by a.attnum",
-                &[&schema, &name],
+                &[&schema, &name, &published],
             )
-            .await?
-            .into_iter()
+            .await?;
+        let partitioned = rows.first().is_some_and(|c| c.get::<_, bool>(8));
+        let has_generated = rows.iter().any(|c| c.get::<_, bool>(7));
+        let columns: Vec<ColumnInfo> = rows
+            .iter()
             .map(|c| {
                 let type_oid: u32 = c.get(1);
                 let type_modifier: i32 = c.get(2);
@@ -92,55 +180,37 @@ pub async fn published_tables(
                 }
             })
             .collect();
-        tables.push(Arc::new(Table {
-            schema,
-            name,
-            columns,
-        }));
+        let quoted: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let copy = copy_statement(
+            &qualified,
+            &quoted,
+            projection.row_filter.as_deref(),
+            partitioned,
+            has_generated,
+        );
+        tables.push(PublishedTable {
+            table: Arc::new(Table {
+                schema,
+                name,
+                columns,
+            }),
+            row_filter: projection.row_filter,
+            copy,
+        });
     }
     Ok(tables)
 }
 
-/// Copies every table inside the exported snapshot `snapshot_name`, handing each row to
-/// `on_line` with the index of its table, in COPY text form (without its LF). Returns the
-/// number of rows copied.
+/// Copies every table inside the transaction [`enter`] began, handing each row to `on_line` with
+/// the index of its table, in COPY text form (without its LF). Returns the number of rows copied.
 pub async fn copy_tables(
     client: &tokio_postgres::Client,
-    snapshot_name: &str,
-    tables: &[Arc<Table>],
+    tables: &[PublishedTable],
     mut on_line: impl FnMut(usize, &[u8]) -> Result<(), SnapshotError>,
 ) -> Result<u64, SnapshotError> {
-    let mut setup = String::new();
-    for (name, value) in SESSION_SETTINGS {
-        setup.push_str(&format!("set {name} = {}; ", quote_literal(value)));
-    }
-    setup.push_str(&format!(
-        "begin isolation level repeatable read read only; set transaction snapshot {}",
-        quote_literal(snapshot_name)
-    ));
-    client.batch_execute(&setup).await?;
     let mut total = 0;
-    for (index, table) in tables.iter().enumerate() {
-        let columns: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
-        let name = format!(
-            "{}.{}",
-            quote_ident(&table.schema),
-            quote_ident(&table.name)
-        );
-        // COPY reads a partitioned table (published through its root) only through a query.
-        let partitioned: bool = client
-            .query_one(
-                "select relkind = 'p' from pg_catalog.pg_class where oid = $1::text::regclass",
-                &[&name],
-            )
-            .await?
-            .get(0);
-        let sql = if partitioned {
-            format!("copy (select {} from {name}) to stdout", columns.join(", "))
-        } else {
-            format!("copy {name} ({}) to stdout", columns.join(", "))
-        };
-        let stream = client.copy_out(sql.as_str()).await?;
+    for (index, published) in tables.iter().enumerate() {
+        let stream = client.copy_out(published.copy.as_str()).await?;
         pin_mut!(stream);
         let mut parser = CopyTextParser::new();
         while let Some(chunk) = stream.next().await {
@@ -151,10 +221,9 @@ pub async fn copy_tables(
             })?;
         }
         parser.finish().map_err(|source| SnapshotError::Copy {
-            table: table.to_string(),
+            table: published.table.to_string(),
             source,
         })?;
     }
-    client.batch_execute("commit").await?;
     Ok(total)
 }

@@ -3,6 +3,7 @@
 use super::SourceError;
 use super::conn::{Connection, QueryResult, quote_ident, quote_literal};
 use crate::lsn::Lsn;
+use crate::publication::Publications;
 
 /// What IDENTIFY_SYSTEM says about the server.
 #[derive(Debug, Clone)]
@@ -56,10 +57,10 @@ pub async fn identify_system(conn: &mut Connection) -> Result<SystemInfo, Source
 /// publication exists.
 pub async fn check_prerequisites(
     conn: &mut Connection,
-    publication: &str,
+    publications: &Publications,
 ) -> Result<(), SourceError> {
     check_wal_level(conn).await?;
-    publication_tables(conn, publication).await?;
+    publication_tables(conn, publications).await?;
     Ok(())
 }
 
@@ -74,28 +75,41 @@ pub async fn check_wal_level(conn: &mut Connection) -> Result<(), SourceError> {
     Ok(())
 }
 
-/// The tables of the publication (`schema.table`); an error when it does not exist.
+/// The tables of the publications (`schema.table`, each once); an error when one does not exist.
 pub async fn publication_tables(
     conn: &mut Connection,
-    publication: &str,
+    publications: &Publications,
 ) -> Result<Vec<String>, SourceError> {
+    let names = publications
+        .names()
+        .iter()
+        .map(|p| quote_literal(p))
+        .collect::<Vec<_>>()
+        .join(", ");
     let found = conn
         .simple_query(&format!(
-            "SELECT 1 AS found FROM pg_catalog.pg_publication WHERE pubname = {}",
-            quote_literal(publication)
+            "SELECT pubname AS found FROM pg_catalog.pg_publication WHERE pubname IN ({names})"
         ))
         .await?;
-    if found.rows.is_empty() {
+    let existing: Vec<&str> = found
+        .rows
+        .iter()
+        .filter_map(|row| row.first().and_then(|v| v.as_deref()))
+        .collect();
+    if let Some(missing) = publications
+        .names()
+        .iter()
+        .find(|p| !existing.contains(&p.as_str()))
+    {
         return Err(SourceError::Prerequisite(format!(
             "publication {} does not exist in this database: create it with `CREATE PUBLICATION {} FOR TABLE ...;` (see replication_setup/)",
-            quote_ident(publication),
-            quote_ident(publication)
+            quote_ident(missing),
+            quote_ident(missing)
         )));
     }
     let tables = conn
         .simple_query(&format!(
-            "SELECT schemaname || '.' || tablename AS name FROM pg_catalog.pg_publication_tables WHERE pubname = {} ORDER BY 1",
-            quote_literal(publication)
+            "SELECT DISTINCT schemaname || '.' || tablename AS name FROM pg_catalog.pg_publication_tables WHERE pubname IN ({names}) ORDER BY 1"
         ))
         .await?;
     Ok(tables
@@ -251,14 +265,19 @@ impl Protocol {
 /// The START_REPLICATION command for a pgoutput slot.
 pub fn start_replication_command(
     slot: &str,
-    publication: &str,
+    publications: &Publications,
     start: Lsn,
     protocol: Protocol,
 ) -> String {
+    let names: Vec<String> = publications
+        .names()
+        .iter()
+        .map(|p| quote_ident(p))
+        .collect();
     let mut options = format!(
         "proto_version '{}', publication_names {}",
         protocol.version,
-        quote_literal(&quote_ident(publication))
+        quote_literal(&names.join(","))
     );
     if protocol.streaming {
         options.push_str(", streaming 'on'");
@@ -289,12 +308,20 @@ mod tests {
         );
     }
 
+    fn pubs(names: &str) -> Publications {
+        Publications::parse(names).unwrap()
+    }
+
     #[test]
     fn start_command_quotes_names() {
         let v1 = Protocol::negotiate(130_010, true, true);
         assert_eq!(
-            start_replication_command("pgcdc", "my\"pub", Lsn::new(0x1_0000_0010), v1),
+            start_replication_command("pgcdc", &pubs("my\"pub"), Lsn::new(0x1_0000_0010), v1),
             "START_REPLICATION SLOT \"pgcdc\" LOGICAL 1/10 (proto_version '1', publication_names '\"my\"\"pub\"')"
+        );
+        assert_eq!(
+            start_replication_command("s", &pubs("a, it's"), Lsn::ZERO, v1),
+            "START_REPLICATION SLOT \"s\" LOGICAL 0/0 (proto_version '1', publication_names '\"a\",\"it''s\"')"
         );
     }
 
@@ -303,7 +330,7 @@ mod tests {
         let v2 = Protocol::negotiate(150_018, true, true);
         assert_eq!((v2.version, v2.streaming, v2.messages), (2, true, true));
         assert_eq!(
-            start_replication_command("s", "p", Lsn::ZERO, v2),
+            start_replication_command("s", &pubs("p"), Lsn::ZERO, v2),
             "START_REPLICATION SLOT \"s\" LOGICAL 0/0 (proto_version '2', publication_names '\"p\"', streaming 'on', messages 'true')"
         );
         let off = Protocol::negotiate(170_000, false, false);

@@ -27,7 +27,8 @@ pub use process::{PGCDC_BIN, Pgcdc, pgcdc_output};
 pub use replay::{
     BOOKKEEPING_DIR, ChangeRow, FileName, METADATA_COLUMNS, Row, TableState, change_files,
     describe_diff, diff_states, duplicate_keys, parse_change_file, parse_csv, parse_file_name,
-    read_change_files, read_text, replay, table_state, try_read_change_files, wait_replay_matches,
+    projection_state, read_change_files, read_text, replay, table_state, try_read_change_files,
+    wait_projection_matches, wait_replay_matches,
 };
 pub use wait::{POLL_INTERVAL, Satisfied, wait_until};
 pub mod http;

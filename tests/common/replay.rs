@@ -500,6 +500,18 @@ fn file_form(column: &str, type_name: &str) -> String {
 }
 
 pub async fn table_state(client: &Client, table: &str, key_columns: &[&str]) -> TableState {
+    projection_state(client, table, key_columns, None, None).await
+}
+
+/// Like [`table_state`] for what a publication publishes of `table`: only `columns` (all when
+/// `None`) of the rows `filter` (an SQL condition) admits.
+pub async fn projection_state(
+    client: &Client,
+    table: &str,
+    key_columns: &[&str],
+    columns: Option<&[&str]>,
+    filter: Option<&str>,
+) -> TableState {
     let described: Vec<(String, String)> = client
         .query(
             "select attname::text, format_type(atttypid, null) from pg_attribute \
@@ -511,13 +523,15 @@ pub async fn table_state(client: &Client, table: &str, key_columns: &[&str]) -> 
         .unwrap_or_else(|e| panic!("reading the columns of {table}: {}", pg_error(&e)))
         .iter()
         .map(|row| (row.get(0), row.get(1)))
+        .filter(|(name, _): &(String, String)| columns.is_none_or(|c| c.contains(&name.as_str())))
         .collect();
     let columns: Vec<String> = described.iter().map(|(c, _)| c.clone()).collect();
     let select: Vec<String> = described
         .iter()
         .map(|(c, t)| file_form(&format!("\"{}\"", c.replace('"', "\"\"")), t))
         .collect();
-    let sql = format!("select {} from {table}", select.join(", "));
+    let filter = filter.map_or(String::new(), |f| format!(" where {f}"));
+    let sql = format!("select {} from {table}{filter}", select.join(", "));
     let rows = client
         .query(sql.as_str(), &[])
         .await
@@ -553,14 +567,39 @@ pub async fn wait_replay_matches(
     what: &str,
     deadline: Duration,
 ) {
+    wait_projection_matches(
+        cluster,
+        sink,
+        table,
+        key_columns,
+        None,
+        None,
+        what,
+        deadline,
+    )
+    .await;
+}
+
+/// Like [`wait_replay_matches`], against the projection [`projection_state`] computes.
+#[allow(clippy::too_many_arguments)]
+pub async fn wait_projection_matches(
+    cluster: &PgCluster,
+    sink: &Path,
+    table: &str,
+    key_columns: &[&str],
+    columns: Option<&[&str]>,
+    filter: Option<&str>,
+    what: &str,
+    deadline: Duration,
+) {
     let client = cluster.client(SHOP_DB).await;
     wait_until(what, deadline, || {
         let client = &client;
         async move {
-            let expected = table_state(client, table, key_columns).await;
-            let rows = try_read_change_files(sink, table).ok()?;
+            let expected = projection_state(client, table, key_columns, columns, filter).await;
+            let rows = try_read_change_files(sink, table)?;
             let actual = replay(&rows, key_columns);
-            describe_diff(&expected, &actual).is_none().then_some(())
+            describe_diff(&expected, &actual).map_or(Ok(()), Err)
         }
     })
     .await;
