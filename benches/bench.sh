@@ -40,7 +40,7 @@ say() { printf '%s\n' "$*" >&2; }
 # BENCH_ONLY=scenarios|latency|snapshot runs one phase (default: all).
 want() { [[ -z "${BENCH_ONLY:-}" || "${BENCH_ONLY}" == "$1" ]]; }
 die() { say "bench: $*"; exit 1; }
-[[ -x "$pgcdc_bin" ]] || die "no pgcdc binary at $pgcdc_bin (make build)"
+[[ -x "$pgcdc_bin" ]] || die "no pgcdc binary at $pgcdc_bin (make build-release)"
 bindir=$(pg_config --bindir 2>/dev/null || true)
 [[ -x "$bindir/initdb" ]] || bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -t/ -k4,4n | tail -n 1)
 [[ -x "$bindir/pg_recvlogical" ]] || die "no pg_recvlogical in $bindir (scripts/install-deps.sh)"

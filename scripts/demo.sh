@@ -4,7 +4,7 @@
 # S3 bucket while a shop workload runs, a clean SIGTERM, and then the proof: the files, rows per
 # operation, and whether replaying the files gives exactly the table.
 #
-#   make demo                      (installs deps, builds release, runs this)
+#   make demo                      (installs deps, builds pgcdc, runs this)
 #   DEMO_SETUP_ONLY=1 scripts/demo.sh    cluster + schema + sample data only, then clean up
 #
 # Knobs: DEMO_SCENARIO=fixture (adds a truncate, a reload, a key change and an unchanged-TOAST
@@ -13,7 +13,7 @@
 # the zoo also PostgreSQL's own values of it: type_zoo_text.csv, type_zoo_expected.csv),
 # DEMO_SINK (s3 | file: a local directory instead of the S3 server), DEMO_ROWS (2000), DEMO_WORKLOAD_SECONDS (10), DEMO_KEEP=1 (keep the temp dir and print
 # its path), DEMO_EXTRA_SQL=<file> (run it in `shop` after the sample data), PGCDC_BIN (default
-# $CARGO_TARGET_DIR/release/pgcdc), PGCDC_PG_BINDIR.
+# $CARGO_TARGET_DIR/debug/pgcdc: the build `make test` uses too), PGCDC_PG_BINDIR.
 #
 # The cluster is started the way the test harness does it (tests/common/cluster.rs): initdb into
 # a temp dir, a free port on 127.0.0.1, wal_level=logical, run as the `postgres` user when we are
@@ -22,7 +22,7 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 target_dir=${CARGO_TARGET_DIR:-$HOME/.cache/pgcdc/target}
-pgcdc_bin=${PGCDC_BIN:-$target_dir/release/pgcdc}
+pgcdc_bin=${PGCDC_BIN:-$target_dir/debug/pgcdc}
 rows=${DEMO_ROWS:-2000}
 workload_seconds=${DEMO_WORKLOAD_SECONDS:-10}
 setup_only=${DEMO_SETUP_ONLY:-0}
