@@ -77,14 +77,20 @@ pub async fn run(config: &Config) -> Vec<Finding> {
             });
             let publications = &config.source.publications;
             let first = publications.first();
+            let quoted = publications
+                .names()
+                .iter()
+                .map(|p| format!("{p:?}"))
+                .collect::<Vec<_>>()
+                .join(", ");
             findings.push(match slot::publication_tables(&mut conn, publications).await {
                 Ok(tables) if tables.is_empty() => Finding::fail(
                     "publication",
-                    format!("{publications} has no tables: add them with `ALTER PUBLICATION {first} ADD TABLE ...;`"),
+                    format!("{quoted} has no tables: add them with `ALTER PUBLICATION {first} ADD TABLE ...;`"),
                 ),
                 Ok(tables) => Finding::pass(
                     "publication",
-                    format!("{publications}: {}", tables.join(", ")),
+                    format!("{quoted}: {}", tables.join(", ")),
                 ),
                 Err(e) => Finding::fail("publication", e),
             });
