@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use pgcdc::batch::csv::{encode_row, format_commit_ts};
 use pgcdc::changes::{ChangeRow, ColumnInfo, Field, Op, Table, TxnMeta};
+use pgcdc::encode::{encode_row, format_commit_ts};
 use pgcdc::lsn::Lsn;
 
 fn table() -> Arc<Table> {

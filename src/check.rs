@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 
 use tokio::sync::watch;
 
-use crate::config::{Config, SinkTarget, redacted_target};
+use crate::config::{Config, SinkTarget};
+use crate::conninfo::redacted_target;
 use crate::publication::{self, Publications};
 use crate::sink::{LocalSink, S3Sink};
 use crate::snapshot;

@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::layout as key;
 use crate::lsn::Lsn;
-use crate::sink::{Sink, SinkError, key};
+use crate::sink::{Sink, SinkError};
 
 /// Where the initial snapshot stands for this slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

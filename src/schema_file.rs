@@ -11,13 +11,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::batch::csv::METADATA_COLUMNS;
 use crate::changes::Table;
+use crate::encode::METADATA_COLUMNS;
+use crate::layout;
 use crate::lsn::Lsn;
 use crate::sink::{Sink, SinkError};
 
-/// The folder under each table folder that holds its schema files.
-pub const SCHEMA_DIR: &str = "_schema";
+pub use crate::layout::SCHEMA_DIR;
 
 #[derive(Serialize)]
 struct Document<'a> {
@@ -103,10 +103,7 @@ pub fn render(table: &Table, first_row: (Lsn, u64)) -> (String, Vec<u8>) {
     };
     let mut json = serde_json::to_vec_pretty(&doc).unwrap_or_default();
     json.push(b'\n');
-    (
-        format!("{}/{SCHEMA_DIR}/{version}.json", table.folder()),
-        json,
-    )
+    (layout::schema_key(&table.folder(), &version), json)
 }
 
 /// The schemas already in the sink, per table folder, by fingerprint.
@@ -120,14 +117,10 @@ impl KnownSchemas {
     pub fn from_keys<'a>(keys: impl IntoIterator<Item = &'a str>) -> KnownSchemas {
         let mut known = KnownSchemas::default();
         for key in keys {
-            let Some((folder, file)) = key.split_once(&format!("/{SCHEMA_DIR}/")) else {
+            let Some((folder, version)) = layout::parse_schema_key(key) else {
                 continue;
             };
-            let Some(fp) = file
-                .strip_suffix(".json")
-                .and_then(|v| v.rsplit_once('-'))
-                .map(|(_, fp)| fp)
-            else {
+            let Some((_, fp)) = version.rsplit_once('-') else {
                 continue;
             };
             known

@@ -15,8 +15,9 @@ use tokio::sync::watch;
 
 use crate::checkpoint::{Checkpoint, CheckpointError, SnapshotState};
 use crate::config::{Config, SinkTarget};
+use crate::layout;
 use crate::lsn::Lsn;
-use crate::sink::{LocalSink, S3Sink, Sink, SinkError, key};
+use crate::sink::{LocalSink, S3Sink, Sink, SinkError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SlotAdminError {
@@ -217,7 +218,7 @@ impl<'a> SlotAdmin<'a> {
             "dropping the slot",
             "select pg_drop_replication_slot($1)::text",
         )?;
-        self.sink.delete(&key::checkpoint_key(self.slot()))?;
+        self.sink.delete(&layout::checkpoint_key(self.slot()))?;
         self.write_gap("drop", status.confirmed_flush_lsn, None, true)?;
         Ok(())
     }
@@ -285,7 +286,7 @@ impl<'a> SlotAdmin<'a> {
                 "select pg_drop_replication_slot($1)::text",
             )?;
         }
-        self.sink.delete(&key::checkpoint_key(self.slot()))?;
+        self.sink.delete(&layout::checkpoint_key(self.slot()))?;
         let position = if snapshot {
             None
         } else {
@@ -338,11 +339,8 @@ pub fn write_gap_marker(
         fresh_snapshot,
     };
     let bytes = serde_json::to_vec_pretty(&marker).unwrap_or_default();
-    let name = format!(
-        "{}/{slot}/gaps/{}-{action}.json",
-        key::BOOKKEEPING_DIR,
-        now.format("%Y%m%dT%H%M%S%.6fZ")
-    );
+    let time = now.format("%Y%m%dT%H%M%S%.6fZ").to_string();
+    let name = layout::gap_marker_key(slot, &time, action);
     sink.write(&name, &bytes)?;
     Ok(name)
 }

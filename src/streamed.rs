@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
-use crate::batch::csv;
 use crate::changes::{Assembler, Change, ChangeRow, Op, Table};
+use crate::encode as csv;
 use crate::lsn::Lsn;
 use crate::pgoutput::{Begin, Message, Xid};
 

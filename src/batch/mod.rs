@@ -3,13 +3,12 @@
 //! A window opens with its first row and closes at the first commit after `window` has passed
 //! or after some file reached `max_file_bytes`; it never closes inside a transaction, so a file
 //! holds whole transactions. A transaction that alone outgrows `max_file_bytes` is cut into
-//! numbered parts (see [`crate::sink::key`]); the window then closes at its commit. Each table
+//! numbered parts (see [`crate::layout`]); the window then closes at its commit. Each table
 //! gets its own file per window, with a header of its current columns; a schema change in the
 //! middle of a window also starts a new part, so one file has one header.
 //!
 //! No tokio, no network: the clock is passed in, which keeps the window logic testable.
 
-pub mod csv;
 mod spool;
 
 use std::collections::BTreeMap;
@@ -19,9 +18,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::changes::{ChangeRow, Op, Table, TxnMeta};
-use crate::config::FileFormat;
+use crate::encode as csv;
+use crate::layout::FileFormat;
+use crate::layout::{ObjectKey, Part};
 use crate::lsn::Lsn;
-use crate::sink::{ObjectKey, Part};
 use spool::SpoolWriter;
 
 /// A finished file waiting in the spool to be published.

@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
-use crate::config::FileFormat;
+use crate::layout::FileFormat;
 
 /// Uncompressed bytes collected before they are deflated (inline or by the thread).
 const CHUNK: usize = 256 * 1024;

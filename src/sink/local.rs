@@ -8,8 +8,8 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use super::key::BOOKKEEPING_DIR;
-use super::{Sink, SinkError};
+use super::{Sink, SinkError, SinkErrorKind};
+use crate::layout::BOOKKEEPING_DIR;
 
 pub struct LocalSink {
     root: PathBuf,
@@ -39,6 +39,7 @@ impl LocalSink {
 
     fn error(&self, op: &'static str, key: &str, source: io::Error) -> SinkError {
         SinkError {
+            kind: SinkErrorKind::Local,
             op,
             key: key.to_owned(),
             location: self.location(),

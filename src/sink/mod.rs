@@ -5,14 +5,12 @@
 //! task that answers the server's keepalives. "Durable" means a reader will find the whole object
 //! after a crash of pgcdc or of the machine; `publish` returns only then.
 
-pub mod key;
 pub mod local;
 pub mod retry;
 pub mod s3;
 
 use std::path::{Path, PathBuf};
 
-pub use key::{ObjectKey, Part};
 pub use local::LocalSink;
 pub use s3::{S3Info, S3Sink};
 
@@ -20,10 +18,33 @@ pub use s3::{S3Info, S3Sink};
 #[derive(Debug, thiserror::Error)]
 #[error("cannot {op} {key} in {location}: {message}")]
 pub struct SinkError {
+    /// What kind of failure it was, as the sink classified it: callers decide on retries and
+    /// labels from this, never from the message.
+    pub kind: SinkErrorKind,
     pub op: &'static str,
     pub key: String,
     pub location: String,
     pub message: String,
+}
+
+/// How a sink operation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkErrorKind {
+    /// The store refused: access denied, no such bucket, bad credentials, a request it will
+    /// never accept, or an answer pgcdc cannot use. Trying again does not help.
+    Refused,
+    /// A failure worth retrying (the label says which: throttled, server, timeout, connection),
+    /// given up on because pgcdc is shutting down.
+    Retriable(&'static str),
+    /// This machine's disk: the spool directory, or a local sink's files.
+    Local,
+}
+
+impl SinkError {
+    /// Whether the same operation may succeed later.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self.kind, SinkErrorKind::Retriable(_))
+    }
 }
 
 pub trait Sink: Send + Sync {

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::retry::{Failure, classify};
-use super::{Sink, SinkError};
+use super::{Sink, SinkError, SinkErrorKind};
 use crate::backoff::Backoff;
 use crate::config::{S3Target, Sse};
 use crate::metrics;
@@ -83,6 +83,7 @@ impl S3Sink {
             .region()
             .map(|r| r.to_string())
             .ok_or_else(|| SinkError {
+                kind: SinkErrorKind::Refused,
                 op: "configure",
                 key: String::new(),
                 location: location.clone(),
@@ -90,6 +91,7 @@ impl S3Sink {
             })?;
         let credential_source = credential_source(&sdk).await;
         std::fs::create_dir_all(&target.spool_dir).map_err(|e| SinkError {
+            kind: SinkErrorKind::Local,
             op: "create",
             key: target.spool_dir.display().to_string(),
             location: "the spool directory (sink.spool_dir)".to_owned(),
@@ -111,7 +113,7 @@ impl S3Sink {
 
     /// Verifies the bucket is reachable and writable by writing and removing a probe object.
     pub async fn check_writable(&self, slot: &str) -> Result<(), SinkError> {
-        let key = format!("{}/{slot}/.write-probe", super::key::BOOKKEEPING_DIR);
+        let key = crate::layout::write_probe_key(slot);
         let full = self.full_key(&key);
         self.client
             .head_bucket()
@@ -150,6 +152,10 @@ impl S3Sink {
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
         SinkError {
+            kind: match classify(err) {
+                Failure::Retriable(label) => SinkErrorKind::Retriable(label),
+                Failure::Permanent => SinkErrorKind::Refused,
+            },
             op,
             key: self.full_key(key),
             location: format!("bucket {}", self.target.bucket),
@@ -246,6 +252,7 @@ impl S3Sink {
         })?;
         let Some(upload_id) = upload.upload_id().map(str::to_owned) else {
             return Err(SinkError {
+                kind: SinkErrorKind::Refused,
                 op: "start a multipart upload of",
                 key: full,
                 location: format!("bucket {}", self.target.bucket),
@@ -418,6 +425,7 @@ impl Sink for S3Sink {
     fn publish(&self, spool: &Path, key: &str) -> Result<(), SinkError> {
         let size = std::fs::metadata(spool)
             .map_err(|e| SinkError {
+                kind: SinkErrorKind::Local,
                 op: "read",
                 key: spool.display().to_string(),
                 location: "the spool directory".to_owned(),
@@ -434,6 +442,7 @@ impl Sink for S3Sink {
             .upload_seconds
             .observe(started.elapsed().as_secs_f64());
         std::fs::remove_file(spool).map_err(|e| SinkError {
+            kind: SinkErrorKind::Local,
             op: "remove",
             key: spool.display().to_string(),
             location: "the spool directory".to_owned(),
@@ -505,6 +514,7 @@ impl Sink for S3Sink {
             .handle
             .block_on(output.body.collect())
             .map_err(|e| SinkError {
+                kind: SinkErrorKind::Retriable("response"),
                 op: "read",
                 key: full,
                 location: format!("bucket {}", self.target.bucket),

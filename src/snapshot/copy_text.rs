@@ -7,8 +7,8 @@
 
 use bytes::Bytes;
 
-use crate::batch::csv::push_field;
 use crate::changes::{Field, Table, normalise};
+use crate::encode::push_field;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CopyTextError {
@@ -351,7 +351,7 @@ mod tests {
                 commit_ts: 0,
             };
             let mut slow = Vec::new();
-            crate::batch::csv::encode_row(&mut slow, &meta, "ts", &row);
+            crate::encode::encode_row(&mut slow, &meta, "ts", &row);
             let slow_columns = slow
                 .strip_prefix(b"R,1,0,,ts,".as_slice())
                 .and_then(|s| s.strip_suffix(b"\n".as_slice()))

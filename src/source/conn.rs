@@ -16,8 +16,10 @@ use postgres_protocol::message::{backend, frontend};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
 use super::SourceError;
-use super::tls::{self, NegotiateError, Tls};
-use crate::config::{SourceConfig, host_port, host_target, redacted_target};
+use super::tls::{self, NegotiateError};
+use crate::config::SourceConfig;
+use crate::conninfo::{host_port, host_target, redacted_target};
+use crate::tls::Tls;
 use tokio_postgres::config::{Host, TargetSessionAttrs};
 
 /// Anything we can speak the protocol over: a TCP or a Unix-domain socket.

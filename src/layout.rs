@@ -1,4 +1,6 @@
-//! Object names, and what they say about durability.
+//! Every name pgcdc gives an object in the sink, in one place, and what the names say about
+//! durability: data files and part sets, schema files, and the bookkeeping under `_pgcdc/`
+//! (checkpoint, gap markers, the write probe). Pure.
 //!
 //! Keys are deterministic so that a replayed file overwrites instead of adding a copy:
 //! `<schema>.<table>/dt=YYYY-MM-DD/hour=HH/<first>-<last>.<ext>`, where `<first>`/`<last>` are the
@@ -14,11 +16,50 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::FileFormat;
 use crate::lsn::Lsn;
+
+/// How data files are written: plain or gzip CSV.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    Csv,
+    CsvGz,
+}
+
+impl FileFormat {
+    pub fn extension(self) -> &'static str {
+        match self {
+            FileFormat::Csv => "csv",
+            FileFormat::CsvGz => "csv.gz",
+        }
+    }
+}
 
 /// Where bookkeeping lives, beside the table folders: `_pgcdc/<slot>/...`.
 pub const BOOKKEEPING_DIR: &str = "_pgcdc";
+
+/// The folder of a table's schema files, under its table folder.
+pub const SCHEMA_DIR: &str = "_schema";
+
+/// `<schema>.<table>/_schema/<version>.json`.
+pub fn schema_key(folder: &str, version: &str) -> String {
+    format!("{folder}/{SCHEMA_DIR}/{version}.json")
+}
+
+/// The table folder and version of a schema file's key.
+pub fn parse_schema_key(key: &str) -> Option<(&str, &str)> {
+    let (folder, file) = key.split_once(&format!("/{SCHEMA_DIR}/"))?;
+    Some((folder, file.strip_suffix(".json")?))
+}
+
+/// `_pgcdc/<slot>/gaps/<time>-<action>.json`: a marker that changes may be missing.
+pub fn gap_marker_key(slot: &str, time: &str, action: &str) -> String {
+    format!("{BOOKKEEPING_DIR}/{slot}/gaps/{time}-{action}.json")
+}
+
+/// `_pgcdc/<slot>/.write-probe`: what an S3 sink writes and deletes to test its access.
+pub fn write_probe_key(slot: &str) -> String {
+    format!("{BOOKKEEPING_DIR}/{slot}/.write-probe")
+}
 
 pub fn checkpoint_key(slot: &str) -> String {
     format!("{BOOKKEEPING_DIR}/{slot}/checkpoint.json")

@@ -17,10 +17,11 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use super::copy::copy_into_batcher;
+use super::error::RunError;
 use crate::batch::{Batcher, Sealed};
 use crate::config::Config;
 use crate::lsn::Lsn;
-use crate::run::{RunError, copy_into_batcher};
 use crate::source::{Connection, slot};
 
 /// Rows of newly published tables, copied and sealed, waiting to be published.

@@ -1,0 +1,91 @@
+//! Why the pipeline stopped, and whether reconnecting may cure it.
+
+use crate::changes::ChangesError;
+use crate::checkpoint::CheckpointError;
+use crate::lsn::Lsn;
+use crate::pgoutput::DecodeError;
+use crate::sink::SinkError;
+use crate::snapshot::SnapshotError;
+use crate::source::SourceError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("cannot decode the pgoutput message at {lsn}: {source}")]
+    Decode { lsn: Lsn, source: DecodeError },
+    #[error("at {lsn}: {source}")]
+    Changes { lsn: Lsn, source: ChangesError },
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("cannot write spool file in {dir}: {source}")]
+    Spool { dir: String, source: std::io::Error },
+    #[error(
+        "replication slot {slot} is in use by another process (pid {pid}); stop the other pgcdc or consumer first"
+    )]
+    SlotInUse { slot: String, pid: i32 },
+    #[error(
+        "source.failover needs PostgreSQL 17 or later, and the server is {server_version}: set failover = false (a failover then needs `pgcdc slot reset`) or upgrade"
+    )]
+    FailoverUnsupported { server_version: u32 },
+    #[error(
+        "replication slot {slot} uses the {plugin} plugin; pgcdc needs a pgoutput slot: drop it or choose another source.slot"
+    )]
+    WrongPlugin { slot: String, plugin: String },
+    #[error(
+        "replication slot {slot} does not exist, but checkpoint {key} shows pgcdc streamed from it up to {flush}: changes made since then are lost to the slot. Run `pgcdc slot reset --yes` to recreate it and take a fresh snapshot"
+    )]
+    SlotLost {
+        slot: String,
+        key: String,
+        flush: Lsn,
+    },
+    #[error(
+        "replication slot {slot} was invalidated by the server ({reason}): the WAL it needed is gone (see max_slot_wal_keep_size). Run `pgcdc slot reset --yes` to recreate it and take a fresh snapshot"
+    )]
+    SlotInvalidated { slot: String, reason: String },
+    #[error(
+        "replication slot {slot} has confirmed changes up to {slot_lsn}, but checkpoint {key} shows pgcdc made only up to {checkpoint} durable: the slot was advanced, recreated or failed over behind pgcdc's back, and the changes in between are not in the files. Run `pgcdc slot reset --yes` to recreate the slot and take a fresh snapshot, or set source.on_slot_ahead = \"gap\" to record a gap marker and continue"
+    )]
+    SlotAhead {
+        slot: String,
+        key: String,
+        slot_lsn: Lsn,
+        checkpoint: Lsn,
+    },
+    #[error("cannot open a SQL connection for the snapshot: {0}")]
+    SqlConnect(tokio_postgres::Error),
+}
+
+impl RunError {
+    /// A short, bounded label for `pgcdc_errors_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RunError::Source(_) | RunError::SqlConnect(_) => "source",
+            RunError::Decode { .. } | RunError::Changes { .. } => "decode",
+            RunError::Sink(_) | RunError::Spool { .. } => "sink",
+            RunError::Checkpoint(_) => "checkpoint",
+            RunError::Snapshot(_) => "snapshot",
+            RunError::SlotInUse { .. }
+            | RunError::FailoverUnsupported { .. }
+            | RunError::WrongPlugin { .. }
+            | RunError::SlotLost { .. }
+            | RunError::SlotAhead { .. }
+            | RunError::SlotInvalidated { .. } => "slot",
+        }
+    }
+
+    /// Whether reconnecting may cure it (only tried once pgcdc has streamed: a setup that never
+    /// worked fails at once, so a typo is not retried forever).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RunError::Source(e) => e.is_transient(),
+            RunError::SqlConnect(_) | RunError::SlotInUse { .. } => true,
+            _ => false,
+        }
+    }
+}

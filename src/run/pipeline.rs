@@ -1,0 +1,645 @@
+//! The event loop: replication events into transactions, transactions into windows, closed
+//! windows to the upload thread, and durable windows into the checkpoint and the server's
+//! flush position by the rule in [`super::ack`].
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+use tracing::{debug, info};
+
+use super::ack::{Ack, Position};
+use super::added::{AddedTables, TableCopy};
+use super::error::RunError;
+use super::publish::{self, Outcome, Upload};
+use crate::batch::Batcher;
+use crate::changes::{Assembler, Change, Op, Table, TxnMeta};
+use crate::checkpoint::Checkpoint;
+use crate::config::{Config, Messages};
+use crate::encode as csv;
+use crate::lsn::Lsn;
+use crate::metrics;
+use crate::pg_time;
+use crate::pgoutput::{self, Begin, Commit, Message, StreamCommit};
+use crate::schema_file::KnownSchemas;
+use crate::sink::Sink;
+use crate::source::{SourceError, SourceEvent, Stream};
+use crate::streamed::StreamedTxns;
+
+/// What the pipeline starts from, out of start-up.
+pub(super) struct Parts {
+    pub checkpoint: Checkpoint,
+    pub batcher: Batcher,
+    pub added: AddedTables,
+    pub durable: BTreeMap<String, Lsn>,
+    pub schemas: KnownSchemas,
+    pub streamed: StreamedTxns,
+}
+
+/// Streams until shutdown (Ok, everything durable checkpointed) or an error.
+pub(super) fn run(
+    config: &Config,
+    handle: &Handle,
+    sink: &dyn Sink,
+    parts: Parts,
+    stream: Stream,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    let Parts {
+        checkpoint,
+        batcher,
+        added,
+        durable,
+        schemas,
+        streamed,
+    } = parts;
+    let schemas = Mutex::new(schemas);
+    let (uploads, jobs) = publish::queue();
+    let (done, uploaded) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::scope(|scope| {
+        let schemas = &schemas;
+        scope.spawn(move || publish::uploader(sink, schemas, jobs, done));
+        let ack = Ack::new(
+            Position {
+                commit: checkpoint.commit_lsn,
+                flush: checkpoint.flush_lsn,
+            },
+            config.source.status_interval,
+            Instant::now(),
+        );
+        let mut pipeline = Pipeline {
+            sink,
+            uploads,
+            uploaded,
+            ack,
+            window_opened: VecDeque::new(),
+            batcher,
+            assembler: Assembler::new(config.source.messages == Messages::Write),
+            streamed,
+            record: Vec::new(),
+            row_target: None,
+            added,
+            schemas,
+            checkpoint,
+            durable,
+            skip_txn: false,
+            txn: None,
+            changes: Vec::new(),
+            last_commit_unix_us: 0,
+            txn_has_rows: false,
+            window_commits: Vec::new(),
+        };
+        // Dropping the pipeline closes the upload queue, which ends the thread.
+        pipeline.stream(handle, stream, shutdown)
+    })
+}
+
+/// Events taken from the channel per wake-up: one `block_on` per message would park and wake
+/// the pipeline thread a million times for a million-row transaction.
+const EVENT_BATCH: usize = 1024;
+
+enum Wake {
+    /// `n` events were moved into the inbox; 0 means the channel closed.
+    Events(usize),
+    Deadline,
+    Shutdown,
+    Copied(Result<TableCopy, RunError>),
+    Uploaded(Upload, Result<(), RunError>),
+}
+
+struct Pipeline<'a> {
+    sink: &'a dyn Sink,
+    batcher: Batcher,
+    assembler: Assembler,
+    /// Streamed transactions (protocol 2) waiting for their Stream Commit or Abort: their
+    /// spool files, and what decoding them needs.
+    streamed: StreamedTxns,
+    /// Scratch for one spool record.
+    record: Vec<u8>,
+    row_target: Option<RowTarget>,
+    /// Copies of tables that joined the publication.
+    added: AddedTables,
+    /// Schema files already in the sink (shared with the upload thread).
+    schemas: &'a Mutex<KnownSchemas>,
+    /// Closed windows to the upload thread, and their outcomes back.
+    uploads: std::sync::mpsc::SyncSender<Upload>,
+    uploaded: tokio::sync::mpsc::UnboundedReceiver<Outcome>,
+    /// What may be reported as flushed; counts the windows in flight.
+    ack: Ack,
+    /// Opening times (Unix µs) of the windows not yet durable, oldest first: one per pending
+    /// upload (0 for a window without rows), then the open window's if it has rows.
+    window_opened: VecDeque<i64>,
+    checkpoint: Checkpoint,
+    /// Per table folder: the last commit already durable in the sink (from file names).
+    durable: BTreeMap<String, Lsn>,
+    /// Whether the open transaction is already covered by the checkpoint.
+    skip_txn: bool,
+    txn: Option<TxnMeta>,
+    changes: Vec<Change>,
+    /// Commit time (Unix µs) of the last transaction received, for the lag in seconds.
+    last_commit_unix_us: i64,
+    /// Whether the open transaction wrote rows into the window.
+    txn_has_rows: bool,
+    /// Commit times of the window's transactions, observed as commit-to-durable latency when
+    /// the window's checkpoint is written.
+    window_commits: Vec<i64>,
+}
+
+impl Pipeline<'_> {
+    fn stream(
+        &mut self,
+        handle: &Handle,
+        mut stream: Stream,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), RunError> {
+        let mut stopping = *shutdown.borrow();
+        let mut inbox = Vec::with_capacity(EVENT_BATCH);
+        loop {
+            if stopping && !self.assembler.in_transaction() {
+                self.seal_and_submit()?;
+                self.drain_uploads(handle, &stream)?;
+                self.advance_idle(None, true)?;
+                info!(checkpoint = %self.checkpoint.commit_lsn, flush = %self.checkpoint.flush_lsn, "Shut down cleanly");
+                stream.feedback.flushed(self.checkpoint.flush_lsn);
+                handle.block_on(stream.stop())?;
+                return Ok(());
+            }
+            let deadline = self
+                .batcher
+                .deadline()
+                .filter(|_| !self.assembler.in_transaction());
+            let copies = &mut self.added.results;
+            let uploaded = &mut self.uploaded;
+            let uploading = self.ack.uploads_pending() > 0;
+            let wake = handle.block_on(async {
+                tokio::select! {
+                    biased;
+                    changed = shutdown.changed(), if !stopping => {
+                        let _ = changed;
+                        Wake::Shutdown
+                    }
+                    Some((upload, result)) = uploaded.recv(), if uploading => {
+                        Wake::Uploaded(upload, result)
+                    }
+                    Some(copied) = copies.recv() => Wake::Copied(copied),
+                    n = stream.events.recv_many(&mut inbox, EVENT_BATCH) => Wake::Events(n),
+                    _ = sleep_until(deadline), if deadline.is_some() => Wake::Deadline,
+                }
+            });
+            match wake {
+                Wake::Shutdown => {
+                    info!("Shutdown requested: closing the open window");
+                    stopping = true;
+                }
+                Wake::Uploaded(upload, result) => self.on_uploaded(upload, result, &stream)?,
+                Wake::Copied(copied) => self.publish_copy(copied?)?,
+                Wake::Deadline => {
+                    if self.batcher.is_due(Instant::now()) {
+                        self.seal_and_submit()?;
+                    }
+                }
+                Wake::Events(0) => {
+                    // The socket task ended: it tells why.
+                    return Err(match handle.block_on(stream.join()) {
+                        Err(e) => RunError::Source(e),
+                        Ok(()) => RunError::Source(SourceError::Closed),
+                    });
+                }
+                Wake::Events(_) => {
+                    for event in inbox.drain(..) {
+                        self.handle_event(event, &stream)?;
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle_event(&mut self, event: SourceEvent, stream: &Stream) -> Result<(), RunError> {
+        match event {
+            SourceEvent::Keepalive { wal_end } => {
+                if let Some(flush) = self.advance_idle(Some(wal_end), false)? {
+                    stream.feedback.flushed(flush);
+                }
+            }
+            SourceEvent::Data { wal_start, data } => {
+                metrics::get()
+                    .received_lsn
+                    .set(metrics::lsn_value(wal_start));
+                let in_stream = self.streamed.current().is_some();
+                let message =
+                    pgoutput::decode(&data, in_stream).map_err(|source| RunError::Decode {
+                        lsn: wal_start,
+                        source,
+                    })?;
+                match message {
+                    Message::StreamStart(start) => self
+                        .streamed
+                        .start(start.xid, start.first_segment)
+                        .map_err(|e| self.spool_error(e))?,
+                    Message::StreamStop => self.streamed.stop(),
+                    Message::StreamAbort(abort) => {
+                        debug!(
+                            xid = abort.xid,
+                            subxid = abort.subxid,
+                            "Streamed transaction aborted; discarding what was spooled"
+                        );
+                        self.streamed
+                            .abort(abort.xid, abort.subxid)
+                            .map_err(|e| self.spool_error(e))?;
+                    }
+                    Message::StreamCommit(commit) => self.replay_streamed(&commit, stream)?,
+                    message if in_stream => self.spool_streamed(message, wal_start)?,
+                    message => self.apply_message(message, wal_start, stream)?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one decoded message through the assembler and the window.
+    fn apply_message(
+        &mut self,
+        message: Message,
+        lsn: Lsn,
+        stream: &Stream,
+    ) -> Result<(), RunError> {
+        self.notice_relation(&message);
+        self.changes.clear();
+        self.assembler
+            .apply(message, &mut self.changes)
+            .map_err(|source| RunError::Changes { lsn, source })?;
+        let changes = std::mem::take(&mut self.changes);
+        for change in &changes {
+            self.apply(change, stream)?;
+        }
+        self.changes = changes;
+        Ok(())
+    }
+
+    /// A message inside a stream block: decoded and encoded now, written at its commit.
+    fn spool_streamed(&mut self, message: Message, lsn: Lsn) -> Result<(), RunError> {
+        self.notice_relation(&message);
+        let subxid = message.stream_xid();
+        let Some(txn) = self.streamed.current_txn() else {
+            return Ok(());
+        };
+        self.changes.clear();
+        txn.assembler
+            .apply(message, &mut self.changes)
+            .map_err(|source| RunError::Changes { lsn, source })?;
+        if let Err(source) = self
+            .streamed
+            .spool_rows(subxid, &self.changes, &mut self.record)
+        {
+            return Err(self.spool_error(source));
+        }
+        Ok(())
+    }
+
+    /// Stream Commit: the spooled rows enter the window as one transaction, in commit order.
+    fn replay_streamed(&mut self, commit: &StreamCommit, stream: &Stream) -> Result<(), RunError> {
+        let lsn = commit.commit_lsn;
+        let committed = self
+            .streamed
+            .commit(commit.xid)
+            .map_err(|e| self.spool_error(e))?;
+        if let Some((txn, _)) = &committed {
+            self.assembler.adopt_relations(&txn.assembler);
+        }
+        self.apply_message(
+            Message::Begin(Begin {
+                final_lsn: lsn,
+                commit_ts: commit.commit_ts,
+                xid: commit.xid,
+            }),
+            lsn,
+            stream,
+        )?;
+        if let Some((txn, mut replay)) = committed {
+            let mut record = std::mem::take(&mut self.record);
+            while replay
+                .next_record(&mut record)
+                .map_err(|e| self.spool_error(e))?
+            {
+                let Some((table, op, seq, encoded)) = txn.decode(&record) else {
+                    return Err(self.spool_error(std::io::Error::other(
+                        "a streamed transaction's spool record is damaged",
+                    )));
+                };
+                self.write_row(&table, op, seq, |line| line.extend_from_slice(encoded))?;
+            }
+            self.record = record;
+        }
+        self.apply_message(
+            Message::Commit(Commit {
+                flags: commit.flags,
+                commit_lsn: lsn,
+                end_lsn: commit.end_lsn,
+                commit_ts: commit.commit_ts,
+            }),
+            lsn,
+            stream,
+        )
+    }
+
+    /// A Relation for a table whose existing rows are not covered yet starts copying them.
+    fn notice_relation(&mut self, message: &Message) {
+        if let Message::Relation(relation) = message {
+            let folder = format!("{}.{}", relation.namespace, relation.name);
+            if !self.checkpoint.covers_table(&folder) && !self.added.is_pending(&folder) {
+                self.added.request(vec![folder]);
+            }
+        }
+    }
+
+    /// Writes one row of the open transaction into the window, unless the checkpoint or the
+    /// table's durable files already hold it. `encode` appends the line after the metadata
+    /// columns (`_unchanged` and the fields).
+    fn write_row(
+        &mut self,
+        table: &Arc<Table>,
+        op: Op,
+        seq: u64,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), RunError> {
+        let Some(meta) = self.txn else {
+            return Ok(());
+        };
+        if self.skip_txn {
+            return Ok(());
+        }
+        if !self
+            .row_target
+            .as_ref()
+            .is_some_and(|t| t.op == op && Arc::ptr_eq(&t.table, table))
+        {
+            let folder = table.folder();
+            let counter = metrics::get()
+                .rows
+                .with_label_values(&[folder.as_str(), op.code()]);
+            self.row_target = Some(RowTarget {
+                table: table.clone(),
+                folder,
+                op,
+                counter,
+            });
+        }
+        let Some(target) = &self.row_target else {
+            return Ok(());
+        };
+        if self
+            .durable
+            .get(target.folder.as_str())
+            .is_some_and(|&lsn| meta.commit_lsn <= lsn)
+        {
+            return Ok(());
+        }
+        if self.batcher.is_empty() {
+            self.window_opened.push_back(pg_time::now_unix_micros());
+            self.show_window_age();
+        }
+        if let Err(source) = self
+            .batcher
+            .push_encoded(table, op, seq, Instant::now(), encode)
+        {
+            return Err(RunError::Spool {
+                dir: self.sink.spool_dir().display().to_string(),
+                source,
+            });
+        }
+        target.counter.inc();
+        self.txn_has_rows = true;
+        Ok(())
+    }
+
+    /// Publishes the rows copied from tables that joined the publication; from now on the
+    /// stream's changes to them at or before the copy's LSN are skipped, as the copy holds them.
+    fn publish_copy(&mut self, copy: TableCopy) -> Result<(), RunError> {
+        {
+            let mut known = self.schemas.lock().unwrap_or_else(|e| e.into_inner());
+            publish::publish(self.sink, &copy.sealed, &mut known)?;
+        }
+        for folder in &copy.folders {
+            let entry = self.durable.entry(folder.clone()).or_default();
+            *entry = (*entry).max(copy.lsn);
+            self.checkpoint.cover_table(folder, copy.lsn);
+        }
+        self.added.finished(&copy.folders);
+        self.save_checkpoint(self.ack.durable())?;
+        info!(tables = ?copy.folders, rows = copy.rows, lsn = %copy.lsn, "Existing rows of new tables are durable");
+        Ok(())
+    }
+
+    fn spool_error(&self, source: std::io::Error) -> RunError {
+        RunError::Spool {
+            dir: self.sink.spool_dir().display().to_string(),
+            source,
+        }
+    }
+
+    fn apply(&mut self, change: &Change, stream: &Stream) -> Result<(), RunError> {
+        match change {
+            Change::Begin(meta) => {
+                self.txn = Some(*meta);
+                self.last_commit_unix_us = pg_time::to_unix_micros(meta.commit_ts);
+                self.skip_txn = self.ack.covers(meta.commit_lsn);
+                if self.skip_txn {
+                    debug!(commit_lsn = %meta.commit_lsn, "Skipping a transaction the checkpoint covers");
+                } else {
+                    self.batcher.begin(*meta);
+                }
+            }
+            Change::Row(row) => {
+                self.write_row(&row.table, row.op, row.seq, |line| {
+                    csv::encode_unchanged_and_fields(line, row)
+                })?;
+            }
+            Change::Commit {
+                commit_lsn,
+                end_lsn,
+            } => {
+                self.txn = None;
+                self.ack.received(*commit_lsn, *end_lsn);
+                metrics::get().transactions.inc();
+                if self.skip_txn {
+                    self.skip_txn = false;
+                    return Ok(());
+                }
+                if std::mem::take(&mut self.txn_has_rows) {
+                    self.window_commits.push(self.last_commit_unix_us);
+                }
+                let due = self.batcher.commit(*commit_lsn, *end_lsn, Instant::now());
+                if due {
+                    self.seal_and_submit()?;
+                } else if self.batcher.is_empty() {
+                    // A transaction with nothing for us: acknowledge it without a file, but
+                    // write the checkpoint at most once per status interval.
+                    if let Some(flush) = self.advance_idle(None, false)? {
+                        stream.feedback.flushed(flush);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the window and hands it to the upload thread. Blocks while an earlier window is
+    /// still waiting behind the one uploading, which bounds the spool.
+    fn seal_and_submit(&mut self) -> Result<(), RunError> {
+        let sealed = self.batcher.seal().map_err(|source| RunError::Spool {
+            dir: self.sink.spool_dir().display().to_string(),
+            source,
+        })?;
+        // A window with rows brings its opening time along: it stays the age of the oldest
+        // change not yet durable until the upload is done.
+        if !self.batcher_opened() {
+            self.window_opened.push_back(0);
+        }
+        let upload = Upload {
+            sealed,
+            window_commits: std::mem::take(&mut self.window_commits),
+            last_commit_unix_us: self.last_commit_unix_us,
+            started: Instant::now(),
+        };
+        if self.uploads.send(upload).is_err() {
+            // The upload thread stopped on an error; its report is waiting.
+            while let Ok((_, result)) = self.uploaded.try_recv() {
+                result?;
+            }
+            return Err(RunError::Spool {
+                dir: self.sink.spool_dir().display().to_string(),
+                source: std::io::Error::other("the upload thread stopped"),
+            });
+        }
+        self.ack.submitted();
+        Ok(())
+    }
+
+    /// Whether the open window's opening time is the last entry of `window_opened` (one entry per
+    /// pending upload, then one for the open window if it has rows).
+    fn batcher_opened(&self) -> bool {
+        self.window_opened.len() > self.ack.uploads_pending()
+    }
+
+    /// `pgcdc_window_age_seconds` follows the oldest change not yet durable: in an upload, or in
+    /// the open window.
+    fn show_window_age(&self) {
+        let oldest = self.window_opened.iter().copied().find(|&t| t > 0);
+        metrics::live()
+            .window_opened_us
+            .store(oldest.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Waits for every window handed to the upload thread and applies the outcomes.
+    fn drain_uploads(&mut self, handle: &Handle, stream: &Stream) -> Result<(), RunError> {
+        while self.ack.uploads_pending() > 0 {
+            match handle.block_on(self.uploaded.recv()) {
+                Some((upload, result)) => self.on_uploaded(upload, result, stream)?,
+                None => {
+                    return Err(RunError::Spool {
+                        dir: self.sink.spool_dir().display().to_string(),
+                        source: std::io::Error::other("the upload thread stopped"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A window's files are durable (or failed): record it, checkpoint, acknowledge.
+    fn on_uploaded(
+        &mut self,
+        upload: Upload,
+        result: Result<(), RunError>,
+        stream: &Stream,
+    ) -> Result<(), RunError> {
+        self.ack.upload_finished();
+        result?;
+        self.window_opened.pop_front();
+        self.show_window_age();
+        if let Some(flush) = self.window_durable(upload)? {
+            stream.feedback.flushed(flush);
+        }
+        Ok(())
+    }
+
+    /// Records that a window's files are published; returns the new flush position.
+    fn window_durable(&mut self, upload: Upload) -> Result<Option<Lsn>, RunError> {
+        let Upload {
+            sealed,
+            window_commits,
+            last_commit_unix_us,
+            started,
+        } = upload;
+        let m = metrics::get();
+        let live = metrics::live();
+        if let Some(last) = sealed.files.iter().map(|f| f.key.last).max() {
+            m.written_lsn.set(metrics::lsn_value(last));
+            live.caught_up_us
+                .fetch_max(last_commit_unix_us, Ordering::Relaxed);
+        }
+        for file in &sealed.files {
+            let entry = self.durable.entry(file.key.folder.clone()).or_default();
+            *entry = (*entry).max(file.key.last);
+        }
+        let Some(position) = self.ack.window_durable(sealed.last_commit) else {
+            return Ok(None);
+        };
+        self.save_checkpoint(position)?;
+        m.flush_seconds.observe(started.elapsed().as_secs_f64());
+        let now = pg_time::now_unix_micros();
+        for committed in window_commits {
+            m.commit_to_durable
+                .observe((now - committed).max(0) as f64 / 1e6);
+        }
+        Ok(Some(self.checkpoint.flush_lsn))
+    }
+
+    /// With nothing buffered, everything received is durable or was never ours, so the server's
+    /// position can be confirmed and the slot does not hold WAL for an idle table.
+    fn advance_idle(&mut self, wal_end: Option<Lsn>, force: bool) -> Result<Option<Lsn>, RunError> {
+        let buffered = !self.batcher.is_empty() || self.assembler.in_transaction();
+        if !buffered && self.ack.uploads_pending() == 0 {
+            // Nothing pending: pgcdc is caught up as of now.
+            metrics::live()
+                .caught_up_us
+                .fetch_max(pg_time::now_unix_micros(), Ordering::Relaxed);
+        }
+        let Some(position) = self.ack.idle(buffered, wal_end, force, Instant::now()) else {
+            return Ok(None);
+        };
+        self.save_checkpoint(position)?;
+        Ok(Some(position.flush))
+    }
+
+    /// Writes the checkpoint, moved to `position` (unchanged when it is already there).
+    fn save_checkpoint(&mut self, position: Position) -> Result<(), RunError> {
+        self.checkpoint.advance(position.commit, position.flush);
+        self.checkpoint.save(self.sink)?;
+        self.ack.saved(Instant::now());
+        metrics::get()
+            .acknowledged_lsn
+            .set(metrics::lsn_value(self.checkpoint.flush_lsn));
+        debug!(commit_lsn = %self.checkpoint.commit_lsn, flush_lsn = %self.checkpoint.flush_lsn, "Checkpoint written");
+        Ok(())
+    }
+}
+
+/// The table and operation of the last row written, so a run of rows of one table does not build
+/// its folder name or look up its row counter once per row.
+struct RowTarget {
+    table: Arc<Table>,
+    folder: String,
+    op: Op,
+    counter: prometheus::IntCounter,
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}

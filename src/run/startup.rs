@@ -1,0 +1,301 @@
+//! Start-up and reconnect: reconciling the slot, the checkpoint and the sink before streaming.
+//!
+//! Every start, and every reconnect, goes through here: a missing slot with a checkpoint is a lost
+//! slot, a slot ahead of the checkpoint is a gap, an interrupted snapshot starts over, and files a
+//! crash left half-written (an incomplete part set) are removed so their rows are written again.
+//! May import the stages (`source`, `sink`, `checkpoint`, `batch`, `schema_file`) and `run`'s
+//! own `copy` and `added`; nothing imports it but `run`.
+
+use std::collections::BTreeMap;
+
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::added::AddedTables;
+use super::copy;
+use super::error::RunError;
+use crate::batch::Batcher;
+use crate::checkpoint::{Checkpoint, SnapshotState};
+use crate::config::{Config, SinkTarget, SlotAhead};
+use crate::layout::{self as key, ObjectKey};
+use crate::lsn::Lsn;
+use crate::metrics;
+use crate::schema_file::KnownSchemas;
+use crate::sink::{LocalSink, S3Sink, Sink};
+use crate::source::{Connection, slot};
+
+/// What streaming starts from.
+pub(super) struct Started {
+    pub conn: Connection,
+    pub server_version: u32,
+    pub checkpoint: Checkpoint,
+    /// Holds the initial snapshot's rows until they are published (then empty).
+    pub batcher: Batcher,
+    pub added: AddedTables,
+    /// Per table folder: the last commit already durable in the sink (from file names).
+    pub durable: BTreeMap<String, Lsn>,
+    /// Schema files already in the sink.
+    pub schemas: KnownSchemas,
+}
+
+/// Connects and reconciles the slot, the checkpoint and the sink: what is durable, what must be
+/// copied (first start, an interrupted snapshot, tables joining the publication), what a crash
+/// left half-written. Returns with the replication connection ready for START_REPLICATION.
+pub(super) fn start(
+    config: &Config,
+    handle: &Handle,
+    sink: &dyn Sink,
+) -> Result<Started, RunError> {
+    let slot_name = config.source.slot.as_str();
+    clear_spool(sink)?;
+
+    let mut conn = handle.block_on(Connection::connect(&config.source))?;
+    handle.block_on(slot::check_prerequisites(
+        &mut conn,
+        &config.source.publications,
+    ))?;
+    let system = handle.block_on(slot::identify_system(&mut conn))?;
+    info!(
+        system_id = %system.system_id,
+        timeline = system.timeline,
+        wal = %system.wal_position,
+        "Connected for replication"
+    );
+
+    let version = handle.block_on(slot::server_version_num(&mut conn))?;
+    if config.source.failover && version < slot::FAILOVER_SINCE {
+        return Err(RunError::FailoverUnsupported {
+            server_version: version,
+        });
+    }
+
+    let mut checkpoint = Checkpoint::load(sink, slot_name)?;
+    let mut existing = handle.block_on(slot::find_slot(&mut conn, slot_name))?;
+
+    if let Some(ck) = &checkpoint
+        && ck.snapshot == SnapshotState::Pending
+    {
+        warn!(
+            slot = slot_name,
+            "A previous snapshot was interrupted; removing its slot and files and starting over"
+        );
+        if let Some(lsn) = ck.snapshot_lsn {
+            delete_snapshot_files(sink, lsn)?;
+        }
+        if existing.take().is_some() {
+            handle.block_on(slot::drop_slot(&mut conn, slot_name))?;
+        }
+        checkpoint = None;
+    }
+
+    let mut batcher = Batcher::new(
+        sink.spool_dir(),
+        config.batch.format,
+        config.batch.max_file_bytes,
+        config.batch.window,
+    );
+
+    let checkpoint = match (existing, checkpoint) {
+        (Some(found), ck) => {
+            if let Some(pid) = found.active_pid {
+                return Err(RunError::SlotInUse {
+                    slot: slot_name.to_owned(),
+                    pid,
+                });
+            }
+            if found.wal_status.as_deref() == Some("lost") {
+                return Err(RunError::SlotInvalidated {
+                    slot: slot_name.to_owned(),
+                    reason: "wal_status is lost".to_owned(),
+                });
+            }
+            if found.plugin != "pgoutput" {
+                return Err(RunError::WrongPlugin {
+                    slot: slot_name.to_owned(),
+                    plugin: found.plugin,
+                });
+            }
+            if config.source.failover && found.failover == Some(false) {
+                info!(
+                    slot = slot_name,
+                    "The slot is not a failover slot and source.failover is on: making it one"
+                );
+                handle.block_on(slot::enable_failover(&mut conn, slot_name))?;
+            }
+            match ck {
+                Some(ck) => check_slot_position(config, sink, ck, found.confirmed_flush)?,
+                None => {
+                    info!(
+                        slot = slot_name,
+                        "Slot exists and has no checkpoint: streaming from it without a snapshot"
+                    );
+                    let mut ck = Checkpoint::new(slot_name, SnapshotState::Skipped);
+                    if let Some(lsn) = found.confirmed_flush {
+                        ck.advance(lsn, lsn);
+                    }
+                    ck.save(sink)?;
+                    ck
+                }
+            }
+        }
+        (None, Some(ck)) => {
+            return Err(RunError::SlotLost {
+                slot: slot_name.to_owned(),
+                key: format!("{}/{}", sink.location(), key::checkpoint_key(slot_name)),
+                flush: ck.flush_lsn,
+            });
+        }
+        (None, None) => copy::initial_snapshot(config, handle, sink, &mut conn, &mut batcher)?,
+    };
+
+    let mut checkpoint = checkpoint;
+    if let Some(previous) = checkpoint.timeline
+        && previous != system.timeline
+    {
+        warn!(
+            from = previous,
+            to = system.timeline,
+            "The server's timeline changed since pgcdc last connected: it was promoted (failover) or restored; the slot's position was checked against the checkpoint"
+        );
+    }
+    if checkpoint.timeline != Some(system.timeline) {
+        checkpoint.timeline = Some(system.timeline);
+        checkpoint.save(sink)?;
+    }
+    let published = handle.block_on(slot::publication_tables(
+        &mut conn,
+        &config.source.publications,
+    ))?;
+    if checkpoint.tables.is_none() {
+        // Written before pgcdc tracked tables, or the slot predates pgcdc: what is published now
+        // was covered by the stream from the start.
+        for folder in &published {
+            checkpoint.cover_table(folder, checkpoint.commit_lsn);
+        }
+        checkpoint.save(sink)?;
+    }
+    let spool_copies = sink.spool_dir().join("copies");
+    let mut added = AddedTables::new(config, handle, spool_copies.clone()).map_err(|source| {
+        RunError::Spool {
+            dir: spool_copies.display().to_string(),
+            source,
+        }
+    })?;
+    let uncovered: Vec<String> = published
+        .into_iter()
+        .filter(|f| !checkpoint.covers_table(f))
+        .collect();
+    if !uncovered.is_empty() {
+        added.request(uncovered);
+    }
+
+    let listing = sink.list()?;
+    let durable = key::durable_positions(listing.iter().map(String::as_str));
+    let schemas = KnownSchemas::from_keys(listing.iter().map(String::as_str));
+    for stale in &durable.incomplete {
+        info!(key = %stale, "Removing an incomplete part set left by a crash; its rows will be written again");
+        sink.delete(stale)?;
+    }
+    metrics::get()
+        .acknowledged_lsn
+        .set(metrics::lsn_value(checkpoint.flush_lsn));
+
+    Ok(Started {
+        conn,
+        server_version: version,
+        checkpoint,
+        batcher,
+        added,
+        durable: durable.positions,
+        schemas,
+    })
+}
+
+/// Refuses to go on, or records a gap, when the slot has confirmed more than the checkpoint says
+/// is durable: the server would never send the changes in between again.
+fn check_slot_position(
+    config: &Config,
+    sink: &dyn Sink,
+    mut ck: Checkpoint,
+    slot_lsn: Option<Lsn>,
+) -> Result<Checkpoint, RunError> {
+    let Some(slot_lsn) = slot_lsn.filter(|&lsn| lsn > ck.flush_lsn) else {
+        return Ok(ck);
+    };
+    let slot = config.source.slot.as_str();
+    match config.source.on_slot_ahead {
+        SlotAhead::Stop => Err(RunError::SlotAhead {
+            slot: slot.to_owned(),
+            key: format!("{}/{}", sink.location(), key::checkpoint_key(slot)),
+            slot_lsn,
+            checkpoint: ck.flush_lsn,
+        }),
+        SlotAhead::Gap => {
+            let marker = crate::slot_admin::write_gap_marker(
+                sink,
+                slot,
+                "slot-ahead",
+                Some(ck.flush_lsn),
+                Some(slot_lsn),
+                false,
+            )?;
+            warn!(
+                slot,
+                checkpoint = %ck.flush_lsn,
+                slot_position = %slot_lsn,
+                marker = %marker,
+                "The slot is ahead of the checkpoint: changes in between are missing from the files; continuing from the slot (source.on_slot_ahead = gap)"
+            );
+            ck.advance(slot_lsn, slot_lsn);
+            ck.save(sink)?;
+            Ok(ck)
+        }
+    }
+}
+
+/// Opens the configured sink; an S3 sink is checked for reachability and write access first.
+pub(super) fn open_sink(
+    config: &Config,
+    handle: &Handle,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Box<dyn Sink>, RunError> {
+    let slot = config.source.slot.as_str();
+    Ok(match &config.sink.target {
+        SinkTarget::Local(root) => Box::new(LocalSink::open(root, slot)?),
+        SinkTarget::S3(target) => {
+            let (sink, info) = handle.block_on(S3Sink::connect(target, shutdown.clone()))?;
+            handle.block_on(sink.check_writable(slot))?;
+            sink.log_info(&info);
+            Box::new(sink)
+        }
+    })
+}
+
+/// Spool files left by a previous run were never published; their rows will be sent again.
+fn clear_spool(sink: &dyn Sink) -> Result<(), RunError> {
+    let dir = sink.spool_dir();
+    let spool_error = |source| RunError::Spool {
+        dir: dir.display().to_string(),
+        source,
+    };
+    for entry in std::fs::read_dir(&dir).map_err(spool_error)? {
+        let path = entry.map_err(spool_error)?.path();
+        if path.is_file() {
+            std::fs::remove_file(&path).map_err(spool_error)?;
+        }
+    }
+    Ok(())
+}
+
+fn delete_snapshot_files(sink: &dyn Sink, lsn: Lsn) -> Result<(), RunError> {
+    for k in sink.list()? {
+        if let Some(parsed) = ObjectKey::parse(&k)
+            && parsed.first == lsn
+            && parsed.last == lsn
+        {
+            sink.delete(&k)?;
+        }
+    }
+    Ok(())
+}
