@@ -5,7 +5,7 @@
 //! `commit_lsn` is skipped, so a crash between a file landing and the server hearing about it
 //! does not write the rows twice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +43,11 @@ pub struct Checkpoint {
     /// published at start-up are then taken as covered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tables: Option<BTreeMap<String, Lsn>>,
+    /// The schema files in the sink, per table folder, by fingerprint: a restart knows them
+    /// without listing the sink. `None` in checkpoints written before pgcdc recorded them; the
+    /// first start then lists the sink once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schemas: Option<BTreeMap<String, BTreeSet<String>>>,
     /// The server's timeline when pgcdc last connected; a change means a promotion or restore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<u32>,
@@ -68,6 +73,7 @@ impl Checkpoint {
             commit_lsn: Lsn::ZERO,
             flush_lsn: Lsn::ZERO,
             tables: None,
+            schemas: Some(BTreeMap::new()),
             timeline: None,
             updated_at: String::new(),
         }

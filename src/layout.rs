@@ -61,6 +61,12 @@ pub fn write_probe_key(slot: &str) -> String {
     format!("{BOOKKEEPING_DIR}/{slot}/.write-probe")
 }
 
+/// `_pgcdc/<slot>/journal.json`: the objects pgcdc is about to write that no checkpoint covers
+/// yet (see `run::journal`).
+pub fn journal_key(slot: &str) -> String {
+    format!("{BOOKKEEPING_DIR}/{slot}/journal.json")
+}
+
 pub fn checkpoint_key(slot: &str) -> String {
     format!("{BOOKKEEPING_DIR}/{slot}/checkpoint.json")
 }

@@ -132,6 +132,33 @@ impl KnownSchemas {
         known
     }
 
+    /// The fingerprints known, per table folder (for the checkpoint).
+    pub fn by_folder(&self) -> &BTreeMap<String, BTreeSet<String>> {
+        &self.by_folder
+    }
+
+    /// Schemas recorded in a checkpoint.
+    pub fn from_map(by_folder: BTreeMap<String, BTreeSet<String>>) -> KnownSchemas {
+        KnownSchemas { by_folder }
+    }
+
+    /// Adds what a listing (of some keys) says, to what is known.
+    pub fn add_keys<'a>(&mut self, keys: impl IntoIterator<Item = &'a str>) {
+        for (folder, fps) in KnownSchemas::from_keys(keys).by_folder {
+            self.by_folder.entry(folder).or_default().extend(fps);
+        }
+    }
+
+    /// The key [`KnownSchemas::ensure`] would write for `table`, or `None` when the sink has
+    /// its schema already.
+    pub fn missing_key(&self, table: &Table, first_row: (Lsn, u64)) -> Option<String> {
+        let known = self
+            .by_folder
+            .get(&table.folder())
+            .is_some_and(|s| s.contains(&fingerprint(table)));
+        (!known).then(|| render(table, first_row).0)
+    }
+
     /// Writes the schema file of `table` unless the sink has it already.
     pub fn ensure(
         &mut self,

@@ -10,6 +10,7 @@ use tokio::runtime::Handle;
 use tracing::info;
 
 use super::error::RunError;
+use super::journal::Journal;
 use super::publish::publish;
 use crate::batch::Batcher;
 use crate::changes::{Op, Table, TxnMeta};
@@ -27,6 +28,7 @@ pub(super) fn initial_snapshot(
     config: &Config,
     handle: &Handle,
     sink: &dyn Sink,
+    journal: &Journal,
     conn: &mut Connection,
     batcher: &mut Batcher,
 ) -> Result<Checkpoint, RunError> {
@@ -59,13 +61,18 @@ pub(super) fn initial_snapshot(
         dir: sink.spool_dir().display().to_string(),
         source,
     })?;
-    publish(sink, &sealed, &mut KnownSchemas::default())?;
+    let mut schemas = KnownSchemas::default();
+    let entry = publish(sink, &sealed, &mut schemas, journal)?;
     ck.snapshot = SnapshotState::Done;
+    ck.schemas = Some(schemas.by_folder().clone());
     for table in &tables {
         ck.cover_table(&table.folder(), created.consistent_point);
     }
     ck.advance(created.consistent_point, created.consistent_point);
     ck.save(sink)?;
+    if let Some(entry) = entry {
+        journal.settle(entry);
+    }
     info!(
         rows,
         tables = tables.len(),

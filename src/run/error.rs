@@ -4,6 +4,7 @@ use crate::changes::ChangesError;
 use crate::checkpoint::CheckpointError;
 use crate::lsn::Lsn;
 use crate::pgoutput::DecodeError;
+use super::journal::JournalError;
 use crate::sink::SinkError;
 use crate::snapshot::SnapshotError;
 use crate::source::SourceError;
@@ -22,6 +23,8 @@ pub enum RunError {
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
     #[error("cannot write spool file in {dir}: {source}")]
     Spool { dir: String, source: std::io::Error },
     #[error(
@@ -67,7 +70,7 @@ impl RunError {
         match self {
             RunError::Source(_) | RunError::SqlConnect(_) => "source",
             RunError::Decode { .. } | RunError::Changes { .. } => "decode",
-            RunError::Sink(_) | RunError::Spool { .. } => "sink",
+            RunError::Sink(_) | RunError::Spool { .. } | RunError::Journal(_) => "sink",
             RunError::Checkpoint(_) => "checkpoint",
             RunError::Snapshot(_) => "snapshot",
             RunError::SlotInUse { .. }

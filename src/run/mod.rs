@@ -20,6 +20,7 @@ mod ack;
 mod added;
 mod copy;
 mod error;
+mod journal;
 mod pipeline;
 mod publish;
 mod startup;
@@ -92,7 +93,8 @@ fn run_once(
     let slot_name = config.source.slot.as_str();
     let sink = startup::open_sink(config, handle, &shutdown)?;
     let sink = sink.as_ref();
-    let started = startup::start(config, handle, sink)?;
+    let journal = journal::Journal::new(slot_name);
+    let started = startup::start(config, handle, sink, &journal)?;
     let version = started.server_version;
     let protocol = slot::Protocol::negotiate(
         version,
@@ -165,6 +167,7 @@ fn run_once(
             schemas: started.schemas,
             streamed: streamed_txns,
         },
+        &journal,
         stream,
         shutdown,
     );

@@ -14,6 +14,7 @@ use tracing::{debug, info};
 use super::ack::{Ack, Position};
 use super::added::{AddedTables, TableCopy};
 use super::error::RunError;
+use super::journal::{Entry, Journal};
 use super::publish::{self, Outcome, Upload};
 use crate::batch::Batcher;
 use crate::changes::{Assembler, Change, Op, Table, TxnMeta};
@@ -45,6 +46,7 @@ pub(super) fn run(
     handle: &Handle,
     sink: &dyn Sink,
     parts: Parts,
+    journal: &Journal,
     stream: Stream,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), RunError> {
@@ -61,7 +63,7 @@ pub(super) fn run(
     let (done, uploaded) = tokio::sync::mpsc::unbounded_channel();
     std::thread::scope(|scope| {
         let schemas = &schemas;
-        scope.spawn(move || publish::uploader(sink, schemas, jobs, done));
+        scope.spawn(move || publish::uploader(sink, schemas, journal, jobs, done));
         let ack = Ack::new(
             Position {
                 commit: checkpoint.commit_lsn,
@@ -83,6 +85,7 @@ pub(super) fn run(
             row_target: None,
             added,
             schemas,
+            journal,
             checkpoint,
             durable,
             skip_txn: false,
@@ -107,7 +110,7 @@ enum Wake {
     Deadline,
     Shutdown,
     Copied(Result<TableCopy, RunError>),
-    Uploaded(Upload, Result<(), RunError>),
+    Uploaded(Upload, Result<Option<Entry>, RunError>),
 }
 
 struct Pipeline<'a> {
@@ -124,6 +127,8 @@ struct Pipeline<'a> {
     added: AddedTables,
     /// Schema files already in the sink (shared with the upload thread).
     schemas: &'a Mutex<KnownSchemas>,
+    /// What is about to be written and no checkpoint covers yet (shared with the upload thread).
+    journal: &'a Journal,
     /// Closed windows to the upload thread, and their outcomes back.
     uploads: std::sync::mpsc::SyncSender<Upload>,
     uploaded: tokio::sync::mpsc::UnboundedReceiver<Outcome>,
@@ -418,10 +423,10 @@ impl Pipeline<'_> {
     /// Publishes the rows copied from tables that joined the publication; from now on the
     /// stream's changes to them at or before the copy's LSN are skipped, as the copy holds them.
     fn publish_copy(&mut self, copy: TableCopy) -> Result<(), RunError> {
-        {
+        let entry = {
             let mut known = self.schemas.lock().unwrap_or_else(|e| e.into_inner());
-            publish::publish(self.sink, &copy.sealed, &mut known)?;
-        }
+            publish::publish(self.sink, &copy.sealed, &mut known, self.journal)?
+        };
         for folder in &copy.folders {
             let entry = self.durable.entry(folder.clone()).or_default();
             *entry = (*entry).max(copy.lsn);
@@ -429,6 +434,9 @@ impl Pipeline<'_> {
         }
         self.added.finished(&copy.folders);
         self.save_checkpoint(self.ack.durable())?;
+        if let Some(entry) = entry {
+            self.journal.settle(entry);
+        }
         info!(tables = ?copy.folders, rows = copy.rows, lsn = %copy.lsn, "Existing rows of new tables are durable");
         Ok(())
     }
@@ -553,14 +561,19 @@ impl Pipeline<'_> {
     fn on_uploaded(
         &mut self,
         upload: Upload,
-        result: Result<(), RunError>,
+        result: Result<Option<Entry>, RunError>,
         stream: &Stream,
     ) -> Result<(), RunError> {
         self.ack.upload_finished();
-        result?;
+        let entry = result?;
         self.window_opened.pop_front();
         self.show_window_age();
-        if let Some(flush) = self.window_durable(upload)? {
+        let flushed = self.window_durable(upload)?;
+        // The checkpoint covers the window now (it was written, or already past it).
+        if let Some(entry) = entry {
+            self.journal.settle(entry);
+        }
+        if let Some(flush) = flushed {
             stream.feedback.flushed(flush);
         }
         Ok(())
@@ -618,6 +631,14 @@ impl Pipeline<'_> {
     /// Writes the checkpoint, moved to `position` (unchanged when it is already there).
     fn save_checkpoint(&mut self, position: Position) -> Result<(), RunError> {
         self.checkpoint.advance(position.commit, position.flush);
+        // Every schema file written so far, so a restart need not list the sink for them.
+        self.checkpoint.schemas = Some(
+            self.schemas
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .by_folder()
+                .clone(),
+        );
         self.checkpoint.save(self.sink)?;
         self.ack.saved(Instant::now());
         metrics::get()

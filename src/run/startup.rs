@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use super::added::AddedTables;
 use super::copy;
 use super::error::RunError;
+use super::journal::Journal;
 use crate::batch::Batcher;
 use crate::checkpoint::{Checkpoint, SnapshotState};
 use crate::config::{Config, SinkTarget, SlotAhead};
@@ -46,6 +47,7 @@ pub(super) fn start(
     config: &Config,
     handle: &Handle,
     sink: &dyn Sink,
+    journal: &Journal,
 ) -> Result<Started, RunError> {
     let slot_name = config.source.slot.as_str();
     clear_spool(sink)?;
@@ -81,7 +83,7 @@ pub(super) fn start(
             "A previous snapshot was interrupted; removing its slot and files and starting over"
         );
         if let Some(lsn) = ck.snapshot_lsn {
-            delete_snapshot_files(sink, lsn)?;
+            delete_snapshot_files(sink, ck, lsn)?;
         }
         if existing.take().is_some() {
             handle.block_on(slot::drop_slot(&mut conn, slot_name))?;
@@ -146,7 +148,9 @@ pub(super) fn start(
                 flush: ck.flush_lsn,
             });
         }
-        (None, None) => copy::initial_snapshot(config, handle, sink, &mut conn, &mut batcher)?,
+        (None, None) => {
+            copy::initial_snapshot(config, handle, sink, journal, &mut conn, &mut batcher)?
+        }
     };
 
     let mut checkpoint = checkpoint;
@@ -190,9 +194,13 @@ pub(super) fn start(
         added.request(uncovered);
     }
 
-    let listing = sink.list()?;
-    let durable = key::durable_positions(listing.iter().map(String::as_str));
-    let schemas = KnownSchemas::from_keys(listing.iter().map(String::as_str));
+    let (mut durable, schemas) = written_since(sink, &checkpoint)?;
+    // A copy of a table that joined the publication holds its rows as of the copy's LSN, which
+    // may lie past the checkpoint: the stream's changes up to it are in the copy already.
+    for (folder, &lsn) in checkpoint.tables.iter().flatten() {
+        let entry = durable.positions.entry(folder.clone()).or_insert(lsn);
+        *entry = (*entry).max(lsn);
+    }
     for stale in &durable.incomplete {
         info!(key = %stale, "Removing an incomplete part set left by a crash; its rows will be written again");
         sink.delete(stale)?;
@@ -288,8 +296,48 @@ fn clear_spool(sink: &dyn Sink) -> Result<(), RunError> {
     Ok(())
 }
 
-fn delete_snapshot_files(sink: &dyn Sink, lsn: Lsn) -> Result<(), RunError> {
-    for k in sink.list()? {
+/// What the sink holds beyond the checkpoint: the files a crash left between their upload and
+/// the checkpoint covering them (per table, the last durable commit; incomplete part sets), and
+/// the schema files. Asks the sink only about the keys the journal names, so the cost is that
+/// of what was written since the checkpoint, however long the sink's history. A checkpoint
+/// written before pgcdc kept the journal has no schema record: the sink is then listed once,
+/// and the next checkpoint carries what the listing found.
+fn written_since(
+    sink: &dyn Sink,
+    checkpoint: &Checkpoint,
+) -> Result<(key::Durable, KnownSchemas), RunError> {
+    let Some(known) = &checkpoint.schemas else {
+        info!(
+            "The checkpoint predates the upload journal: listing the sink once to find what is written"
+        );
+        let listing = sink.list()?;
+        return Ok((
+            key::durable_positions(listing.iter().map(String::as_str)),
+            KnownSchemas::from_keys(listing.iter().map(String::as_str)),
+        ));
+    };
+    let mut existing = Vec::new();
+    for k in Journal::read(sink, &checkpoint.slot)? {
+        if sink.exists(&k)? {
+            existing.push(k);
+        }
+    }
+    let mut schemas = KnownSchemas::from_map(known.clone());
+    schemas.add_keys(existing.iter().map(String::as_str));
+    Ok((
+        key::durable_positions(existing.iter().map(String::as_str)),
+        schemas,
+    ))
+}
+
+/// Removes the files of an interrupted snapshot at `lsn`: those its journal names, or, for a
+/// checkpoint from before the journal, those a listing finds.
+fn delete_snapshot_files(sink: &dyn Sink, ck: &Checkpoint, lsn: Lsn) -> Result<(), RunError> {
+    let candidates = match ck.schemas {
+        Some(_) => Journal::read(sink, &ck.slot)?,
+        None => sink.list()?,
+    };
+    for k in candidates {
         if let Some(parsed) = ObjectKey::parse(&k)
             && parsed.first == lsn
             && parsed.last == lsn

@@ -121,6 +121,12 @@ impl Sink for LocalSink {
         }
     }
 
+    fn exists(&self, key: &str) -> Result<bool, SinkError> {
+        self.path(key)
+            .try_exists()
+            .map_err(|e| self.error("look up", key, e))
+    }
+
     fn read(&self, key: &str) -> Result<Option<Vec<u8>>, SinkError> {
         match fs::read(self.path(key)) {
             Ok(bytes) => Ok(Some(bytes)),

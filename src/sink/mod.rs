@@ -57,6 +57,9 @@ pub trait Sink: Send + Sync {
 
     fn delete(&self, key: &str) -> Result<(), SinkError>;
 
+    /// Whether an object exists (one request, whatever the sink holds besides).
+    fn exists(&self, key: &str) -> Result<bool, SinkError>;
+
     /// Reads a small object; `None` when it does not exist.
     fn read(&self, key: &str) -> Result<Option<Vec<u8>>, SinkError>;
 

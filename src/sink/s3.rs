@@ -491,6 +491,24 @@ impl Sink for S3Sink {
         Ok(())
     }
 
+    fn exists(&self, key: &str) -> Result<bool, SinkError> {
+        let full = self.full_key(key);
+        self.retry("look up", key, || async {
+            match self
+                .client
+                .head_object()
+                .bucket(&self.target.bucket)
+                .key(&full)
+                .send()
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(SdkError::ServiceError(e)) if e.err().is_not_found() => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
     fn read(&self, key: &str) -> Result<Option<Vec<u8>>, SinkError> {
         let full = self.full_key(key);
         let result = self.retry("read", key, || async {
