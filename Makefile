@@ -63,7 +63,7 @@ demo-run:
 # CSV encoder (MB/s).
 bench: deps build-release
 	bash benches/bench.sh
-	$(CARGO) bench $(LOCKED) --bench decode --bench csv_encode
+	$(CARGO) bench $(LOCKED) --bench decode --bench csv_encode --bench restart
 
 # The full torture suite: a random workload while pgcdc is killed 28 times, S3 is down for 60 s,
 # PostgreSQL restarts (fast and immediate), connections are cut, the spool disk fills up and

@@ -169,8 +169,12 @@ async fn bench() {
     }
 
     println!();
-    println!("| sink  | old files | restart to streaming (s) | ratio | peak RSS (MiB) | RSS growth (MiB) |");
-    println!("|-------|-----------|--------------------------|-------|----------------|------------------|");
+    println!(
+        "| sink  | old files | restart to streaming (s) | ratio | peak RSS (MiB) | RSS growth (MiB) |"
+    );
+    println!(
+        "|-------|-----------|--------------------------|-------|----------------|------------------|"
+    );
     for (sink, history, figures) in &results {
         let base = results
             .iter()
@@ -223,10 +227,7 @@ async fn restart(config: &Path, envs: &[(&str, &str)]) -> Figures {
         .expect("an RFC 3339 timestamp")
         .into();
     Figures {
-        seconds: at
-            .duration_since(started)
-            .unwrap_or_default()
-            .as_secs_f64(),
+        seconds: at.duration_since(started).unwrap_or_default().as_secs_f64(),
         rss_mib: rss_kib as f64 / 1024.0,
     }
 }
@@ -246,8 +247,8 @@ fn peak_rss_kib(pid: u32) -> u64 {
 fn old_key(i: usize) -> String {
     let hour = i / 1000;
     let (day, hour) = (hour / 24, hour % 24);
-    let date = chrono::NaiveDate::from_ymd_opt(2020, 1, 1).expect("date")
-        + chrono::Days::new(day as u64);
+    let date =
+        chrono::NaiveDate::from_ymd_opt(2020, 1, 1).expect("date") + chrono::Days::new(day as u64);
     let first = 16 + 2 * i as u64;
     format!(
         "public.t/dt={date}/hour={hour:02}/{first:016X}-{:016X}.csv.gz",

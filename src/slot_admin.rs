@@ -218,7 +218,7 @@ impl<'a> SlotAdmin<'a> {
             "dropping the slot",
             "select pg_drop_replication_slot($1)::text",
         )?;
-        self.sink.delete(&layout::checkpoint_key(self.slot()))?;
+        self.forget_progress()?;
         self.write_gap("drop", status.confirmed_flush_lsn, None, true)?;
         Ok(())
     }
@@ -286,7 +286,7 @@ impl<'a> SlotAdmin<'a> {
                 "select pg_drop_replication_slot($1)::text",
             )?;
         }
-        self.sink.delete(&layout::checkpoint_key(self.slot()))?;
+        self.forget_progress()?;
         let position = if snapshot {
             None
         } else {
@@ -298,6 +298,13 @@ impl<'a> SlotAdmin<'a> {
         };
         self.write_gap("reset", status.confirmed_flush_lsn, position, snapshot)?;
         Ok(position)
+    }
+
+    /// Removes the checkpoint and the upload journal: the next run starts over, and nothing the
+    /// old slot's files said may count against the new slot's transactions.
+    fn forget_progress(&self) -> Result<(), SinkError> {
+        self.sink.delete(&layout::checkpoint_key(self.slot()))?;
+        self.sink.delete(&layout::journal_key(self.slot()))
     }
 
     fn write_gap(

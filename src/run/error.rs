@@ -1,10 +1,10 @@
 //! Why the pipeline stopped, and whether reconnecting may cure it.
 
+use super::journal::JournalError;
 use crate::changes::ChangesError;
 use crate::checkpoint::CheckpointError;
 use crate::lsn::Lsn;
 use crate::pgoutput::DecodeError;
-use super::journal::JournalError;
 use crate::sink::SinkError;
 use crate::snapshot::SnapshotError;
 use crate::source::SourceError;
