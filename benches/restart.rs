@@ -259,10 +259,15 @@ fn old_key(i: usize) -> String {
 /// Hard links to one empty file: creating a million files one by one takes minutes on this
 /// machine's disk, and a start-up that read them would see the same directory entries.
 fn seed_local(stage: &Path, n: usize) {
-    let original = stage.join("_pgcdc").join("seed-original");
-    std::fs::write(&original, b"").expect("seeding the original");
+    // ext4 allows 65,000 links to one inode.
+    const LINKS_PER_ORIGINAL: usize = 60_000;
+    let mut original = PathBuf::new();
     let mut last_dir = PathBuf::new();
     for i in 0..n {
+        if i % LINKS_PER_ORIGINAL == 0 {
+            original = stage.join("_pgcdc").join(format!("seed-original-{i}"));
+            std::fs::write(&original, b"").expect("seeding an original");
+        }
         let path = stage.join(old_key(i));
         let dir = path.parent().expect("parent").to_owned();
         if dir != last_dir {

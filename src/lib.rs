@@ -91,6 +91,8 @@ mod layering {
             "crate::snapshot",
         ];
         assert_never_uses("config", &above);
+        // The environment comes in through `Config::parse`'s argument, read at the edge.
+        assert_never_uses("config", &["std::env", "env::var"]);
         assert_never_uses("conninfo", &["crate::", "tokio::", "rustls"]);
         assert_never_uses("tls", &["crate::config", "crate::source", "tokio::net"]);
         assert_never_uses("publication", &["crate::", "tokio"]);

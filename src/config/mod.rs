@@ -19,7 +19,7 @@ mod validate;
 
 pub use raw::Overrides;
 use raw::{Origin, RawTable, SECTIONS};
-use validate::{LibpqEnv, validate};
+use validate::{ProcessEnv, validate};
 
 use crate::conninfo::redacted_target;
 pub use crate::layout::FileFormat;
@@ -243,7 +243,7 @@ impl Config {
         if let Some((text, path)) = file {
             raw::read_file(text, path, &mut raw)?;
         }
-        let mut libpq = LibpqEnv::default();
+        let mut libpq = ProcessEnv::default();
         for (name, value) in env {
             match name.as_str() {
                 "PGPASSWORD" => libpq.password = Some(value),
@@ -251,6 +251,7 @@ impl Config {
                 "PGSSLROOTCERT" => libpq.sslrootcert = Some(value),
                 "PGUSER" => libpq.user = Some(value),
                 "USER" => libpq.login = Some(value),
+                "TMPDIR" => libpq.tmpdir = Some(value),
                 _ => {
                     let Some(rest) = name.strip_prefix("PGCDC_") else {
                         continue;

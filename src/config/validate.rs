@@ -2,7 +2,7 @@
 //! works with, with an error that names the key, where its value came from and what to write
 //! instead. Pure apart from reading root certificates for `sslrootcert`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -34,18 +34,21 @@ fn parse_duration(key: &str, (value, origin): (String, Origin)) -> Result<Durati
     Ok(d)
 }
 
-/// The libpq environment variables pgcdc honours, as psql does.
+/// The environment variables pgcdc reads besides `PGCDC_*`: libpq's, as psql honours them,
+/// and `TMPDIR`. Collected by the caller ([`super::Config::parse`]), so validation stays pure.
 #[derive(Default)]
-pub(super) struct LibpqEnv {
+pub(super) struct ProcessEnv {
     pub password: Option<String>,
     pub sslmode: Option<String>,
     pub sslrootcert: Option<String>,
     /// `PGUSER`, then the login name (`USER`), as libpq defaults the user.
     pub user: Option<String>,
     pub login: Option<String>,
+    /// Where the S3 sink's spool goes by default (as `std::env::temp_dir` would say).
+    pub tmpdir: Option<String>,
 }
 
-pub(super) fn validate(mut raw: RawTable, libpq: LibpqEnv) -> Result<Config, ConfigError> {
+pub(super) fn validate(mut raw: RawTable, libpq: ProcessEnv) -> Result<Config, ConfigError> {
     let (url, url_origin) = raw.require("source.url")?;
     // tokio-postgres knows neither verify-ca/verify-full nor sslrootcert: those are ours.
     let (url, tls_params) = take_tls_params(&url);
@@ -124,7 +127,8 @@ pub(super) fn validate(mut raw: RawTable, libpq: LibpqEnv) -> Result<Config, Con
         None => false,
         Some(v) => parse_bool("source.failover", v)?,
     };
-    let target = sink_target(&mut raw, slot.as_str())?;
+    let tmp = PathBuf::from(libpq.tmpdir.as_deref().unwrap_or("/tmp"));
+    let target = sink_target(&mut raw, slot.as_str(), &tmp)?;
 
     let window = parse_duration("batch.window", raw.take_or("batch.window", "60s"))?;
     let max_file_bytes = parse_size(
@@ -252,7 +256,7 @@ const S3_ONLY: &[&str] = &[
     "sink.spool_dir",
 ];
 
-fn sink_target(raw: &mut RawTable, slot: &str) -> Result<SinkTarget, ConfigError> {
+fn sink_target(raw: &mut RawTable, slot: &str, tmp: &Path) -> Result<SinkTarget, ConfigError> {
     let (url, origin) = raw.require("sink.url")?;
     if let Some(path) = url.strip_prefix("file://") {
         if !path.starts_with('/') {
@@ -350,7 +354,7 @@ fn sink_target(raw: &mut RawTable, slot: &str) -> Result<SinkTarget, ConfigError
     let spool_dir = raw
         .take("sink.spool_dir")
         .map(|(v, _)| PathBuf::from(v))
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("pgcdc-{slot}-spool")));
+        .unwrap_or_else(|| tmp.join(format!("pgcdc-{slot}-spool")));
     Ok(SinkTarget::S3(S3Target {
         bucket: bucket.to_owned(),
         prefix,
