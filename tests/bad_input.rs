@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use common::{PgCluster, Pgcdc, SCRAM_USER, SHOP_DB, free_port, password_for, wait_until};
+use common::{Fixture, PgcdcConfig, Pgcdc, SCRAM_USER, SHOP_DB, free_port, password_for, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 /// Given to every run as the AWS secret; it must never be printed.
@@ -27,46 +27,15 @@ struct Case {
     code: i32,
 }
 
-/// A working config for `url`, with `edit` applied: each line is `section.key = value` (TOML),
+/// A working config for `url`, with `edits` applied: each line is `section.key = value` (TOML),
 /// replacing the key's default line or, when not present, added to the section.
 fn config(url: &str, sink: &Path, edits: &[&str]) -> String {
-    let mut sections: Vec<(String, Vec<String>)> = vec![
-        (
-            "source".to_owned(),
-            vec![
-                format!("url = \"{url}\""),
-                "slot = \"pgcdc\"".to_owned(),
-                "publication = \"pgcdc_pub\"".to_owned(),
-            ],
-        ),
-        (
-            "sink".to_owned(),
-            vec![format!("url = \"file://{}\"", sink.display())],
-        ),
-        ("batch".to_owned(), vec!["window = \"1s\"".to_owned()]),
-        (
-            "metrics".to_owned(),
-            vec![format!("listen = \"127.0.0.1:{}\"", free_port())],
-        ),
-    ];
-    for edit in edits {
-        let (path, value) = edit
-            .split_once(" = ")
-            .expect("an edit is `section.key = value`");
-        let (section, key) = path.split_once('.').expect("an edit names section.key");
-        let line = format!("{key} = {value}");
-        match sections.iter_mut().find(|(name, _)| *name == section) {
-            Some((_, lines)) => {
-                lines.retain(|l| !l.starts_with(&format!("{key} = ")));
-                lines.push(line);
-            }
-            None => sections.push((section.to_owned(), vec![line])),
-        }
-    }
-    sections
+    edits
         .iter()
-        .map(|(name, lines)| format!("[{name}]\n{}\n", lines.join("\n")))
-        .collect()
+        .fold(PgcdcConfig::new(url).local_sink(sink), |config, edit| {
+            config.edit(edit)
+        })
+        .text()
 }
 
 /// The line pgcdc prints last on a fatal error.
@@ -107,16 +76,15 @@ async fn run_case(dir: &Path, case: &Case, secrets: &[&str]) -> (ExitStatus, Str
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_bad_input_fails_with_its_own_message() {
-    let cluster = PgCluster::start().await;
-    cluster
-        .execute(
+    let setup = Fixture::builder()
+        .ddl(
             "create table public.t (id int primary key, v text);
              create publication pgcdc_pub for table public.t;
              create role no_replication login password 'norepl-pw';",
         )
+        .start()
         .await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let sink = dir.path().join("stage");
+    let (cluster, dir, sink) = (&setup.cluster, &setup.dir, setup.sink.clone());
     let password = password_for(SCRAM_USER);
     let url = cluster.role_url(SCRAM_USER, SHOP_DB);
     let port = cluster.port();

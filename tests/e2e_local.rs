@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use tempfile::TempDir;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -23,58 +22,17 @@ const SALES_DDL: &str = "
     grant select on public.sales to public;
 ";
 
-struct Setup {
-    cluster: PgCluster,
-    dir: TempDir,
-    sink: PathBuf,
-    config: PathBuf,
-}
-
-impl Setup {
-    async fn new(window: &str, max_file_bytes: &str, format: &str) -> Setup {
-        let cluster = PgCluster::start().await;
-        cluster.execute(SALES_DDL).await;
-        let dir = tempfile::tempdir().expect("temp dir");
-        let sink = dir.path().join("stage");
-        let config = write_config(
-            dir.path(),
-            &cluster.url(SUPERUSER, None, SHOP_DB),
-            "pgcdc",
-            "pgcdc_pub",
-            &sink,
-            window,
-            max_file_bytes,
-            format,
-        );
-        Setup {
-            cluster,
-            dir,
-            sink,
-            config,
-        }
-    }
-
-    /// Adds `key = value` lines to the `[source]` section of the config.
-    fn add_source_setting(&self, line: &str) {
-        add_settings(&self.config, "source", line);
-    }
-
-    /// Waits until the files replay to exactly what the table holds now.
-    async fn wait_replay_matches(&self, what: &str) {
-        wait_replay_matches(
-            &self.cluster,
-            &self.sink,
-            "public.sales",
-            &["id"],
-            what,
-            DEADLINE,
-        )
-        .await;
-    }
-
-    fn rows(&self) -> Vec<ChangeRow> {
-        read_change_files(&self.sink, "public.sales")
-    }
+/// The suite's fixture: `public.sales`, files of `window`, at most `max_file_bytes`, in `format`.
+async fn sales_fixture(window: &str, max_file_bytes: &str, format: &str) -> Fixture {
+    Fixture::builder()
+        .ddl(SALES_DDL)
+        .table("public.sales", &["id"])
+        .window(window)
+        .max_file_bytes(max_file_bytes)
+        .format(format)
+        .deadline(DEADLINE)
+        .start()
+        .await
 }
 
 /// A writer that keeps changing `public.sales` in small transactions until stopped.
@@ -134,7 +92,7 @@ fn data_files(sink: &Path) -> Vec<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn snapshot_and_concurrent_writes_have_no_gap_and_no_double() {
-    let setup = Setup::new("1s", "128MiB", "csv.gz").await;
+    let setup = sales_fixture("1s", "128MiB", "csv.gz").await;
     setup
         .cluster
         .execute(
@@ -178,7 +136,7 @@ async fn snapshot_and_concurrent_writes_have_no_gap_and_no_double() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_kind_of_change_and_tricky_text_survive() {
-    let setup = Setup::new("1s", "128MiB", "csv").await;
+    let setup = sales_fixture("1s", "128MiB", "csv").await;
     let mut pgcdc = Pgcdc::run(&setup.config);
     pgcdc.wait_output("Streaming changes", DEADLINE).await;
     setup
@@ -256,7 +214,7 @@ async fn every_kind_of_change_and_tricky_text_survive() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_million_row_transaction_is_split_into_parts() {
-    let setup = Setup::new("2s", "4MiB", "csv.gz").await;
+    let setup = sales_fixture("2s", "4MiB", "csv.gz").await;
     let mut pgcdc = Pgcdc::run(&setup.config);
     pgcdc.wait_output("Streaming changes", DEADLINE).await;
     setup
@@ -299,7 +257,7 @@ async fn a_million_row_transaction_is_split_into_parts() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn restarts_after_sigkill_and_sigterm_lose_and_double_nothing() {
-    let setup = Setup::new("1s", "256KiB", "csv.gz").await;
+    let setup = sales_fixture("1s", "256KiB", "csv.gz").await;
     setup
         .cluster
         .execute(
@@ -340,7 +298,7 @@ async fn restarts_after_sigkill_and_sigterm_lose_and_double_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idle_slot_still_advances() {
-    let setup = Setup::new("1s", "128MiB", "csv").await;
+    let setup = sales_fixture("1s", "128MiB", "csv").await;
     setup.add_source_setting("status_interval = \"1s\"");
     let mut pgcdc = Pgcdc::run(&setup.config);
     pgcdc.wait_output("Streaming changes", DEADLINE).await;
@@ -371,21 +329,13 @@ async fn an_idle_slot_still_advances() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn password_roles_stream_with_scram_md5_and_cleartext() {
-    let cluster = PgCluster::start().await;
-    cluster.execute(SALES_DDL).await;
-    let dir = tempfile::tempdir().expect("temp dir");
+    let setup = sales_fixture("1s", "128MiB", "csv").await;
     for role in [SCRAM_USER, MD5_USER, CLEAR_USER] {
-        let sink = dir.path().join(role);
-        let config = write_config(
-            dir.path(),
-            &cluster.role_url(role, SHOP_DB),
-            role,
-            "pgcdc_pub",
-            &sink,
-            "1s",
-            "128MiB",
-            "csv",
-        );
+        let config = setup.config_variant(&format!("pgcdc-{role}"), |c| {
+            c.set("source.url", &setup.cluster.role_url(role, SHOP_DB))
+                .set("source.slot", role)
+                .local_sink(&setup.dir.path().join(role))
+        });
         let mut pgcdc = Pgcdc::run(&config);
         pgcdc.wait_output("Streaming changes", DEADLINE).await;
         pgcdc.stop_cleanly(DEADLINE).await;
@@ -417,7 +367,7 @@ async fn expect_failure(config: &Path, envs: &[(&str, &str)], needle: &str, secr
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_setups_fail_with_actionable_messages() {
-    let setup = Setup::new("1s", "128MiB", "csv").await;
+    let setup = sales_fixture("1s", "128MiB", "csv").await;
     let url = setup.cluster.url(SUPERUSER, None, SHOP_DB);
     let config = setup.config.clone();
 
@@ -473,27 +423,20 @@ async fn bad_setups_fail_with_actionable_messages() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wal_level_replica_is_refused_with_the_fix() {
-    let cluster = PgCluster::start_with(&[("wal_level", "replica")]).await;
-    cluster
-        .execute("create table public.t (id int primary key); create publication pgcdc_pub for table public.t;")
+    let setup = Fixture::builder()
+        .settings(&[("wal_level", "replica")])
+        .ddl("create table public.t (id int primary key); create publication pgcdc_pub for table public.t;")
+        .max_file_bytes("128MiB")
+        .format("csv")
+        .start()
         .await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = write_config(
-        dir.path(),
-        &cluster.url(SUPERUSER, None, SHOP_DB),
-        "pgcdc",
-        "pgcdc_pub",
-        &dir.path().join("stage"),
-        "1s",
-        "128MiB",
-        "csv",
-    );
+    let config = setup.config.clone();
     expect_failure(&config, &[], "wal_level must be logical", None).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_interrupted_snapshot_is_redone_from_a_fresh_slot() {
-    let setup = Setup::new("1s", "128MiB", "csv").await;
+    let setup = sales_fixture("1s", "128MiB", "csv").await;
     setup
         .cluster
         .execute(
@@ -537,7 +480,7 @@ async fn an_interrupted_snapshot_is_redone_from_a_fresh_slot() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn server_restarts_and_killed_connections_are_ridden_out() {
-    let setup = Setup::new("1s", "128MiB", "csv.gz").await;
+    let setup = sales_fixture("1s", "128MiB", "csv.gz").await;
     setup
         .cluster
         .execute(
@@ -598,7 +541,7 @@ async fn server_restarts_and_killed_connections_are_ridden_out() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dropped_slot_stops_pgcdc_with_the_documented_error() {
-    let setup = Setup::new("1s", "128MiB", "csv").await;
+    let setup = sales_fixture("1s", "128MiB", "csv").await;
     let mut pgcdc = Pgcdc::run(&setup.config);
     pgcdc.wait_output("Streaming changes", DEADLINE).await;
     // Someone kills pgcdc's walsender and drops the slot behind its back.
@@ -631,7 +574,7 @@ async fn a_dropped_slot_stops_pgcdc_with_the_documented_error() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slot_advanced_behind_pgcdcs_back_is_refused_or_recorded_as_a_gap() {
-    let setup = Setup::new("1s", "128MiB", "csv").await;
+    let setup = sales_fixture("1s", "128MiB", "csv").await;
     let mut pgcdc = Pgcdc::run(&setup.config);
     pgcdc.wait_output("Streaming changes", DEADLINE).await;
     setup
@@ -718,7 +661,7 @@ async fn a_slot_advanced_behind_pgcdcs_back_is_refused_or_recorded_as_a_gap() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn check_reports_each_problem_with_its_fix() {
-    let setup = Setup::new("1s", "128MiB", "csv").await;
+    let setup = sales_fixture("1s", "128MiB", "csv").await;
     let run_check = |envs: Vec<(&'static str, String)>| {
         let config = setup.config.clone();
         async move {
@@ -773,7 +716,7 @@ async fn check_reports_each_problem_with_its_fix() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn heartbeat_moves_an_idle_slot_and_logs_can_be_json() {
-    let setup = Setup::new("1s", "128MiB", "csv").await;
+    let setup = sales_fixture("1s", "128MiB", "csv").await;
     setup.add_source_setting("status_interval = \"1s\"\nheartbeat = \"200ms\"");
     let mut pgcdc = Pgcdc::spawn(
         [

@@ -14,69 +14,22 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use tempfile::TempDir;
 
 const DEADLINE: Duration = Duration::from_secs(180);
 
-struct Setup {
-    cluster: PgCluster,
-    _dir: TempDir,
-    sink: PathBuf,
-    config: PathBuf,
-}
-
-impl Setup {
-    /// A cluster with `ddl` run, and a config for `publications`; `None` when the server is older
-    /// than `min_major`.
-    async fn new(min_major: u32, ddl: &str, publications: &str) -> Option<Setup> {
-        let cluster = PgCluster::start().await;
-        let major = cluster.major().await;
-        if major < min_major {
-            eprintln!(
-                "PostgreSQL {major} has no such publication feature (needs {min_major}): nothing to test"
-            );
-            return None;
-        }
-        cluster.execute(ddl).await;
-        let dir = tempfile::tempdir().expect("temp dir");
-        let sink = dir.path().join("stage");
-        let config = write_config(
-            dir.path(),
-            &cluster.url(SUPERUSER, None, SHOP_DB),
-            "pgcdc",
-            publications,
-            &sink,
-            "1s",
-            "64MiB",
-            "csv.gz",
-        );
-        Some(Setup {
-            cluster,
-            _dir: dir,
-            sink,
-            config,
-        })
-    }
-
-    async fn wait_projection(
-        &self,
-        table: &str,
-        columns: Option<&[&str]>,
-        filter: Option<&str>,
-        what: &str,
-    ) {
-        wait_projection_matches(
-            &self.cluster,
-            &self.sink,
-            table,
-            &["id"],
-            columns,
-            filter,
-            what,
-            DEADLINE,
-        )
-        .await;
-    }
+/// The suite's fixture: `ddl` run and a config for `publications`; `None` when the server is
+/// older than `min_major`.
+async fn fixture(min_major: u32, ddl: &str, publications: &str) -> Option<Fixture> {
+    Fixture::builder()
+        .min_major(min_major)
+        .ddl(ddl)
+        .publication(publications)
+        .window("1s")
+        .max_file_bytes("64MiB")
+        .format("csv.gz")
+        .deadline(DEADLINE)
+        .start_if_supported()
+        .await
 }
 
 /// Every file under `dir` (data, schema files, bookkeeping), gzip ones decompressed.
@@ -152,7 +105,7 @@ const EU: &str = "region = 'EU'";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn snapshot_and_stream_carry_only_the_published_columns_and_rows() {
-    let Some(setup) = Setup::new(15, CUSTOMERS_AND_ORDERS, "pgcdc_pub").await else {
+    let Some(setup) = fixture(15, CUSTOMERS_AND_ORDERS, "pgcdc_pub").await else {
         return;
     };
     let mut pgcdc = Pgcdc::run(&setup.config);
@@ -247,7 +200,7 @@ async fn snapshot_and_stream_carry_only_the_published_columns_and_rows() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn check_warns_about_a_row_filter_outside_the_replica_identity() {
-    let Some(setup) = Setup::new(
+    let Some(setup) = fixture(
         15,
         "create table public.accounts (id bigint primary key, tier text);
          create publication pgcdc_pub for table public.accounts where (tier = 'gold');",
@@ -272,7 +225,7 @@ async fn check_warns_about_a_row_filter_outside_the_replica_identity() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn several_publications_combine_as_postgresql_combines_them() {
-    let Some(setup) = Setup::new(
+    let Some(setup) = fixture(
         15,
         "create schema s;
          create table public.orders (id bigint primary key, region text not null, secret text);
@@ -326,7 +279,7 @@ async fn several_publications_combine_as_postgresql_combines_them() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_table_added_later_is_copied_under_its_column_list_and_filter() {
-    let Some(setup) = Setup::new(
+    let Some(setup) = fixture(
         15,
         "create table public.first (id bigint primary key, v text);
          create table public.late (id bigint primary key, visible text, hidden text);
@@ -376,7 +329,7 @@ async fn a_table_added_later_is_copied_under_its_column_list_and_filter() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_publication_narrowed_while_running_takes_effect_in_the_next_file() {
-    let Some(setup) = Setup::new(
+    let Some(setup) = fixture(
         15,
         "create table public.people (id bigint primary key, name text, email text);
          insert into public.people select g, 'p' || g, 'old-mail-' || g from generate_series(1, 200) g;
@@ -440,7 +393,7 @@ async fn a_publication_narrowed_while_running_takes_effect_in_the_next_file() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn generated_columns_are_copied_exactly_when_published() {
-    let Some(setup) = Setup::new(
+    let Some(setup) = fixture(
         18,
         "create table public.with_gen (id bigint primary key, a integer,
              doubled integer generated always as (a * 2) stored);

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use common::s3::{MotoServer, Outage, SECRET_KEY, aws_env};
 use common::*;
-use tempfile::TempDir;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 const BUCKET: &str = "pgcdc-test";
@@ -24,94 +23,17 @@ const SALES_DDL: &str = "
     create publication pgcdc_pub for table public.sales;
 ";
 
-fn write_s3_config(dir: &Path, source_url: &str, endpoint: &str, extra: &str) -> PathBuf {
-    let text = format!(
-        "[source]\n\
-         url = \"{source_url}\"\n\
-         slot = \"pgcdc\"\n\
-         publication = \"pgcdc_pub\"\n\
-         status_interval = \"1s\"\n\
-         [sink]\n\
-         url = \"s3://{BUCKET}/{PREFIX}\"\n\
-         endpoint = \"{endpoint}\"\n\
-         force_path_style = true\n\
-         spool_dir = \"{spool}\"\n\
-         {extra}\n\
-         [batch]\n\
-         window = \"1s\"\n\
-         format = \"csv.gz\"\n\
-         [metrics]\n\
-         listen = \"127.0.0.1:{port}\"\n",
-        spool = dir.join("spool").display(),
-        port = free_port(),
-    );
-    let path = dir.join("pgcdc-s3.toml");
-    std::fs::write(&path, text).expect("config");
-    path
-}
-
-struct Setup {
-    cluster: PgCluster,
-    moto: MotoServer,
-    dir: TempDir,
-}
-
-impl Setup {
-    async fn new() -> Setup {
-        let cluster = PgCluster::start().await;
-        cluster.execute(SALES_DDL).await;
-        let moto = MotoServer::start().await;
-        moto.create_bucket(BUCKET).await;
-        Setup {
-            cluster,
-            moto,
-            dir: tempfile::tempdir().expect("temp dir"),
-        }
-    }
-
-    fn config(&self, endpoint: &str, extra: &str) -> PathBuf {
-        write_s3_config(
-            self.dir.path(),
-            &self.cluster.url(SUPERUSER, None, SHOP_DB),
-            endpoint,
-            extra,
-        )
-    }
-
-    fn run(&self, config: &Path) -> Pgcdc {
-        let mut envs = aws_env();
-        envs.push(("PGCDC_LOG", "info"));
-        Pgcdc::spawn(
-            ["run".as_ref(), "--config".as_ref(), config.as_os_str()],
-            &envs,
-        )
-    }
-
-    fn download_dir(&self) -> PathBuf {
-        self.dir.path().join("download")
-    }
-
-    /// Downloads what pgcdc uploaded and reads its change rows.
-    async fn uploaded_rows(&self) -> Vec<ChangeRow> {
-        self.moto
-            .download(BUCKET, PREFIX, &self.download_dir())
-            .await;
-        try_read_change_files(&self.download_dir(), "public.sales").unwrap_or_default()
-    }
-
-    async fn wait_replay_matches(&self, what: &str) -> Vec<ChangeRow> {
-        let client = self.cluster.client(SHOP_DB).await;
-        wait_until(what, DEADLINE, || {
-            let client = &client;
-            async move {
-                let expected = table_state(client, "public.sales", &["id"]).await;
-                let rows = self.uploaded_rows().await;
-                let actual = replay(&rows, &["id"]);
-                describe_diff(&expected, &actual).is_none().then_some(rows)
-            }
-        })
+/// The suite's fixture: `public.sales` streamed into `s3://pgcdc-test/cdc/shop` on moto.
+async fn fixture() -> Fixture {
+    Fixture::builder()
+        .ddl(SALES_DDL)
+        .table("public.sales", &["id"])
+        .moto(BUCKET, PREFIX)
+        .window("1s")
+        .format("csv.gz")
+        .deadline(DEADLINE)
+        .start()
         .await
-    }
 }
 
 async fn write_batch(cluster: &PgCluster, first: i64, count: i64) {
@@ -128,9 +50,9 @@ async fn write_batch(cluster: &PgCluster, first: i64, count: i64) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn files_and_checkpoint_land_in_s3_and_replay_to_the_table() {
-    let setup = Setup::new().await;
+    let setup = fixture().await;
     write_batch(&setup.cluster, 1, 500).await;
-    let config = setup.config(&setup.moto.endpoint(), "");
+    let config = setup.s3_config(&setup.moto().endpoint(), "");
     let mut pgcdc = setup.run(&config);
     pgcdc.wait_output("S3 sink ready", DEADLINE).await;
     pgcdc.wait_output("Streaming changes", DEADLINE).await;
@@ -146,7 +68,7 @@ async fn files_and_checkpoint_land_in_s3_and_replay_to_the_table() {
     assert!(rows.iter().any(|r| r.op == 'D'));
 
     let keys: Vec<String> = setup
-        .moto
+        .moto()
         .list(BUCKET, PREFIX)
         .await
         .into_iter()
@@ -175,9 +97,9 @@ async fn files_and_checkpoint_land_in_s3_and_replay_to_the_table() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_file_above_the_threshold_goes_up_in_parts() {
-    let setup = Setup::new().await;
-    let config = setup.config(
-        &setup.moto.endpoint(),
+    let setup = fixture().await;
+    let config = setup.s3_config(
+        &setup.moto().endpoint(),
         "multipart_threshold = \"5MiB\"\npart_size = \"5MiB\"",
     );
     let text = std::fs::read_to_string(&config)
@@ -199,7 +121,7 @@ async fn a_file_above_the_threshold_goes_up_in_parts() {
         .await;
     pgcdc.stop_cleanly(DEADLINE).await;
     let objects: Vec<_> = setup
-        .moto
+        .moto()
         .list(BUCKET, &format!("{PREFIX}/public.sales/dt="))
         .await;
     assert_eq!(objects.len(), 1, "{objects:?}");
@@ -215,9 +137,9 @@ async fn a_file_above_the_threshold_goes_up_in_parts() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_s3_outage_is_ridden_out_without_loss_or_duplicates() {
-    let setup = Setup::new().await;
-    let outage = Outage::start(setup.moto.port()).await;
-    let config = setup.config(&outage.endpoint(), "");
+    let setup = fixture().await;
+    let outage = Outage::start(setup.moto().port()).await;
+    let config = setup.s3_config(&outage.endpoint(), "");
     let mut pgcdc = setup.run(&config);
     pgcdc.wait_output("Streaming changes", DEADLINE).await;
     write_batch(&setup.cluster, 1, 200).await;
@@ -267,9 +189,9 @@ async fn an_s3_outage_is_ridden_out_without_loss_or_duplicates() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_bucket_and_wrong_credentials_fail_clearly() {
-    let setup = Setup::new().await;
+    let setup = fixture().await;
     // A missing bucket.
-    let config = setup.config(&setup.moto.endpoint(), "");
+    let config = setup.s3_config(&setup.moto().endpoint(), "");
     let text = std::fs::read_to_string(&config)
         .expect("config")
         .replace(&format!("s3://{BUCKET}/"), "s3://no-such-bucket-here/");
@@ -284,7 +206,7 @@ async fn wrong_bucket_and_wrong_credentials_fail_clearly() {
 
     // Credentials the server does not know (moto checks them when told to).
     let strict = MotoServer::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]).await;
-    let config = setup.config(&strict.endpoint(), "");
+    let config = setup.s3_config(&strict.endpoint(), "");
     let mut pgcdc = setup.run(&config);
     let status = pgcdc.wait_exit(DEADLINE).await;
     let output = pgcdc.output_text();
@@ -297,8 +219,8 @@ async fn wrong_bucket_and_wrong_credentials_fail_clearly() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn check_reports_the_resolved_sink_and_never_the_secret() {
-    let setup = Setup::new().await;
-    let config = setup.config(&setup.moto.endpoint(), "");
+    let setup = fixture().await;
+    let config = setup.s3_config(&setup.moto().endpoint(), "");
     let output = pgcdc_output(
         ["check".as_ref(), "--config".as_ref(), config.as_os_str()],
         &aws_env(),
@@ -311,7 +233,7 @@ async fn check_reports_the_resolved_sink_and_never_the_secret() {
     assert!(output.status.success(), "{text}");
     assert!(text.contains("region us-east-1"), "{text}");
     assert!(
-        text.contains(&format!("endpoint {}", setup.moto.endpoint())),
+        text.contains(&format!("endpoint {}", setup.moto().endpoint())),
         "{text}"
     );
     assert!(text.contains("credentials from Environment"), "{text}");
@@ -342,8 +264,8 @@ async fn every_uploaded_file_raises_one_s3_event_for_the_snowpipe_queue() {
     use common::s3::{sqs, url_decode};
     use serde_json::json;
 
-    let setup = Setup::new().await;
-    let port = setup.moto.port();
+    let setup = fixture().await;
+    let port = setup.moto().port();
     let queue = sqs(port, "CreateQueue", json!({"QueueName": "snowpipe"})).await;
     let queue_url = queue["QueueUrl"].as_str().expect("queue url").to_owned();
     let attributes = sqs(
@@ -374,7 +296,7 @@ async fn every_uploaded_file_raises_one_s3_event_for_the_snowpipe_queue() {
         )
         .build();
     setup
-        .moto
+        .moto()
         .client()
         .put_bucket_notification_configuration()
         .bucket(BUCKET)
@@ -399,7 +321,7 @@ async fn every_uploaded_file_raises_one_s3_event_for_the_snowpipe_queue() {
         .expect("bucket notification configuration");
 
     write_batch(&setup.cluster, 1, 300).await;
-    let config = setup.config(&setup.moto.endpoint(), "");
+    let config = setup.s3_config(&setup.moto().endpoint(), "");
     let mut pgcdc = setup.run(&config);
     pgcdc.wait_output("Streaming changes", DEADLINE).await;
     for round in 0..4 {
@@ -409,7 +331,7 @@ async fn every_uploaded_file_raises_one_s3_event_for_the_snowpipe_queue() {
     pgcdc.stop_cleanly(DEADLINE).await;
 
     let uploaded: Vec<String> = setup
-        .moto
+        .moto()
         .list(BUCKET, &table_prefix)
         .await
         .into_iter()
@@ -455,9 +377,9 @@ async fn every_uploaded_file_raises_one_s3_event_for_the_snowpipe_queue() {
 async fn lag_metrics_rise_while_s3_is_down_and_fall_back_after() {
     use common::http::{get, sample};
 
-    let setup = Setup::new().await;
-    let outage = Outage::start(setup.moto.port()).await;
-    let config = setup.config(&outage.endpoint(), "");
+    let setup = fixture().await;
+    let outage = Outage::start(setup.moto().port()).await;
+    let config = setup.s3_config(&outage.endpoint(), "");
     let text = std::fs::read_to_string(&config).expect("config").replace(
         "[metrics]\n",
         "[metrics]\npoll_interval = \"200ms\"\nready_max_lag_bytes = \"64KiB\"\n",

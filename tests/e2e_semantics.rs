@@ -9,49 +9,20 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use tempfile::TempDir;
 
 const DEADLINE: Duration = Duration::from_secs(180);
 
-struct Setup {
-    cluster: PgCluster,
-    _dir: TempDir,
-    sink: PathBuf,
-    config: PathBuf,
-}
-
-impl Setup {
-    async fn new(settings: &[(&str, &str)], ddl: &str) -> Setup {
-        let cluster = PgCluster::start_with(settings).await;
-        cluster.execute(ddl).await;
-        let dir = tempfile::tempdir().expect("temp dir");
-        let sink = dir.path().join("stage");
-        let config = write_config(
-            dir.path(),
-            &cluster.url(SUPERUSER, None, SHOP_DB),
-            "pgcdc",
-            "pgcdc_pub",
-            &sink,
-            "1s",
-            "64MiB",
-            "csv.gz",
-        );
-        Setup {
-            cluster,
-            _dir: dir,
-            sink,
-            config,
-        }
-    }
-
-    fn add_source_setting(&self, line: &str) {
-        add_settings(&self.config, "source", line);
-    }
-
-    /// Waits until the files of `table` replay to exactly what it holds now.
-    async fn wait_replay_matches(&self, table: &str, key: &[&str], what: &str) {
-        wait_replay_matches(&self.cluster, &self.sink, table, key, what, DEADLINE).await;
-    }
+/// The suite's fixture: `ddl` on a cluster with `settings`, 1 s windows of csv.gz.
+async fn fixture(settings: &[(&str, &str)], ddl: &str) -> Fixture {
+    Fixture::builder()
+        .settings(settings)
+        .ddl(ddl)
+        .window("1s")
+        .max_file_bytes("64MiB")
+        .format("csv.gz")
+        .deadline(DEADLINE)
+        .start()
+        .await
 }
 
 /// Peak resident memory of a process (VmHWM), in KiB.
@@ -116,7 +87,7 @@ const SALES_DDL: &str = "
 #[tokio::test(flavor = "multi_thread")]
 async fn huge_aborted_and_savepoint_transactions_stream_through_a_disk_spool() {
     // A tiny decoding budget makes the server stream every transaction of some size.
-    let setup = Setup::new(&[("logical_decoding_work_mem", "64kB")], SALES_DDL).await;
+    let setup = fixture(&[("logical_decoding_work_mem", "64kB")], SALES_DDL).await;
     let mut pgcdc = Pgcdc::run(&setup.config);
     pgcdc.wait_output("Streaming changes", DEADLINE).await;
     // PostgreSQL 13 has no streaming of in-progress transactions: it sends each at commit (and
@@ -182,7 +153,7 @@ async fn huge_aborted_and_savepoint_transactions_stream_through_a_disk_spool() {
         .await;
 
     setup
-        .wait_replay_matches(
+        .wait_table_matches(
             "public.sales",
             &["id"],
             "streamed, aborted and savepoint transactions replay to the table",
@@ -236,7 +207,7 @@ async fn huge_aborted_and_savepoint_transactions_stream_through_a_disk_spool() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn schema_changes_flow_through_without_a_restart() {
-    let setup = Setup::new(
+    let setup = fixture(
         &[],
         "create table public.items (id bigint primary key, a text, b integer, c numeric(8,2));
          insert into public.items select g, 'seed ' || g, g, g / 4.0 from generate_series(1, 200) g;
@@ -286,7 +257,7 @@ async fn schema_changes_flow_through_without_a_restart() {
     // holds the columns its table had when it changed); touch every row so the replay is exact.
     setup.cluster.execute("update public.items set a = a").await;
     setup
-        .wait_replay_matches(
+        .wait_table_matches(
             "public.items",
             &["id"],
             "the replay equals the altered table",
@@ -362,7 +333,7 @@ async fn schema_changes_flow_through_without_a_restart() {
         .execute("insert into public.items (id, a) values (999999, 'after restart')")
         .await;
     setup
-        .wait_replay_matches("public.items", &["id"], "a row after the restart lands")
+        .wait_table_matches("public.items", &["id"], "a row after the restart lands")
         .await;
     again.stop_cleanly(DEADLINE).await;
     assert_eq!(
@@ -375,7 +346,7 @@ async fn schema_changes_flow_through_without_a_restart() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tables_joining_the_publication_are_copied_consistently_with_the_stream() {
-    let setup = Setup::new(
+    let setup = fixture(
         &[],
         "create table public.t1 (id bigint primary key, v text);
          create table public.t2 (id bigint primary key, v text);
@@ -433,7 +404,7 @@ async fn tables_joining_the_publication_are_copied_consistently_with_the_stream(
     writer.stop().await;
     for table in ["public.t1", "public.t2", "public.t3"] {
         setup
-            .wait_replay_matches(table, &["id"], &format!("{table} replays to the table"))
+            .wait_table_matches(table, &["id"], &format!("{table} replays to the table"))
             .await;
     }
     let t3 = read_change_files(&setup.sink, "public.t3");
@@ -460,7 +431,7 @@ async fn tables_joining_the_publication_are_copied_consistently_with_the_stream(
         .execute("update public.t3 set v = 'after restart' where id = 5")
         .await;
     setup
-        .wait_replay_matches("public.t3", &["id"], "t3 after the restart")
+        .wait_table_matches("public.t3", &["id"], "t3 after the restart")
         .await;
     again.stop_cleanly(DEADLINE).await;
     assert!(
@@ -472,7 +443,7 @@ async fn tables_joining_the_publication_are_copied_consistently_with_the_stream(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partitioned_table_is_captured_through_its_root() {
-    let setup = Setup::new(
+    let setup = fixture(
         &[],
         "create table public.events (id bigint, day date, v text, primary key (id, day))
              partition by range (day);
@@ -495,7 +466,7 @@ async fn a_partitioned_table_is_captured_through_its_root() {
         )
         .await;
     setup
-        .wait_replay_matches(
+        .wait_table_matches(
             "public.events",
             &["id", "day"],
             "the root's folder replays to the table",
@@ -516,7 +487,7 @@ async fn a_partitioned_table_is_captured_through_its_root() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn logical_decoding_messages_are_written_when_asked() {
-    let setup = Setup::new(&[], SALES_DDL).await;
+    let setup = fixture(&[], SALES_DDL).await;
     setup.add_source_setting("messages = \"write\"");
     let mut pgcdc = Pgcdc::run(&setup.config);
     pgcdc.wait_output("Streaming changes", DEADLINE).await;
@@ -530,7 +501,7 @@ async fn logical_decoding_messages_are_written_when_asked() {
             .execute("insert into public.sales values (1, 'no messages here', 1)")
             .await;
         setup
-            .wait_replay_matches("public.sales", &["id"], "rows flow without messages")
+            .wait_table_matches("public.sales", &["id"], "rows flow without messages")
             .await;
         pgcdc.stop_cleanly(DEADLINE).await;
         assert!(

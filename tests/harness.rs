@@ -483,3 +483,285 @@ async fn replay_of_hand_written_files_equals_the_table() {
     let diff = describe_diff(&table, &replayed).expect("NULL vs empty string must differ");
     assert!(diff.contains("note: expected NULL, got \"\""), "{diff}");
 }
+
+/// The harness's pure helpers (CSV reading, replay, file names, config, pg_hba): here, in one
+/// test binary, so they run once rather than in every binary that compiles `common`.
+mod unit {
+    use std::path::Path;
+
+    use crate::common::cluster::{hba_conf, percent_encode};
+    use crate::common::{
+        ChangeRow, PgcdcConfig, Row, TableState, describe_diff, duplicate_keys, metrics_listen,
+        parse_change_file, parse_csv, parse_file_name, replay,
+    };
+
+
+    #[test]
+    fn percent_encoding_keeps_unreserved() {
+        assert_eq!(percent_encode("secret-pw-pgcdc_md5"), "secret-pw-pgcdc_md5");
+        assert_eq!(percent_encode("a b@c:/%"), "a%20b%40c%3A%2F%25");
+    }
+
+    #[test]
+    fn hba_puts_password_rules_before_trust() {
+        let hba = hba_conf(false);
+        let md5 = hba.find("pgcdc_md5 127.0.0.1/32 md5").expect("md5 rule");
+        let trust = hba.find("all 127.0.0.1/32 trust").expect("trust rule");
+        assert!(md5 < trust);
+    }
+
+
+    fn s(v: &str) -> Option<String> {
+        Some(v.to_owned())
+    }
+
+    #[test]
+    fn csv_keeps_null_and_empty_string_apart() {
+        let records = parse_csv("a,,\"\",b\n").expect("valid");
+        assert_eq!(records, vec![vec![s("a"), None, s(""), s("b")]]);
+    }
+
+    #[test]
+    fn csv_quoted_fields_hold_quotes_commas_and_line_breaks() {
+        let text = "\"say \"\"hi\"\"\",\"a,b\",\"l1\nl2\",\"cr\r\nlf\",\"ünïcødé ✓\"\r\nx,y,z,w,v";
+        let records = parse_csv(text).expect("valid");
+        assert_eq!(
+            records,
+            vec![
+                vec![
+                    s("say \"hi\""),
+                    s("a,b"),
+                    s("l1\nl2"),
+                    s("cr\r\nlf"),
+                    s("ünïcødé ✓")
+                ],
+                vec![s("x"), s("y"), s("z"), s("w"), s("v")],
+            ]
+        );
+    }
+
+    #[test]
+    fn csv_line_endings_and_trailing_fields() {
+        assert_eq!(
+            parse_csv("").expect("valid"),
+            Vec::<Vec<Option<String>>>::new()
+        );
+        assert_eq!(
+            parse_csv("a,\r\nb,\n").expect("valid"),
+            vec![vec![s("a"), None], vec![s("b"), None]]
+        );
+        assert_eq!(
+            parse_csv("a\rb").expect("valid"),
+            vec![vec![s("a")], vec![s("b")]]
+        );
+        assert_eq!(parse_csv(",").expect("valid"), vec![vec![None, None]]);
+        assert_eq!(parse_csv("\"\"").expect("valid"), vec![vec![s("")]]);
+    }
+
+    #[test]
+    fn csv_rejects_malformed_quoting() {
+        assert!(
+            parse_csv("\"open\nnever closed")
+                .expect_err("must be rejected")
+                .contains("line 1")
+        );
+        assert!(
+            parse_csv("a\nb\"c")
+                .expect_err("must be rejected")
+                .contains("line 2")
+        );
+        assert!(
+            parse_csv("\"a\"b")
+                .expect_err("must be rejected")
+                .contains("closing quote")
+        );
+    }
+
+    fn file(text: &str) -> Vec<ChangeRow> {
+        parse_change_file(Path::new("t.csv"), text).expect("valid change file")
+    }
+
+    const HEADER: &str = "_op,_commit_lsn,_seq,_xid,_commit_ts,_unchanged,id,name,note\n";
+
+    #[test]
+    fn change_file_columns_are_matched_by_name() {
+        let rows = file(&format!("{HEADER}I,10,0,5,2026-01-01T00:00:00Z,,1,\"\",\n"));
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].op, 'I');
+        assert_eq!((rows[0].commit_lsn, rows[0].seq), (10, 0));
+        assert_eq!(rows[0].get("name"), Some(""));
+        assert_eq!(rows[0].get("note"), None);
+        assert_eq!(rows[0].columns, ["id", "name", "note"]);
+    }
+
+    #[test]
+    fn change_file_errors_name_the_record() {
+        let err = parse_change_file(Path::new("f.csv"), &format!("{HEADER}I,0/10,0,5,,,1,a,b\n"))
+            .expect_err("must be rejected");
+        assert!(
+            err.contains("f.csv record 1") && err.contains("_commit_lsn"),
+            "{err}"
+        );
+        let err = parse_change_file(Path::new("f.csv"), &format!("{HEADER}X,1,0,5,,,1,a,b\n"))
+            .expect_err("must be rejected");
+        assert!(err.contains("_op"), "{err}");
+        let err =
+            parse_change_file(Path::new("f.csv"), "id,name\n1,a\n").expect_err("must be rejected");
+        assert!(err.contains("header must start"), "{err}");
+        let err = parse_change_file(Path::new("f.csv"), &format!("{HEADER}I,1,0,5,,,1,a\n"))
+            .expect_err("must be rejected");
+        assert!(err.contains("8 fields"), "{err}");
+    }
+
+    #[test]
+    fn replay_orders_by_numeric_lsn_then_seq() {
+        // As text, "10" < "9"; as numbers the update at LSN 10 comes last.
+        let rows = file(&format!(
+            "{HEADER}U,10,0,6,,,1,second,\nI,9,1,5,,,1,first,\nI,9,0,5,,,2,x,\n"
+        ));
+        let state = replay(&rows, &["id"]);
+        assert_eq!(state.len(), 2);
+        assert_eq!(state[&vec![s("1")]]["name"], s("second"));
+        assert_eq!(duplicate_keys(&rows), 0);
+    }
+
+    #[test]
+    fn replay_applies_unchanged_deletes_and_truncates() {
+        let rows = file(&format!(
+            "{HEADER}\
+             R,1,0,,,,1,a,big toasted value\n\
+             R,1,1,,,,2,b,\n\
+             U,5,0,7,,\"[\"\"note\"\"]\",1,a2,\n\
+             D,6,0,8,,,2,,\n\
+             T,7,0,9,,,,,\n\
+             I,8,0,10,,,3,c,\"\"\n\
+             U,9,0,11,,\"[\"\"note\"\"]\",3,c2,\n"
+        ));
+        let before_truncate: Vec<ChangeRow> =
+            rows.iter().filter(|r| r.commit_lsn < 7).cloned().collect();
+        let state = replay(&before_truncate, &["id"]);
+        assert_eq!(state.len(), 1, "{state:?}");
+        let one = &state[&vec![s("1")]];
+        assert_eq!(one["name"], s("a2"));
+        assert_eq!(
+            one["note"],
+            s("big toasted value"),
+            "unchanged column carried forward"
+        );
+
+        let state = replay(&rows, &["id"]);
+        assert_eq!(state.len(), 1, "{state:?}");
+        assert_eq!(state[&vec![s("3")]]["note"], s(""));
+    }
+
+    #[test]
+    fn an_unchanged_value_follows_its_row_through_key_changes() {
+        // Key 1 -> 2 -> 3, the toasted note never sent again; a delete of key 4 followed by an
+        // unrelated update in a later commit is no key change.
+        let rows = file(&format!(
+            "{HEADER}\
+             I,1,0,5,,,1,a,big toasted value\n\
+             D,2,0,6,,,1,,\n\
+             U,2,1,6,,\"[\"\"note\"\"]\",2,b,\n\
+             D,3,0,7,,,2,,\n\
+             U,3,1,7,,\"[\"\"note\"\"]\",3,c,\n\
+             I,4,0,8,,,4,d,x\n\
+             D,5,0,9,,,4,,\n\
+             U,6,0,10,,\"[\"\"note\"\"]\",5,e,\n"
+        ));
+        let state = replay(&rows, &["id"]);
+        assert_eq!(state[&vec![s("3")]]["note"], s("big toasted value"));
+        assert!(!state[&vec![s("5")]].contains_key("note"), "{state:?}");
+        assert_eq!(state.len(), 2, "{state:?}");
+    }
+
+    #[test]
+    fn duplicates_are_counted_and_replay_idempotently() {
+        let text = format!("{HEADER}I,3,0,1,,,1,a,\nI,3,1,1,,,2,b,\n");
+        let mut rows = file(&text);
+        rows.extend(file(&text));
+        assert_eq!(duplicate_keys(&rows), 2);
+        assert_eq!(replay(&rows, &["id"]), replay(&file(&text), &["id"]));
+    }
+
+    #[test]
+    fn file_names_follow_the_layout() {
+        let name = parse_file_name(Path::new(
+            "public.t/dt=2026-01-02/hour=07/0000000001A2B3C4-0000000001A2B3FF.part-0002-of-0003.csv.gz",
+        ))
+        .expect("valid");
+        assert_eq!(name.table, "public.t");
+        assert_eq!((name.dt.as_str(), name.hour.as_str()), ("2026-01-02", "07"));
+        assert_eq!(name.part, Some((2, 3)));
+        assert!(name.gzip);
+        let plain = parse_file_name(Path::new(
+            "public.t/dt=2026-01-02/hour=23/00000010-00000020.csv",
+        ))
+        .expect("valid");
+        assert_eq!(
+            (plain.first.as_str(), plain.part, plain.gzip),
+            ("00000010", None, false)
+        );
+        assert!(parse_file_name(Path::new("public.t/dt=2026-1-2/hour=07/1-2.csv")).is_err());
+        assert!(parse_file_name(Path::new("public.t/dt=2026-01-02/hour=24/1-2.csv")).is_err());
+        assert!(parse_file_name(Path::new("public.t/dt=2026-01-02/hour=07/1-2.json")).is_err());
+    }
+
+    #[test]
+    fn diff_names_missing_extra_and_changed_keys() {
+        let row = |v: &str| Row::from([("id".to_owned(), s(v))]);
+        let a = TableState::from([(vec![s("1")], row("1")), (vec![s("2")], row("2"))]);
+        let mut b = TableState::from([(vec![s("1")], row("x")), (vec![s("3")], row("3"))]);
+        let diff = describe_diff(&a, &b).expect("differs");
+        assert!(diff.starts_with("3 keys differ"), "{diff}");
+        assert!(
+            diff.contains("missing key") && diff.contains("unexpected key"),
+            "{diff}"
+        );
+        b = a.clone();
+        assert_eq!(describe_diff(&a, &b), None);
+    }
+
+
+    #[test]
+    fn config_round_trips_through_toml() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = PgcdcConfig::new("postgres://u:p\"w@127.0.0.1:5/shop")
+            .set("source.slot", "s1")
+            .set("source.publication", "pub")
+            .local_sink(&dir.path().join("stage"))
+            .set("batch.window", "2s")
+            .set("batch.max_file_bytes", "1MiB")
+            .set("batch.format", "csv")
+            .write(&dir.path().join("pgcdc.toml"));
+        let table: toml::Table =
+            toml::from_str(&std::fs::read_to_string(&path).expect("read")).expect("valid TOML");
+        assert_eq!(
+            table["source"]["url"].as_str(),
+            Some("postgres://u:p\"w@127.0.0.1:5/shop")
+        );
+        assert_eq!(table["batch"]["format"].as_str(), Some("csv"));
+        let sink = table["sink"]["url"].as_str().expect("sink url");
+        assert!(
+            sink.starts_with("file:///") && sink.ends_with("/stage"),
+            "{sink}"
+        );
+        assert!(metrics_listen(&path).starts_with("127.0.0.1:"));
+    }
+
+    #[test]
+    fn config_edits_replace_keys_and_add_sections() {
+        let config = PgcdcConfig::new("postgres://h/db")
+            .edit("batch.window = \"5s\"")
+            .edit("sinks.url = \"x\"")
+            .lines("source", "failover = true\n\nstatus_interval = \"1s\"\n")
+            .unset("source.publication");
+        let table: toml::Table = toml::from_str(&config.text()).expect("valid TOML");
+        assert_eq!(table["batch"]["window"].as_str(), Some("5s"));
+        assert_eq!(table["sinks"]["url"].as_str(), Some("x"));
+        assert_eq!(table["source"]["failover"].as_bool(), Some(true));
+        assert_eq!(table["source"]["status_interval"].as_str(), Some("1s"));
+        assert!(table["source"].get("publication").is_none());
+        assert_eq!(config.text().matches("window =").count(), 1);
+    }
+}

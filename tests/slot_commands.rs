@@ -35,26 +35,18 @@ fn gap_markers(sink: &Path) -> Vec<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn slot_commands_inspect_repair_and_refuse() {
-    let cluster = PgCluster::start().await;
-    cluster
-        .execute(
+    let setup = Fixture::builder()
+        .ddl(
             "create table public.t (id int primary key, v text);
              create publication pgcdc_pub for table public.t;
              insert into public.t select g, 'v' || g from generate_series(1, 50) g;",
         )
+        .max_file_bytes("128MiB")
+        .format("csv")
+        .start()
         .await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let sink = dir.path().join("stage");
-    let config = write_config(
-        dir.path(),
-        &cluster.url(SUPERUSER, None, SHOP_DB),
-        "pgcdc",
-        "pgcdc_pub",
-        &sink,
-        "1s",
-        "128MiB",
-        "csv",
-    );
+    let cluster = &setup.cluster;
+    let (sink, config) = (setup.sink.clone(), setup.config.clone());
 
     let (ok, text) = slot(&config, &["status"]);
     assert!(ok, "{text}");

@@ -9,64 +9,28 @@ use std::time::Duration;
 
 use common::tls::TestCa;
 use common::{
-    PgCluster, Pgcdc, SCRAM_USER, SHOP_DB, password_for, pgcdc_output, replay, table_state,
-    try_read_change_files, wait_until, write_config,
+    Fixture, Pgcdc, SCRAM_USER, SHOP_DB, password_for, pgcdc_output, replay, table_state,
+    try_read_change_files, wait_until,
 };
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-struct Setup {
-    cluster: PgCluster,
-    ca: TestCa,
-    config: PathBuf,
-    sink: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Setup {
-    /// A cluster that accepts the password roles over TCP only with TLS.
-    async fn new() -> Setup {
-        let cluster = PgCluster::start().await;
-        let ca = TestCa::generate();
-        cluster
-            .enable_tls(&ca.server_cert, &ca.server_key, true)
-            .await;
-        cluster
-            .execute(
-                "create table public.notes (id int primary key, body text);
-                 insert into public.notes select g, 'note ' || g from generate_series(1, 50) g;
-                 create publication pgcdc_pub for table public.notes;",
-            )
-            .await;
-        let dir = tempfile::tempdir().expect("temp dir");
-        let sink = dir.path().join("stage");
-        let config = write_config(
-            dir.path(),
-            &cluster.role_url(SCRAM_USER, SHOP_DB),
-            "pgcdc",
-            "pgcdc_pub",
-            &sink,
-            "1s",
-            "128MiB",
-            "csv",
-        );
-        Setup {
-            cluster,
-            ca,
-            config,
-            sink,
-            _dir: dir,
-        }
-    }
-
-    /// The test role's URL for `host`, with `params` appended as the query string.
-    fn url(&self, host: &str, params: &str) -> String {
-        format!(
-            "postgres://{SCRAM_USER}:{}@{host}:{}/{SHOP_DB}?{params}",
-            password_for(SCRAM_USER),
-            self.cluster.port()
+/// The suite's fixture: a cluster that accepts the password roles over TCP only with TLS, and
+/// a config for the SCRAM role (its URL is overridden per case).
+async fn fixture() -> Fixture {
+    Fixture::builder()
+        .tls(true)
+        .ddl(
+            "create table public.notes (id int primary key, body text);
+             insert into public.notes select g, 'note ' || g from generate_series(1, 50) g;
+             create publication pgcdc_pub for table public.notes;",
         )
-    }
+        .role(SCRAM_USER)
+        .max_file_bytes("128MiB")
+        .format("csv")
+        .deadline(DEADLINE)
+        .start()
+        .await
 }
 
 /// `pgcdc check` with `url`; (exit status success, stdout + stderr).
@@ -94,25 +58,25 @@ fn root(path: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn each_sslmode_connects_or_refuses_as_libpq_would() {
-    let setup = Setup::new().await;
-    let ca = root(&setup.ca.ca_cert);
-    let other = root(&setup.ca.other_ca_cert);
+    let setup = fixture().await;
+    let ca = root(&setup.ca().ca_cert);
+    let other = root(&setup.ca().other_ca_cert);
     let passes = [
         (
             "verify-full, the certificate's own name",
-            setup.url("localhost", &format!("sslmode=verify-full&{ca}")),
+            setup.role_url_at("localhost", &format!("sslmode=verify-full&{ca}")),
         ),
         (
             "verify-ca, an address the certificate does not name",
-            setup.url("127.0.0.1", &format!("sslmode=verify-ca&{ca}")),
+            setup.role_url_at("127.0.0.1", &format!("sslmode=verify-ca&{ca}")),
         ),
         (
             "require, nothing checked",
-            setup.url("127.0.0.1", "sslmode=require"),
+            setup.role_url_at("127.0.0.1", "sslmode=require"),
         ),
         (
             "prefer, the server offers TLS",
-            setup.url("127.0.0.1", "sslmode=prefer"),
+            setup.role_url_at("127.0.0.1", "sslmode=prefer"),
         ),
     ];
     for (case, url) in passes {
@@ -124,22 +88,22 @@ async fn each_sslmode_connects_or_refuses_as_libpq_would() {
     let fails = [
         (
             "verify-full, an address the certificate does not name",
-            setup.url("127.0.0.1", &format!("sslmode=verify-full&{ca}")),
+            setup.role_url_at("127.0.0.1", &format!("sslmode=verify-full&{ca}")),
             "certificate not valid for name",
         ),
         (
             "verify-full, a root that signed nothing here",
-            setup.url("localhost", &format!("sslmode=verify-full&{other}")),
+            setup.role_url_at("localhost", &format!("sslmode=verify-full&{other}")),
             "UnknownIssuer",
         ),
         (
             "verify-ca, a root that signed nothing here",
-            setup.url("127.0.0.1", &format!("sslmode=verify-ca&{other}")),
+            setup.role_url_at("127.0.0.1", &format!("sslmode=verify-ca&{other}")),
             "UnknownIssuer",
         ),
         (
             "disable, the server wants TLS",
-            setup.url("127.0.0.1", "sslmode=disable"),
+            setup.role_url_at("127.0.0.1", "sslmode=disable"),
             "no encryption",
         ),
     ];
@@ -153,26 +117,25 @@ async fn each_sslmode_connects_or_refuses_as_libpq_would() {
     }
     let (ok, text) = check(
         &setup.config,
-        &setup.url("localhost", "sslmode=verify-full"),
+        &setup.role_url_at("localhost", "sslmode=verify-full"),
     );
     assert!(!ok && text.contains("sslrootcert"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn require_against_a_server_without_tls_says_so() {
-    let cluster = PgCluster::start().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("{}?sslmode=require", cluster.role_url(SCRAM_USER, SHOP_DB));
-    let config = write_config(
-        dir.path(),
-        &url,
-        "pgcdc",
-        "pgcdc_pub",
-        &dir.path().join("stage"),
-        "1s",
-        "128MiB",
-        "csv",
+    let setup = Fixture::builder()
+        .role(SCRAM_USER)
+        .url_params("sslmode=require")
+        .max_file_bytes("128MiB")
+        .format("csv")
+        .start()
+        .await;
+    let url = format!(
+        "{}?sslmode=require",
+        setup.cluster.role_url(SCRAM_USER, SHOP_DB)
     );
+    let config = setup.config.clone();
     let (ok, text) = check(&config, &url);
     assert!(!ok, "{text}");
     assert!(
@@ -183,10 +146,10 @@ async fn require_against_a_server_without_tls_says_so() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_under_verify_full_snapshots_and_streams() {
-    let setup = Setup::new().await;
-    let url = setup.url(
+    let setup = fixture().await;
+    let url = setup.role_url_at(
         "localhost",
-        &format!("sslmode=verify-full&{}", root(&setup.ca.ca_cert)),
+        &format!("sslmode=verify-full&{}", root(&setup.ca().ca_cert)),
     );
     let mut pgcdc = Pgcdc::spawn(
         [

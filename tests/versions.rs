@@ -18,27 +18,33 @@ const DEADLINE: Duration = Duration::from_secs(180);
 const SALES_DDL: &str = "create table public.sales (id bigint primary key, note text, qty int);
      create publication pgcdc_pub for table public.sales;";
 
-/// A config for `url` with a 1 s window and a 1 s metrics poll, plus `source_lines`.
-fn write_test_config(dir: &Path, url: &str, source_lines: &[&str]) -> (PathBuf, PathBuf) {
-    let sink = dir.join("stage");
-    let config = write_config(
-        dir,
-        url,
-        "pgcdc",
-        "pgcdc_pub",
-        &sink,
-        "1s",
-        "64MiB",
-        "csv.gz",
-    );
-    add_settings(&config, "source", &source_lines.join("\n"));
-    add_settings(&config, "metrics", "poll_interval = \"1s\"");
-    (sink, config)
+/// The suite's fixture, before its DDL: `public.sales`, a config with a 1 s window, a 1 s metrics
+/// poll and `source_lines` (`key = value`) in `[source]`.
+fn sales_fixture(source_lines: &[&str]) -> FixtureBuilder {
+    source_lines
+        .iter()
+        .fold(Fixture::builder(), |builder, line| {
+            builder.setting(&format!("source.{line}"))
+        })
+        .setting("metrics.poll_interval = \"1s\"")
+        .table("public.sales", &["id"])
+        .window("1s")
+        .max_file_bytes("64MiB")
+        .format("csv.gz")
+        .deadline(DEADLINE)
 }
 
-/// Waits until the files replay to exactly what `public.sales` holds on `cluster` now.
-async fn wait_sales_match(cluster: &PgCluster, sink: &Path, what: &str) {
-    wait_replay_matches(cluster, sink, "public.sales", &["id"], what, DEADLINE).await;
+/// A config like the fixture's for `url`, with `source_lines` added, into its own sink
+/// `<dir>/<name>` (or the fixture's own with `name` = `stage`): (sink, config).
+fn config_for(setup: &Fixture, name: &str, url: &str, source_lines: &[&str]) -> (PathBuf, PathBuf) {
+    let sink = setup.dir.path().join(name);
+    let config = setup.config_variant(&format!("pgcdc-{name}"), |config| {
+        config
+            .set("source.url", url)
+            .lines("source", &source_lines.join("\n"))
+            .local_sink(&sink)
+    });
+    (sink, config)
 }
 
 async fn some_changes(cluster: &PgCluster, first: i64) {
@@ -54,12 +60,13 @@ async fn some_changes(cluster: &PgCluster, first: i64) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_protocol_and_metrics_follow_the_server_version() {
-    let cluster = PgCluster::start().await;
-    cluster.execute(SALES_DDL).await;
+    let setup = sales_fixture(&["messages = \"write\""])
+        .ddl(SALES_DDL)
+        .start()
+        .await;
+    let cluster = &setup.cluster;
+    let (sink, config) = (setup.sink.clone(), setup.config.clone());
     let major = cluster.major().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = cluster.url(SUPERUSER, None, SHOP_DB);
-    let (sink, config) = write_test_config(dir.path(), &url, &["messages = \"write\""]);
     let mut pgcdc = Pgcdc::run(&config);
     pgcdc.wait_output("Streaming changes", DEADLINE).await;
 
@@ -81,8 +88,8 @@ async fn the_protocol_and_metrics_follow_the_server_version() {
         "the messages warning is logged exactly when the server cannot send messages"
     );
 
-    some_changes(&cluster, 1).await;
-    wait_sales_match(&cluster, &sink, "inserts, updates and deletes replay").await;
+    some_changes(cluster, 1).await;
+    setup.wait_replay_matches_at(cluster, &sink, "inserts, updates and deletes replay").await;
 
     // Metrics a server lacks are absent, not zero; those it has are there.
     let addr = metrics_listen(&config);
@@ -124,15 +131,14 @@ async fn the_protocol_and_metrics_follow_the_server_version() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failover_slots_are_made_on_17_and_refused_before() {
-    let cluster = PgCluster::start().await;
-    cluster.execute(SALES_DDL).await;
+    let setup = sales_fixture(&[]).ddl(SALES_DDL).start().await;
+    let cluster = &setup.cluster;
     let major = cluster.major().await;
-    let dir = tempfile::tempdir().expect("temp dir");
     let url = cluster.url(SUPERUSER, None, SHOP_DB);
     let slot_failover = "select coalesce((select failover::text from pg_replication_slots where slot_name = 'pgcdc'), 'none')";
 
     if major < 17 {
-        let (_, config) = write_test_config(dir.path(), &url, &["failover = true"]);
+        let (_, config) = config_for(&setup, "stage", &url, &["failover = true"]);
         let line = check_failover_line(&config);
         assert!(
             line.starts_with("FAIL") && line.contains("needs PostgreSQL 17"),
@@ -156,18 +162,18 @@ async fn failover_slots_are_made_on_17_and_refused_before() {
     }
 
     // A slot made without failover is turned into one when the setting is switched on.
-    let (sink, plain) = write_test_config(dir.path(), &url, &[]);
+    let (sink, plain) = (setup.sink.clone(), setup.config.clone());
     let mut pgcdc = Pgcdc::run(&plain);
     pgcdc.wait_output("Streaming changes", DEADLINE).await;
-    some_changes(&cluster, 1).await;
-    wait_sales_match(&cluster, &sink, "the first run's changes replay").await;
+    some_changes(cluster, 1).await;
+    setup.wait_replay_matches_at(cluster, &sink, "the first run's changes replay").await;
     pgcdc.stop_cleanly(DEADLINE).await;
     assert_eq!(
         cluster.query_scalar(slot_failover).await.as_deref(),
         Some("false")
     );
 
-    let (_, with_failover) = write_test_config(dir.path(), &url, &["failover = true"]);
+    let (_, with_failover) = config_for(&setup, "stage", &url, &["failover = true"]);
     // Without synchronized_standby_slots a failover could lose ground: check says so.
     let line = check_failover_line(&with_failover);
     assert!(
@@ -181,34 +187,34 @@ async fn failover_slots_are_made_on_17_and_refused_before() {
         cluster.query_scalar(slot_failover).await.as_deref(),
         Some("true")
     );
-    some_changes(&cluster, 1001).await;
-    wait_sales_match(&cluster, &sink, "changes after the switch replay").await;
+    some_changes(cluster, 1001).await;
+    setup.wait_replay_matches_at(cluster, &sink, "changes after the switch replay").await;
     pgcdc.stop_cleanly(DEADLINE).await;
 
     // A fresh start makes the slot with FAILOVER from the beginning.
-    let fresh = tempfile::tempdir().expect("temp dir");
     cluster
         .execute("select pg_drop_replication_slot('pgcdc')")
         .await;
-    let (sink, config) = write_test_config(fresh.path(), &url, &["failover = true"]);
+    let (sink, config) = config_for(&setup, "fresh", &url, &["failover = true"]);
     let mut pgcdc = Pgcdc::run(&config);
     pgcdc.wait_output("Streaming changes", DEADLINE).await;
     assert_eq!(
         cluster.query_scalar(slot_failover).await.as_deref(),
         Some("true")
     );
-    wait_sales_match(&cluster, &sink, "the snapshot replays").await;
+    setup.wait_replay_matches_at(cluster, &sink, "the snapshot replays").await;
     pgcdc.stop_cleanly(DEADLINE).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn several_hosts_lead_to_the_primary_past_dead_and_read_only_ones() {
-    let primary = PgCluster::start().await;
-    primary
-        .execute("select pg_create_physical_replication_slot('standby1')")
+    let setup = sales_fixture(&[])
+        .ddl("select pg_create_physical_replication_slot('standby1')")
+        .ddl(SALES_DDL)
+        .start()
         .await;
-    primary.execute(SALES_DDL).await;
-    let standby = PgCluster::start_standby_of(&primary, "standby1").await;
+    let primary = &setup.cluster;
+    let standby = PgCluster::start_standby_of(primary, "standby1").await;
     let dead = free_port();
     let url = |ports: &[u16]| {
         let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
@@ -219,8 +225,7 @@ async fn several_hosts_lead_to_the_primary_past_dead_and_read_only_ones() {
     };
 
     // Only a dead host and a standby: nothing to stream from, and the error names both.
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (_, config) = write_test_config(dir.path(), &url(&[dead, standby.port()]), &[]);
+    let (_, config) = config_for(&setup, "standby-only", &url(&[dead, standby.port()]), &[]);
     let mut pgcdc = Pgcdc::run(&config);
     let status = pgcdc.wait_exit(DEADLINE).await;
     let text = pgcdc.output_text();
@@ -236,13 +241,12 @@ async fn several_hosts_lead_to_the_primary_past_dead_and_read_only_ones() {
     );
 
     // With the primary last in the list, pgcdc passes over the other two and streams.
-    let dir = tempfile::tempdir().expect("temp dir");
     let all = url(&[dead, standby.port(), primary.port()]);
-    let (sink, config) = write_test_config(dir.path(), &all, &[]);
+    let (sink, config) = config_for(&setup, "all-hosts", &all, &[]);
     let mut pgcdc = Pgcdc::run(&config);
     pgcdc.wait_output("Streaming changes", DEADLINE).await;
-    some_changes(&primary, 1).await;
-    wait_sales_match(&primary, &sink, "changes stream from the primary").await;
+    some_changes(primary, 1).await;
+    setup.wait_replay_matches_at(primary, &sink, "changes stream from the primary").await;
     pgcdc.stop_cleanly(DEADLINE).await;
 }
 
@@ -302,7 +306,8 @@ async fn workload(url: String, stop: Arc<AtomicBool>, committed: Arc<AtomicU64>)
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pgcdc_follows_a_failover_to_the_promoted_standby() {
-    let primary = PgCluster::start().await;
+    let setup = sales_fixture(&[]).start().await;
+    let primary = &setup.cluster;
     let major = primary.major().await;
     if major < 17 {
         // What 13–16 do with `failover = true` is asserted above; there is no slot to follow.
@@ -313,7 +318,7 @@ async fn pgcdc_follows_a_failover_to_the_promoted_standby() {
         .execute("select pg_create_physical_replication_slot('standby1')")
         .await;
     primary.execute(SALES_DDL).await;
-    let standby = PgCluster::start_standby_of(&primary, "standby1").await;
+    let standby = PgCluster::start_standby_of(primary, "standby1").await;
     // pgcdc is sent nothing the standby has not received, so the promoted standby's copy of
     // the slot never lags behind what pgcdc has already been sent and made durable.
     primary
@@ -332,10 +337,10 @@ async fn pgcdc_follows_a_failover_to_the_promoted_standby() {
         primary.port(),
         standby.port()
     );
-    let dir = tempfile::tempdir().expect("temp dir");
     // Confirming every second moves the primary's slot, which the standby's copy waits for.
-    let (sink, config) = write_test_config(
-        dir.path(),
+    let (sink, config) = config_for(
+        &setup,
+        "stage",
         &both,
         &["failover = true", "status_interval = \"1s\""],
     );
@@ -346,8 +351,8 @@ async fn pgcdc_follows_a_failover_to_the_promoted_standby() {
     );
     let mut pgcdc = Pgcdc::run(&config);
     pgcdc.wait_output("Streaming changes", DEADLINE).await;
-    some_changes(&primary, 1).await;
-    wait_sales_match(&primary, &sink, "the first changes replay").await;
+    some_changes(primary, 1).await;
+    setup.wait_replay_matches_at(primary, &sink, "the first changes replay").await;
     let stop = Arc::new(AtomicBool::new(false));
     let committed = Arc::new(AtomicU64::new(0));
     let writer = tokio::spawn(workload(both.clone(), stop.clone(), committed.clone()));
@@ -403,7 +408,7 @@ async fn pgcdc_follows_a_failover_to_the_promoted_standby() {
     stop.store(true, Ordering::SeqCst);
     writer.await.expect("the workload task");
 
-    wait_sales_match(
+    setup.wait_replay_matches_at(
         &standby,
         &sink,
         "the files replay to the new primary's table",

@@ -24,7 +24,7 @@ use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -536,16 +536,9 @@ struct PgBin {
 }
 
 impl PgBin {
-    /// `PGCDC_PG_BINDIR`, else `pg_config --bindir`, else the newest `/usr/lib/postgresql/*/bin`;
-    /// each must contain `initdb`.
+    /// The binaries [`find_bindir`] names, and whom they run as.
     fn find() -> PgBin {
-        let dir = find_bindir().unwrap_or_else(|tried| {
-            panic!(
-                "no PostgreSQL server binaries (initdb) found; tried {tried:?}.\n\
-                 Install them with `scripts/install-deps.sh` (Debian: apt-get install postgresql) \
-                 or point PGCDC_PG_BINDIR at a directory containing initdb, pg_ctl and postgres."
-            )
-        });
+        let dir = find_bindir().unwrap_or_else(|why| panic!("{why}"));
         let owner = (effective_uid() == 0).then(postgres_user);
         PgBin { dir, owner }
     }
@@ -611,40 +604,27 @@ impl PgBin {
     }
 }
 
-fn find_bindir() -> Result<PathBuf, Vec<String>> {
-    let mut tried = Vec::new();
-    let has_initdb = |dir: &Path| dir.join("initdb").is_file();
-    if let Some(dir) = std::env::var_os("PGCDC_PG_BINDIR") {
-        let dir = PathBuf::from(dir);
-        if has_initdb(&dir) {
-            return Ok(dir);
-        }
-        // An explicit choice that does not work is an error, not a reason to pick another.
-        panic!("PGCDC_PG_BINDIR={} has no initdb", dir.display());
-    }
-    match Command::new("pg_config").arg("--bindir").output() {
-        Ok(out) if out.status.success() => {
-            let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-            if has_initdb(&dir) {
-                return Ok(dir);
+/// The server binaries' directory, by the one rule `scripts/lib/pg-bindir.sh` implements
+/// (`PGCDC_PG_BINDIR`, else `pg_config --bindir`, else the newest `/usr/lib/postgresql/*/bin`),
+/// asked once per test binary. The error is the script's own account of what it tried.
+fn find_bindir() -> Result<PathBuf, String> {
+    static BINDIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BINDIR
+        .get_or_init(|| {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lib/pg-bindir.sh");
+            let out = Command::new("bash")
+                .arg(&script)
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| format!("running {}: {e}", script.display()))?;
+            let dir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if out.status.success() && !dir.is_empty() {
+                Ok(PathBuf::from(dir))
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
             }
-            tried.push(format!("pg_config --bindir = {}", dir.display()));
-        }
-        _ => tried.push("pg_config (not found)".to_owned()),
-    }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let major = entry.file_name().to_str()?.parse::<u32>().ok()?;
-            let dir = entry.path().join("bin");
-            has_initdb(&dir).then_some((major, dir))
         })
-        .collect();
-    versions.sort();
-    tried.push("/usr/lib/postgresql/*/bin".to_owned());
-    versions.pop().map(|(_, dir)| dir).ok_or(tried)
+        .clone()
 }
 
 /// The effective uid, from `/proc/self/status` (`Uid: real effective saved fs`).
@@ -874,7 +854,7 @@ fn server_conf(port: u16, socket_dir: &Path, extra: &[(String, String)]) -> Stri
 /// everyone else on 127.0.0.1 and the unix socket. Rules match first-to-last.
 /// With `ssl_only`, the password roles may connect over TCP only with TLS, and trust is left to
 /// the superuser alone (so a plain connection of theirs finds no rule at all).
-fn hba_conf(ssl_only: bool) -> String {
+pub fn hba_conf(ssl_only: bool) -> String {
     let mut hba = String::from("# Written by the pgcdc test harness (tests/common/cluster.rs).\n");
     let host = if ssl_only { "hostssl" } else { "host" };
     for (role, method) in [
@@ -902,7 +882,7 @@ fn quote_literal(value: &str) -> String {
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.
-fn percent_encode(s: &str) -> String {
+pub fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -947,24 +927,5 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         Ok(value) => value,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(e) => panic!("blocking task failed: {e}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percent_encoding_keeps_unreserved() {
-        assert_eq!(percent_encode("secret-pw-pgcdc_md5"), "secret-pw-pgcdc_md5");
-        assert_eq!(percent_encode("a b@c:/%"), "a%20b%40c%3A%2F%25");
-    }
-
-    #[test]
-    fn hba_puts_password_rules_before_trust() {
-        let hba = hba_conf(false);
-        let md5 = hba.find("pgcdc_md5 127.0.0.1/32 md5").expect("md5 rule");
-        let trust = hba.find("all 127.0.0.1/32 trust").expect("trust rule");
-        assert!(md5 < trust);
     }
 }

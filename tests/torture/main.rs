@@ -23,9 +23,9 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::s3::{MotoServer, Outage, SECRET_KEY, aws_env};
+use common::s3::{Outage, SECRET_KEY, aws_env};
 use common::{
-    PgCluster, Pgcdc, SCRAM_USER, SHOP_DB, StopMode, free_port, password_for, replay, table_state,
+    Fixture, Pgcdc, SCRAM_USER, SHOP_DB, StopMode, password_for, replay, table_state,
     try_read_change_files,
 };
 use faults::{Fault, Mix, Tmpfs};
@@ -129,39 +129,36 @@ async fn run_leg(leg: Leg) {
     let mut rng = fastrand::Rng::with_seed(seed);
     let schedule = faults::schedule(&leg.mix, &mut rng);
 
-    let cluster = PgCluster::start_with(&[("logical_decoding_work_mem", "64kB")]).await;
-    cluster.execute(workload::SETUP_SQL).await;
-    // Rows for the snapshot to copy.
-    cluster
-        .execute(
+    let mut builder = Fixture::builder()
+        .settings(&[("logical_decoding_work_mem", "64kB")])
+        .ddl(workload::SETUP_SQL)
+        // Rows for the snapshot to copy.
+        .ddl(
             "insert into ecommerce_sales \
              (invoice_no, stock_code, description, quantity, invoice_date, unit_price, customer_id, country) \
              select lpad(g::text, 6, '0'), 'SNAP' || g, case when g % 3 = 0 then null else 'first, \"' || g || '\"' end, \
                     g % 40, timestamp '2023-06-01' + g * interval '1 minute', g / 100.0, nullif(g % 5, 0), 'United Kingdom' \
              from generate_series(1, 3000) g",
         )
-        .await;
-
-    // /tmp rather than TMPDIR: the local leg's pgcdc runs as `postgres` when we are root.
-    let dir = tempfile::Builder::new()
-        .prefix("pgcdc-torture-")
-        .tempdir_in("/tmp")
-        .expect("temp dir");
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod the temp dir");
+        .role(SCRAM_USER)
+        .setting("source.status_interval = \"1s\"")
+        .window("1s")
+        .format("csv.gz")
+        // The local leg's pgcdc runs as `postgres` when we are root.
+        .dir_for_postgres();
+    if leg.sink == SinkKind::S3 {
+        builder = builder.moto(BUCKET, PREFIX);
+    }
+    let setup = builder.start().await;
+    let (cluster, dir) = (&setup.cluster, &setup.dir);
     let password = password_for(SCRAM_USER);
-    let source_url = cluster.role_url(SCRAM_USER, SHOP_DB);
 
     let mut moto = None;
     let mut outage = None;
     let mut _mounts = Vec::new();
     let (files_dir, spool_fs, spawn): (PathBuf, PathBuf, SpawnFn) = match leg.sink {
         SinkKind::S3 => {
-            let server = MotoServer::start().await;
-            server.create_bucket(BUCKET).await;
+            let server = setup.moto();
             let proxy = Outage::start(server.port()).await;
             // The filler goes next to the spool, not in it: pgcdc empties its spool at start.
             let spool_fs = dir.path().join("spool-fs");
@@ -169,12 +166,9 @@ async fn run_leg(leg: Leg) {
                 _mounts.push(Tmpfs::mount(&spool_fs, "128m"));
             }
             let spool = spool_fs.join("spool");
-            let sink = format!(
-                "url = \"s3://{BUCKET}/{PREFIX}\"\nendpoint = \"{}\"\nforce_path_style = true\nspool_dir = \"{}\"\n",
-                proxy.endpoint(),
-                spool.display()
-            );
-            let config = write_config(dir.path(), &source_url, &sink);
+            let config = setup.config_variant("pgcdc", |c| {
+                c.s3_sink(BUCKET, PREFIX, &proxy.endpoint(), &spool)
+            });
             let spawn = spawner(&config, None);
             moto = Some(server);
             outage = Some(proxy);
@@ -188,8 +182,7 @@ async fn run_leg(leg: Leg) {
             }
             let sink_dir = sink_fs.join("stage");
             std::fs::create_dir_all(&sink_dir).expect("sink dir");
-            let sink = format!("url = \"file://{}\"\n", sink_dir.display());
-            let config = write_config(dir.path(), &source_url, &sink);
+            let config = setup.config_variant("pgcdc", |c| c.local_sink(&sink_dir));
             // Root writes through any permission bits: the read-only fault needs another user.
             let user = faults::is_root().then(common::cluster::postgres_user);
             if let Some((uid, gid)) = user {
@@ -316,19 +309,6 @@ fn spawner(config: &Path, user: Option<(u32, u32)>) -> SpawnFn {
         args.push(config.clone().into_os_string());
         Pgcdc::spawn_program(&program, args, &envs)
     })
-}
-
-fn write_config(dir: &Path, source_url: &str, sink: &str) -> PathBuf {
-    let text = format!(
-        "[source]\nurl = \"{source_url}\"\nslot = \"pgcdc\"\npublication = \"pgcdc_pub\"\nstatus_interval = \"1s\"\n\
-         [sink]\n{sink}\
-         [batch]\nwindow = \"1s\"\nformat = \"csv.gz\"\n\
-         [metrics]\nlisten = \"127.0.0.1:{}\"\n",
-        free_port()
-    );
-    let path = dir.join("pgcdc.toml");
-    std::fs::write(&path, text).expect("writing the config");
-    path
 }
 
 fn chown_tree(path: &Path, uid: u32, gid: u32) {
