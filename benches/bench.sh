@@ -41,8 +41,9 @@ say() { printf '%s\n' "$*" >&2; }
 want() { [[ -z "${BENCH_ONLY:-}" || "${BENCH_ONLY}" == "$1" ]]; }
 die() { say "bench: $*"; exit 1; }
 [[ -x "$pgcdc_bin" ]] || die "no pgcdc binary at $pgcdc_bin (make build-release)"
-bindir=$(pg_config --bindir 2>/dev/null || true)
-[[ -x "$bindir/initdb" ]] || bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -t/ -k4,4n | tail -n 1)
+# The throwaway cluster and its server binaries: scripts/lib/cluster.sh, as the demo's.
+source "$repo/scripts/lib/cluster.sh"
+bindir=$(pg_bindir) || die "no PostgreSQL server binaries (scripts/install-deps.sh)"
 [[ -x "$bindir/pg_recvlogical" ]] || die "no pg_recvlogical in $bindir (scripts/install-deps.sh)"
 # pg_recvlogical asks for what pgcdc negotiates (src/source/slot.rs): protocol 2 with streaming
 # on PostgreSQL 14+, so both drains make the walsender do the same work.
@@ -52,23 +53,21 @@ else
     recv_protocol=(-o proto_version=1)
 fi
 
-if [[ $(id -u) -eq 0 ]]; then as_pg=(runuser -u postgres --); base=/tmp; else as_pg=(); base=${TMPDIR:-/tmp}; fi
-work=$(mktemp -d "$base/pgcdc-bench-XXXXXX")
+work=$(mktemp -d "$(cluster_scratch_base)/pgcdc-bench-XXXXXX")
 chmod 0711 "$work"
-mkdir -m 0700 "$work/pg"
-[[ ${#as_pg[@]} -eq 0 ]] || chown postgres: "$work/pg"
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 pgcdc_pid=
 cleanup() {
     [[ -z "$pgcdc_pid" ]] || kill -KILL "$pgcdc_pid" 2>/dev/null || true
-    "${as_pg[@]}" "$bindir/pg_ctl" stop -D "$work/pg/data" -m immediate -w -s >/dev/null 2>&1 || true
+    cluster_cleanup
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-"${as_pg[@]}" "$bindir/initdb" -D "$work/pg/data" -U postgres -A trust >/dev/null
-"${as_pg[@]}" "$bindir/pg_ctl" start -D "$work/pg/data" -w -s -l "$work/pg/log" -o \
-    "-c port=$port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$work/pg -c wal_level=logical -c max_wal_senders=10 -c max_replication_slots=10 -c fsync=off -c shared_buffers=256MB -c max_wal_size=4GB" >/dev/null
+# The helper's settings with the benchmark's own on top: durable commits and full-page writes as
+# on a real server (only fsync stays off), and room for million-row transactions.
+cluster_start "$work/pg" "synchronous_commit = on" "full_page_writes = on" \
+    "shared_buffers = '256MB'" "max_wal_size = '4GB'"
+port=$PG_PORT
 sql() { psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres "$@"; }
 sql -d postgres -c 'create database shop'
 sql -d shop -f "$repo/replication_setup/001_ecommerce_sales.sql" >/dev/null

@@ -7,20 +7,27 @@
 #   make demo                      (installs deps, builds pgcdc, runs this)
 #   DEMO_SETUP_ONLY=1 scripts/demo.sh    cluster + schema + sample data only, then clean up
 #
-# Knobs: DEMO_SCENARIO=fixture (adds a truncate, a reload, a key change and an unchanged-TOAST
-# update, and the type zoo: replication_setup/type_zoo.sql, half before pgcdc starts, half while it
-# streams), DEMO_OUT=<dir> (keep the files and the final table there, for the warehouse tests; with
-# the zoo also PostgreSQL's own values of it: type_zoo_text.csv, type_zoo_expected.csv),
-# DEMO_SINK (s3 | file: a local directory instead of the S3 server), DEMO_ROWS (2000), DEMO_WORKLOAD_SECONDS (10), DEMO_KEEP=1 (keep the temp dir and print
-# its path), DEMO_EXTRA_SQL=<file> (run it in `shop` after the sample data), PGCDC_BIN (default
+# Knobs: DEMO_SINK (s3 | file: a local directory instead of the S3 server), DEMO_ROWS (2000),
+# DEMO_WORKLOAD_SECONDS (10), DEMO_KEEP=1 (keep the temp dir and print its path),
+# DEMO_EXTRA_SQL=<file> (run it in `shop` after the sample data), DEMO_OUT=<dir> (keep the files
+# and the final table there), DEMO_WAREHOUSE=0 (skip dbt at the end), PGCDC_BIN (default
 # $CARGO_TARGET_DIR/debug/pgcdc: the build `make test` uses too), PGCDC_PG_BINDIR.
+# DEMO_SCENARIO=fixture is the warehouse tests' fixture, now scripts/fixture.sh: it runs that
+# (into DEMO_OUT) instead.
 #
-# The cluster is started the way the test harness does it (tests/common/cluster.rs): initdb into
-# a temp dir, a free port on 127.0.0.1, wal_level=logical, run as the `postgres` user when we are
-# root. The system cluster is never touched. Everything is removed on exit.
+# The cluster, pgcdc's run and the shop are the helpers' (scripts/lib/cluster.sh: initdb into a
+# temp dir, a free port on 127.0.0.1, wal_level=logical, run as the `postgres` user when we are
+# root; scripts/lib/pgcdc.sh). The system cluster is never touched. Everything is removed on exit.
 set -euo pipefail
 
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+if [[ "${DEMO_SCENARIO:-}" == fixture ]]; then
+    FIXTURE_ROWS=${DEMO_ROWS:-2000} FIXTURE_WORKLOAD_SECONDS=${DEMO_WORKLOAD_SECONDS:-5} \
+        FIXTURE_KEEP=${DEMO_KEEP:-0} exec bash "$here/fixture.sh" "${DEMO_OUT:?DEMO_SCENARIO=fixture needs DEMO_OUT}"
+fi
+source "$here/lib/cluster.sh"
+source "$here/lib/pgcdc.sh"
+repo=$SHOP_REPO
 target_dir=${CARGO_TARGET_DIR:-$HOME/.cache/pgcdc/target}
 pgcdc_bin=${PGCDC_BIN:-$target_dir/debug/pgcdc}
 rows=${DEMO_ROWS:-2000}
@@ -30,98 +37,23 @@ sink_kind=${DEMO_SINK:-s3}
 venv=${PGCDC_VENV:-$HOME/.cache/pgcdc/venv}
 bucket=pgcdc-demo
 prefix=shop
-slot=pgcdc
-publication=pgcdc_pub
-table=ecommerce_sales
-key=id
-user=pgcdc_scram
-password=secret-pw-$user
+slot=$PGCDC_SLOT
+table=$SHOP_TABLE
+key=$SHOP_KEY
 
-step() { printf '\n==> %s\n' "$*"; }
-info() { printf '    %s\n' "$*"; }
 die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
 
-# --- the server binaries: PGCDC_PG_BINDIR, pg_config --bindir, newest /usr/lib/postgresql/*/bin
-find_bindir() {
-    local dir
-    if [[ -n "${PGCDC_PG_BINDIR:-}" ]]; then
-        [[ -x "$PGCDC_PG_BINDIR/initdb" ]] || die "PGCDC_PG_BINDIR=$PGCDC_PG_BINDIR has no initdb"
-        echo "$PGCDC_PG_BINDIR"
-        return
-    fi
-    dir=$(pg_config --bindir 2>/dev/null || true)
-    if [[ -n "$dir" && -x "$dir/initdb" ]]; then
-        echo "$dir"
-        return
-    fi
-    for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k4,4n -r); do
-        if [[ -x "$dir/initdb" ]]; then
-            echo "$dir"
-            return
-        fi
-    done
-    die "no PostgreSQL server binaries (initdb); run scripts/install-deps.sh"
-}
-
-# A port on 127.0.0.1 that nobody listens on right now.
-free_port() {
-    if command -v python3 >/dev/null 2>&1; then
-        python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-        return
-    fi
-    local port
-    for _ in $(seq 200); do
-        port=$((20000 + RANDOM % 40000))
-        if [[ -z $(ss -Htan "sport = :$port" 2>/dev/null) ]]; then
-            echo "$port"
-            return
-        fi
-    done
-    die "no free port found"
-}
-
-# Polls a command until it succeeds, up to a deadline in seconds; never a fixed sleep.
-wait_for() {
-    local what=$1 deadline=$2
-    shift 2
-    local start=$SECONDS
-    until "$@"; do
-        if ((SECONDS - start >= deadline)); then
-            die "timed out after ${deadline}s waiting for $what"
-        fi
-        sleep 0.1
-    done
-}
-
-bindir=$(find_bindir)
-if [[ $(id -u) -eq 0 ]]; then
-    # initdb and postgres refuse to run as root.
-    id postgres >/dev/null 2>&1 || die "running as root but there is no 'postgres' user; run scripts/install-deps.sh"
-    as_pg=(runuser -u postgres --)
-    base=/tmp # postgres must be able to enter it ($TMPDIR may be under /root)
-else
-    as_pg=()
-    base=${TMPDIR:-/tmp}
-fi
-
-work=$(mktemp -d "$base/pgcdc-demo-XXXXXX")
+work=$(mktemp -d "$(cluster_scratch_base)/pgcdc-demo-XXXXXX")
 chmod 0711 "$work"
 pgdir=$work/pg
-mkdir -m 0700 "$pgdir"
-[[ ${#as_pg[@]} -eq 0 ]] || chown postgres: "$pgdir"
 stage=$work/stage
 config=$work/pgcdc.toml
 pgcdc_log=$work/pgcdc.log
-pg_started=0
-pgcdc_pid=
 moto_pid=
 
 cleanup() {
     local status=$?
-    if [[ -n "$pgcdc_pid" ]] && kill -0 "$pgcdc_pid" 2>/dev/null; then
-        kill -KILL "$pgcdc_pid" 2>/dev/null || true
-        wait "$pgcdc_pid" 2>/dev/null || true
-    fi
+    pgcdc_cleanup
     if ((status != 0)); then
         if [[ -s "$pgcdc_log" ]]; then
             printf '\n--- last lines of the pgcdc log ---\n' >&2
@@ -136,9 +68,7 @@ cleanup() {
         kill "$moto_pid" 2>/dev/null || true
         wait "$moto_pid" 2>/dev/null || true
     fi
-    if ((pg_started)); then
-        "${as_pg[@]}" "$bindir/pg_ctl" stop -D "$pgdir/data" -m immediate -w -s >/dev/null 2>&1 || true
-    fi
+    cluster_cleanup
     if [[ "${DEMO_KEEP:-0}" == 1 ]]; then
         printf '\nkept %s\n' "$work" >&2
     else
@@ -151,84 +81,14 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # --- the cluster --------------------------------------------------------------------------------
-step "Starting a throwaway PostgreSQL ($("$bindir/postgres" --version)) in $pgdir"
-(cd "$pgdir" && "${as_pg[@]}" "$bindir/initdb" -D "$pgdir/data" -U postgres -A trust -E UTF8 \
-    --locale=C --no-sync >"$work/initdb.log" 2>&1) || { cat "$work/initdb.log" >&2; die "initdb failed"; }
-port=$(free_port)
-"${as_pg[@]}" tee "$pgdir/data/pgcdc_demo.conf" >/dev/null <<EOF
-port = $port
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$pgdir'
-wal_level = logical
-max_wal_senders = 10
-max_replication_slots = 10
-wal_sender_timeout = '60s'
-fsync = off
-synchronous_commit = off
-full_page_writes = off
-timezone = 'UTC'
-log_timezone = 'UTC'
-log_line_prefix = '%m [%p] %q%u@%d '
-log_replication_commands = on
-EOF
-echo "include 'pgcdc_demo.conf'" | "${as_pg[@]}" tee -a "$pgdir/data/postgresql.conf" >/dev/null
-"${as_pg[@]}" tee "$pgdir/data/pg_hba.conf" >/dev/null <<'EOF'
-host all         pgcdc_scram 127.0.0.1/32 scram-sha-256
-host replication pgcdc_scram 127.0.0.1/32 scram-sha-256
-host all         pgcdc_md5   127.0.0.1/32 md5
-host replication pgcdc_md5   127.0.0.1/32 md5
-host all         pgcdc_clear 127.0.0.1/32 password
-host replication pgcdc_clear 127.0.0.1/32 password
-host  all         all 127.0.0.1/32 trust
-host  replication all 127.0.0.1/32 trust
-local all         all              trust
-local replication all              trust
-EOF
-pg_started=1
-(cd "$pgdir" && "${as_pg[@]}" "$bindir/pg_ctl" start -D "$pgdir/data" -l "$pgdir/postgres.log" -w -t 60 -s) ||
-    die "PostgreSQL did not start"
-
-psql_cmd=("$bindir/psql" -X -q -v ON_ERROR_STOP=1)
-# psql as the superuser (trusted on 127.0.0.1) in database $1.
-sql_in() {
-    local db=$1
-    shift
-    "${psql_cmd[@]}" "host=127.0.0.1 port=$port user=postgres dbname=$db connect_timeout=5" "$@"
-}
-sql() { sql_in shop "$@"; }
-pg_ready() { sql_in postgres -c 'select 1' >/dev/null 2>&1; }
-wait_for "PostgreSQL on port $port to accept connections" 60 pg_ready
-info "listening on 127.0.0.1:$port"
-
+step "Starting a throwaway PostgreSQL in $pgdir"
+cluster_start "$pgdir"
+info "$(pg_run "$PG_BINDIR" postgres --version), listening on 127.0.0.1:$PG_PORT"
 # The same roles and database as the test harness.
-sql_in postgres <<EOF
-set password_encryption = 'scram-sha-256';
-create role pgcdc_scram login replication password 'secret-pw-pgcdc_scram';
-set password_encryption = 'md5';
-create role pgcdc_md5 login replication password 'secret-pw-pgcdc_md5';
-set password_encryption = 'scram-sha-256';
-create role pgcdc_clear login replication password 'secret-pw-pgcdc_clear';
-EOF
-sql_in postgres -c 'create database shop owner postgres'
-sql <<'EOF'
-grant usage on schema public to pgcdc_scram, pgcdc_md5, pgcdc_clear;
-alter default privileges for role postgres in schema public
-    grant select on tables to pgcdc_scram, pgcdc_md5, pgcdc_clear;
-EOF
+cluster_bootstrap
 
 # --- schema and sample data ---------------------------------------------------------------------
-step "Applying replication_setup/"
-for file in "$repo"/replication_setup/[0-9]*.sql; do
-    info "${file#"$repo"/}"
-    sql -f "$file"
-done
-# Idempotent: applying them twice must work (quietly: "already exists, skipping").
-for file in "$repo"/replication_setup/[0-9]*.sql; do
-    PGOPTIONS='-c client_min_messages=warning' sql -f "$file"
-done
-
-step "Loading $rows sample rows (replication_setup/sample_data.sql)"
-sql -v rows="$rows" -f "$repo/replication_setup/sample_data.sql"
+shop_setup "$rows"
 sql -P footer=off <<'EOF'
 select count(*) as rows,
        count(distinct invoice_no) as invoices,
@@ -246,21 +106,12 @@ select * from ecommerce_sales order by id limit 5;
 EOF
 
 [[ -z "${DEMO_EXTRA_SQL:-}" ]] || sql -f "$DEMO_EXTRA_SQL"
-if [[ "${DEMO_SCENARIO:-}" == fixture ]]; then
-    # Half of the type zoo exists before pgcdc starts, so it comes through the initial snapshot
-    # (COPY); the other half is written while pgcdc streams (pgoutput), further down.
-    step "The type zoo, before pgcdc starts (replication_setup/type_zoo.sql, phase=snapshot)"
-    sql -v phase=snapshot -f "$repo/replication_setup/type_zoo.sql"
-    info "public.type_zoo: $(sql -At -c 'select count(*) from public.type_zoo') rows, in publication $publication"
-fi
 if [[ "$setup_only" == 1 ]]; then
     step "DEMO_SETUP_ONLY=1: stopping before pgcdc"
     exit 0
 fi
 
 # --- pgcdc --------------------------------------------------------------------------------------
-[[ -x "$pgcdc_bin" ]] || die "no pgcdc binary at $pgcdc_bin (run 'make build' or set PGCDC_BIN)"
-metrics_port=$(free_port)
 case "$sink_kind" in
     s3)
         [[ -x "$venv/bin/moto_server" ]] || die "no moto_server in $venv (run scripts/install-deps.sh)"
@@ -288,38 +139,8 @@ spool_dir = \"$work/spool\""
         ;;
     *) die "DEMO_SINK must be s3 or file" ;;
 esac
-cat >"$config" <<EOF
-[source]
-url = "postgres://$user:$password@127.0.0.1:$port/shop"
-slot = "$slot"
-publication = "$publication"
-
-[sink]
-$sink_section
-
-[batch]
-window = "2s"
-max_file_bytes = "128MiB"
-format = "csv.gz"
-
-[metrics]
-listen = "127.0.0.1:$metrics_port"
-EOF
-step "Starting pgcdc ($pgcdc_bin)"
-info "config $config:"
-sed 's/^/      /' "$config"
-"$pgcdc_bin" run --config "$config" >"$pgcdc_log" 2>&1 </dev/null &
-pgcdc_pid=$!
-
-pgcdc_alive() {
-    kill -0 "$pgcdc_pid" 2>/dev/null || die "pgcdc exited early (see its log below)"
-}
-slot_active() {
-    pgcdc_alive
-    [[ $(sql -At -c "select active from pg_replication_slots where slot_name = '$slot'") == t ]]
-}
-wait_for "pgcdc to create slot $slot and stream from it" 60 slot_active
-info "slot $slot is active"
+pgcdc_write_config "$config" "$sink_section"
+pgcdc_start "$pgcdc_bin" "$config" "$pgcdc_log"
 
 # --- the workload -------------------------------------------------------------------------------
 step "Running the shop workload for ${workload_seconds}s (replication_setup/workload.sql)"
@@ -331,60 +152,15 @@ while ((SECONDS - start < workload_seconds)); do
     rounds=$((rounds + 1))
 done
 info "$((rounds * 20)) transactions; the table now has $(sql -At -c "select count(*) from $table") rows"
-if [[ "${DEMO_SCENARIO:-}" == fixture ]]; then
-    step "Truncate, reload, a key change and an unchanged-TOAST update (replication_setup/fixture_changes.sql)"
-    sql -v rows=500 -f "$repo/replication_setup/fixture_changes.sql" >/dev/null
-    sql -v txns=40 -f "$repo/replication_setup/workload.sql" >/dev/null
-    info "the table now has $(sql -At -c "select count(*) from $table") rows"
-    step "The type zoo while pgcdc streams: the same rows again, updates, deletes (phase=stream)"
-    sql -v phase=stream -f "$repo/replication_setup/type_zoo.sql"
-    info "public.type_zoo: $(sql -At -c 'select count(*) from public.type_zoo') rows"
-fi
 
-# The last transaction touches the table and notes an LSN taken before its commit record: once
-# pgcdc's checkpoint commit_lsn reaches it, every transaction of the workload is in the files.
-target=$(sql -At <<EOF
-begin;
-update $table set quantity = quantity where $key = (select min($key) from $table);
-select pg_current_wal_insert_lsn();
-commit;
-EOF
-)
-info "waiting for the checkpoint to reach $target (pg_current_wal_lsn $(sql -At -c 'select pg_current_wal_lsn()'))"
-checkpoint_lsn() {
-    local text value
-    text=$(read_checkpoint) || return 1
-    value=$(grep -o '"commit_lsn"[[:space:]]*:[[:space:]]*"\?[0-9A-Fa-f/]*' <<<"$text" | grep -o '[0-9A-Fa-f/]*$' | head -n 1) || return 1
-    if [[ "$value" == */* ]]; then
-        echo "$value"
-    else
-        # A plain integer: turn it into X/Y.
-        sql -At -c "select '0/0'::pg_lsn + $value::numeric"
-    fi
-}
-checkpoint_reached() {
-    pgcdc_alive
-    local lsn
-    lsn=$(checkpoint_lsn) || return 1
-    [[ $(sql -At -c "select '$lsn'::pg_lsn >= '$target'::pg_lsn") == t ]]
-}
-wait_for "the checkpoint's commit_lsn >= $target" 120 checkpoint_reached
-info "checkpoint: $(read_checkpoint | tr -d '\n')"
+pgcdc_wait_durable read_checkpoint
 
 if command -v curl >/dev/null 2>&1; then
-    step "A few of pgcdc's metrics (http://127.0.0.1:$metrics_port/metrics)"
-    curl -fsS "http://127.0.0.1:$metrics_port/metrics" 2>/dev/null | grep '^pgcdc_' | head -n 15 | sed 's/^/    /' || info "(no metrics endpoint answered)"
+    step "A few of pgcdc's metrics (http://127.0.0.1:$PGCDC_METRICS_PORT/metrics)"
+    curl -fsS "http://127.0.0.1:$PGCDC_METRICS_PORT/metrics" 2>/dev/null | grep '^pgcdc_' | head -n 15 | sed 's/^/    /' || info "(no metrics endpoint answered)"
 fi
 
-step "SIGTERM to pgcdc (pid $pgcdc_pid)"
-kill -TERM "$pgcdc_pid"
-pgcdc_exited() { ! kill -0 "$pgcdc_pid" 2>/dev/null; }
-wait_for "pgcdc to exit after SIGTERM" 60 pgcdc_exited
-status=0
-wait "$pgcdc_pid" || status=$?
-pgcdc_pid=
-((status == 0)) || die "pgcdc exited with status $status after SIGTERM (expected 0)"
-info "pgcdc exited 0"
+pgcdc_stop
 
 # --- what landed --------------------------------------------------------------------------------
 if [[ "$sink_kind" == s3 ]]; then
@@ -392,8 +168,7 @@ if [[ "$sink_kind" == s3 ]]; then
     info "$(s3 sync "$bucket" "$prefix" "$stage") objects"
 fi
 step "Files in $stage"
-mapfile -t files < <(cd "$stage" && find . -path ./_pgcdc -prune -o -type f \
-    \( -name '*.csv' -o -name '*.csv.gz' \) ! -name '.*' -print | sed 's|^\./||' | sort)
+mapfile -t files < <(change_files "$stage")
 ((${#files[@]} > 0)) || die "pgcdc wrote no change files"
 printf '%s\n' "${files[@]}" | head -n 30 | sed 's/^/    /'
 ((${#files[@]} <= 30)) || info "... and $((${#files[@]} - 30)) more"
@@ -404,7 +179,7 @@ done
 
 # Load every file of $table into a scratch table with COPY: PostgreSQL's CSV reader, like pgcdc's
 # writer, tells an unquoted empty field (NULL) from "" (the empty string). HEADER MATCH checks each
-# file's header against the columns. (The fixture's type zoo is checked by the warehouse tests.)
+# file's header against the columns.
 step "Replaying the files in PostgreSQL"
 mapfile -t table_files < <(printf '%s\n' "${files[@]}" | grep -F "public.$table/")
 ((${#table_files[@]} > 0)) || die "pgcdc wrote no change files for public.$table"
@@ -496,18 +271,6 @@ if [[ -n "${DEMO_OUT:-}" ]]; then
     rm -rf "$DEMO_OUT/stage/_pgcdc/$slot/spool"
     sql -c "\\copy (select * from $table order by $key) to '$DEMO_OUT/$table.csv' with (format csv, header true)"
     info "$DEMO_OUT/stage and $DEMO_OUT/$table.csv"
-    if [[ $(sql -At -c "select to_regclass('public.type_zoo') is not null") == t ]]; then
-        # PostgreSQL's own values of the zoo, for tests/warehouse/test_type_zoo.py: the text every
-        # column prints under pgcdc's session settings, and the canonical forms of the view
-        # type_zoo_canonical (replication_setup/type_zoo.sql).
-        sql <<EOF
-set client_encoding = 'UTF8'; set datestyle = 'ISO'; set timezone = 'UTC'; set intervalstyle = 'postgres';
-set extra_float_digits = 3; set bytea_output = 'hex'; set lc_monetary = 'C';
-\\copy (select * from public.type_zoo order by id) to '$DEMO_OUT/type_zoo_text.csv' with (format csv, header true)
-\\copy (select * from public.type_zoo_canonical order by id) to '$DEMO_OUT/type_zoo_expected.csv' with (format csv, header true)
-EOF
-        info "$DEMO_OUT/type_zoo_text.csv and $DEMO_OUT/type_zoo_expected.csv"
-    fi
 fi
 if ((only_files == 0 && only_table == 0)); then
     step "Replay of the files equals the table: YES"

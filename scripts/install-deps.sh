@@ -4,33 +4,17 @@
 #
 # It never starts, stops or configures a system cluster. If the Debian package starts its own
 # `main` cluster, that one is left alone: the tests and the demo start throwaway clusters in temp
-# dirs on free ports (see tests/common/cluster.rs and scripts/demo.sh).
+# dirs on free ports (see tests/common/cluster.rs and scripts/lib/cluster.sh).
 set -euo pipefail
 
 say() { printf 'install-deps: %s\n' "$*"; }
 
-# Where a server's initdb is, or nothing: PGCDC_PG_BINDIR, pg_config --bindir, then the newest
-# /usr/lib/postgresql/*/bin (the same order as the test harness).
+# Where a server's initdb is, or nothing: the one rule of scripts/lib/cluster.sh (pg_bindir).
+source "$(dirname "${BASH_SOURCE[0]}")/lib/cluster.sh"
 find_initdb() {
     local dir
-    if [[ -n "${PGCDC_PG_BINDIR:-}" && -x "$PGCDC_PG_BINDIR/initdb" ]]; then
-        echo "$PGCDC_PG_BINDIR/initdb"
-        return 0
-    fi
-    if command -v pg_config >/dev/null 2>&1; then
-        dir=$(pg_config --bindir 2>/dev/null || true)
-        if [[ -n "$dir" && -x "$dir/initdb" ]]; then
-            echo "$dir/initdb"
-            return 0
-        fi
-    fi
-    for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k4,4n -r); do
-        if [[ -x "$dir/initdb" ]]; then
-            echo "$dir/initdb"
-            return 0
-        fi
-    done
-    return 1
+    dir=$(pg_bindir 2>/dev/null) || return 1
+    echo "$dir/initdb"
 }
 
 if initdb=$(find_initdb); then

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The warehouse half of `make test`: a real pgcdc run (snapshot, workload, a truncate, a reload,
-# a key change, an unchanged-TOAST update) produces change files, then pytest checks the
+# The warehouse half of `make test`: a real pgcdc run (scripts/fixture.sh: snapshot, workload, a
+# truncate, a reload, a key change, an unchanged-TOAST update, the type zoo) produces change
+# files, then pytest checks the
 # Snowflake scripts (sqlglot parse, fakesnow load) and builds and tests the dbt project on
 # DuckDB against those files.
 #
@@ -16,14 +17,13 @@ if [[ -z "${PGCDC_FIXTURE:-}" ]]; then
     fixture=$(mktemp -d "${TMPDIR:-/tmp}/pgcdc-fixture-XXXXXX")
     trap 'rm -rf "$fixture"' EXIT
     echo "==> Producing change files with a real pgcdc run into $fixture"
-    if ! DEMO_SINK=file DEMO_SCENARIO=fixture DEMO_OUT="$fixture" DEMO_WORKLOAD_SECONDS=5 \
-        PGCDC_BIN="${PGCDC_BIN:-$target_dir/debug/pgcdc}" DEMO_WAREHOUSE=0 \
-        bash "$repo/scripts/demo.sh" >"$fixture/demo.log" 2>&1; then
-        tail -n 60 "$fixture/demo.log" >&2
+    if ! PGCDC_BIN="${PGCDC_BIN:-$target_dir/debug/pgcdc}" \
+        bash "$repo/scripts/fixture.sh" "$fixture" >"$fixture/fixture.log" 2>&1; then
+        tail -n 60 "$fixture/fixture.log" >&2
         echo "warehouse-test: the pgcdc run that produces the fixture failed" >&2
         exit 1
     fi
-    grep -E 'Replay of the files equals the table|rows_with_unchanged' -A2 "$fixture/demo.log" | sed 's/^/    /' || true
+    grep -E 'fixture: ' "$fixture/fixture.log" | sed 's/^ */    /' || true
     export PGCDC_FIXTURE=$fixture
 fi
 

@@ -152,7 +152,8 @@ local replication all              trust
 HBA
     local attempt seen extra=("$@")
     for attempt in 1 2 3 4 5; do
-        seen=$(wc -l <"$PG_DIR/postgres.log" 2>/dev/null || echo 0)
+        seen=0
+        [[ ! -f "$PG_DIR/postgres.log" ]] || seen=$(wc -l <"$PG_DIR/postgres.log")
         PG_PORT=$(free_port) || return 1
         {
             echo "# Written by scripts/lib/cluster.sh."

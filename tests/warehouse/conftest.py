@@ -12,8 +12,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 _REGENERATE = (
-    "cd {repo} && DEMO_SINK=file DEMO_SCENARIO=fixture DEMO_OUT={out} DEMO_WORKLOAD_SECONDS=5 "
-    "PGCDC_BIN=$HOME/.cache/pgcdc/target/debug/pgcdc bash scripts/demo.sh"
+    "cd {repo} && PGCDC_BIN=$HOME/.cache/pgcdc/target/debug/pgcdc bash scripts/fixture.sh {out}"
 )
 
 

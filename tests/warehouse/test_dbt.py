@@ -153,7 +153,7 @@ def test_fixture_exercises_truncate_toast_and_deletes(build):
     ).fetchall())
     assert counts["T"] >= 1 and counts["D"] >= 1 and counts["unchanged"] >= 1, (
         f"the fixture lacks the changes this test is about ({counts}); regenerate it with "
-        "DEMO_SCENARIO=fixture"
+        "scripts/fixture.sh"
     )
     # The 100 kB TOASTed description survives updates that did not send it.
     big = build["con"].execute(

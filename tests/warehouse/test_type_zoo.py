@@ -1,7 +1,7 @@
 """Type fidelity end to end: every value of the type zoo (replication_setup/type_zoo.sql) goes from
 PostgreSQL through pgcdc's files into DuckDB, and comes out equal to PostgreSQL's own value.
 
-The fixture (scripts/demo.sh with DEMO_SCENARIO=fixture) created half the zoo before pgcdc started
+The fixture (scripts/fixture.sh) created half the zoo before pgcdc started
 (ids 1..24: pgcdc's initial snapshot, COPY) and wrote the same rows again while pgcdc streamed
 (ids 101..124: pgoutput), then updated and deleted some. Next to the files it saved PostgreSQL's
 final table twice: `type_zoo_text.csv`, every value as PostgreSQL prints it under pgcdc's session
@@ -124,8 +124,8 @@ KNOWN_INEXACT = {
 }
 
 _REGENERATE = (
-    "cd {repo} && DEMO_SINK=file DEMO_SCENARIO=fixture DEMO_OUT={out} DEMO_WORKLOAD_SECONDS=3 "
-    "PGCDC_BIN=$HOME/.cache/pgcdc/target/debug/pgcdc DEMO_WAREHOUSE=0 bash scripts/demo.sh"
+    "cd {repo} && FIXTURE_WORKLOAD_SECONDS=3 PGCDC_BIN=$HOME/.cache/pgcdc/target/debug/pgcdc "
+    "bash scripts/fixture.sh {out}"
 )
 
 
