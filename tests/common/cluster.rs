@@ -1,4 +1,5 @@
-//! A throwaway PostgreSQL cluster per test, from the installed server binaries.
+//! A throwaway PostgreSQL cluster per test, from the installed server binaries (found by
+//! `scripts/lib/pg-bindir.sh`, the rule the scripts use too).
 //!
 //! The cluster lives in a fresh temp dir, listens on 127.0.0.1 on a free port plus a unix socket
 //! in that dir, and is stopped and deleted on drop. It never touches a system cluster, a fixed

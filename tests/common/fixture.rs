@@ -95,22 +95,22 @@ impl FixtureBuilder {
 
     /// `source.publication` (default `pgcdc_pub`; several are comma-separated).
     pub fn publication(self, publication: &str) -> Self {
-        self.config("source.publication", publication)
+        self.string_setting("source.publication", publication)
     }
 
     /// `batch.window` (default `1s`).
     pub fn window(self, window: &str) -> Self {
-        self.config("batch.window", window)
+        self.string_setting("batch.window", window)
     }
 
     /// `batch.max_file_bytes` (default: pgcdc's).
     pub fn max_file_bytes(self, size: &str) -> Self {
-        self.config("batch.max_file_bytes", size)
+        self.string_setting("batch.max_file_bytes", size)
     }
 
     /// `batch.format`, `csv` or `csv.gz` (default: pgcdc's, `csv.gz`).
     pub fn format(self, format: &str) -> Self {
-        self.config("batch.format", format)
+        self.string_setting("batch.format", format)
     }
 
     /// Any setting as `section.key = <TOML value>`, e.g. `"source.failover = true"`.
@@ -120,7 +120,7 @@ impl FixtureBuilder {
         self
     }
 
-    fn config(self, key: &str, value: &str) -> Self {
+    fn string_setting(self, key: &str, value: &str) -> Self {
         self.setting(&format!("{key} = {}", super::config::toml_string(value)))
     }
 
@@ -359,7 +359,7 @@ impl Fixture {
 
     /// The change rows of the fixture's [`table`](FixtureBuilder::table) in the local sink.
     pub fn rows(&self) -> Vec<ChangeRow> {
-        read_change_files(&self.sink, &self.table().0)
+        read_change_files(&self.sink, self.table().0)
     }
 
     /// Waits until the fixture's table replays to exactly what it holds now; returns the rows.
