@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use common::{Fixture, PgcdcConfig, Pgcdc, SCRAM_USER, SHOP_DB, free_port, password_for, wait_until};
+use common::{
+    Fixture, Pgcdc, PgcdcConfig, SCRAM_USER, SHOP_DB, free_port, password_for, wait_until,
+};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 /// Given to every run as the AWS secret; it must never be printed.

@@ -773,15 +773,23 @@ async fn heartbeat_moves_an_idle_slot_and_logs_can_be_json() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deleted_row_stays_deleted() {
     let setup = Fixture::builder()
-        .ddl("create table public.t (id int primary key, v text);
-              create publication pgcdc_pub for table public.t;")
+        .ddl(
+            "create table public.t (id int primary key, v text);
+              create publication pgcdc_pub for table public.t;",
+        )
         .table("public.t", &["id"])
         .start()
         .await;
     let mut pgcdc = setup.run(&setup.config);
     pgcdc.wait_output("Streaming changes", DEADLINE).await;
-    setup.cluster.execute("insert into public.t values (1, 'a'), (2, 'b')").await;
-    setup.cluster.execute("delete from public.t where id = 1").await;
+    setup
+        .cluster
+        .execute("insert into public.t values (1, 'a'), (2, 'b')")
+        .await;
+    setup
+        .cluster
+        .execute("delete from public.t where id = 1")
+        .await;
     setup.wait_replay_matches("the delete replays").await;
     pgcdc.stop_cleanly(DEADLINE).await;
     assert!(setup.rows().iter().any(|r| r.op == 'D'));

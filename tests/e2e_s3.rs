@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::s3::{MotoServer, Outage, SECRET_KEY, aws_env};

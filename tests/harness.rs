@@ -495,7 +495,6 @@ mod unit {
         parse_change_file, parse_csv, parse_file_name, replay,
     };
 
-
     #[test]
     fn percent_encoding_keeps_unreserved() {
         assert_eq!(percent_encode("secret-pw-pgcdc_md5"), "secret-pw-pgcdc_md5");
@@ -509,7 +508,6 @@ mod unit {
         let trust = hba.find("all 127.0.0.1/32 trust").expect("trust rule");
         assert!(md5 < trust);
     }
-
 
     fn s(v: &str) -> Option<String> {
         Some(v.to_owned())
@@ -721,7 +719,6 @@ mod unit {
         b = a.clone();
         assert_eq!(describe_diff(&a, &b), None);
     }
-
 
     #[test]
     fn config_round_trips_through_toml() {

@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use common::tls::TestCa;
 use common::{
     Fixture, Pgcdc, SCRAM_USER, SHOP_DB, password_for, pgcdc_output, replay, table_state,
     try_read_change_files, wait_until,

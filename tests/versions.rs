@@ -89,7 +89,9 @@ async fn the_protocol_and_metrics_follow_the_server_version() {
     );
 
     some_changes(cluster, 1).await;
-    setup.wait_replay_matches_at(cluster, &sink, "inserts, updates and deletes replay").await;
+    setup
+        .wait_replay_matches_at(cluster, &sink, "inserts, updates and deletes replay")
+        .await;
 
     // Metrics a server lacks are absent, not zero; those it has are there.
     let addr = metrics_listen(&config);
@@ -166,7 +168,9 @@ async fn failover_slots_are_made_on_17_and_refused_before() {
     let mut pgcdc = Pgcdc::run(&plain);
     pgcdc.wait_output("Streaming changes", DEADLINE).await;
     some_changes(cluster, 1).await;
-    setup.wait_replay_matches_at(cluster, &sink, "the first run's changes replay").await;
+    setup
+        .wait_replay_matches_at(cluster, &sink, "the first run's changes replay")
+        .await;
     pgcdc.stop_cleanly(DEADLINE).await;
     assert_eq!(
         cluster.query_scalar(slot_failover).await.as_deref(),
@@ -188,7 +192,9 @@ async fn failover_slots_are_made_on_17_and_refused_before() {
         Some("true")
     );
     some_changes(cluster, 1001).await;
-    setup.wait_replay_matches_at(cluster, &sink, "changes after the switch replay").await;
+    setup
+        .wait_replay_matches_at(cluster, &sink, "changes after the switch replay")
+        .await;
     pgcdc.stop_cleanly(DEADLINE).await;
 
     // A fresh start makes the slot with FAILOVER from the beginning.
@@ -202,7 +208,9 @@ async fn failover_slots_are_made_on_17_and_refused_before() {
         cluster.query_scalar(slot_failover).await.as_deref(),
         Some("true")
     );
-    setup.wait_replay_matches_at(cluster, &sink, "the snapshot replays").await;
+    setup
+        .wait_replay_matches_at(cluster, &sink, "the snapshot replays")
+        .await;
     pgcdc.stop_cleanly(DEADLINE).await;
 }
 
@@ -246,7 +254,9 @@ async fn several_hosts_lead_to_the_primary_past_dead_and_read_only_ones() {
     let mut pgcdc = Pgcdc::run(&config);
     pgcdc.wait_output("Streaming changes", DEADLINE).await;
     some_changes(primary, 1).await;
-    setup.wait_replay_matches_at(primary, &sink, "changes stream from the primary").await;
+    setup
+        .wait_replay_matches_at(primary, &sink, "changes stream from the primary")
+        .await;
     pgcdc.stop_cleanly(DEADLINE).await;
 }
 
@@ -352,7 +362,9 @@ async fn pgcdc_follows_a_failover_to_the_promoted_standby() {
     let mut pgcdc = Pgcdc::run(&config);
     pgcdc.wait_output("Streaming changes", DEADLINE).await;
     some_changes(primary, 1).await;
-    setup.wait_replay_matches_at(primary, &sink, "the first changes replay").await;
+    setup
+        .wait_replay_matches_at(primary, &sink, "the first changes replay")
+        .await;
     let stop = Arc::new(AtomicBool::new(false));
     let committed = Arc::new(AtomicU64::new(0));
     let writer = tokio::spawn(workload(both.clone(), stop.clone(), committed.clone()));
@@ -408,12 +420,13 @@ async fn pgcdc_follows_a_failover_to_the_promoted_standby() {
     stop.store(true, Ordering::SeqCst);
     writer.await.expect("the workload task");
 
-    setup.wait_replay_matches_at(
-        &standby,
-        &sink,
-        "the files replay to the new primary's table",
-    )
-    .await;
+    setup
+        .wait_replay_matches_at(
+            &standby,
+            &sink,
+            "the files replay to the new primary's table",
+        )
+        .await;
     pgcdc
         .wait_output("The server's timeline changed", DEADLINE)
         .await;

@@ -106,7 +106,9 @@ impl PgcdcConfig {
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty())
-            .fold(self, |config, line| config.edit(&format!("{section}.{line}")))
+            .fold(self, |config, line| {
+                config.edit(&format!("{section}.{line}"))
+            })
     }
 
     /// `[sink] url = "file://<dir, absolute>"`.
@@ -133,7 +135,8 @@ impl PgcdcConfig {
 
     /// The file's text.
     pub fn text(&self) -> String {
-        let mut text = String::from("# Written by the pgcdc test harness (tests/common/config.rs).\n");
+        let mut text =
+            String::from("# Written by the pgcdc test harness (tests/common/config.rs).\n");
         for (i, (name, lines)) in self.sections.iter().enumerate() {
             let _ = writeln!(text, "{}[{name}]", if i == 0 { "" } else { "\n" });
             for (key, value) in lines {

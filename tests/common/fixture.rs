@@ -56,8 +56,11 @@ pub struct FixtureBuilder {
 impl FixtureBuilder {
     /// Extra `postgresql.conf` settings (see [`PgCluster::start_with`]).
     pub fn settings(mut self, settings: &[(&str, &str)]) -> Self {
-        self.settings
-            .extend(settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        self.settings.extend(
+            settings
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         self
     }
 
@@ -135,7 +138,10 @@ impl FixtureBuilder {
 
     /// The table (and its key) that [`Fixture::wait_replay_matches`] and [`Fixture::rows`] read.
     pub fn table(mut self, table: &str, key: &[&str]) -> Self {
-        self.table = Some((table.to_owned(), key.iter().map(|k| (*k).to_owned()).collect()));
+        self.table = Some((
+            table.to_owned(),
+            key.iter().map(|k| (*k).to_owned()).collect(),
+        ));
         self
     }
 
@@ -227,7 +233,12 @@ impl FixtureBuilder {
                 let server = MotoServer::start().await;
                 server.create_bucket(bucket).await;
                 base = base
-                    .s3_sink(bucket, prefix, &server.endpoint(), &dir.path().join("spool"))
+                    .s3_sink(
+                        bucket,
+                        prefix,
+                        &server.endpoint(),
+                        &dir.path().join("spool"),
+                    )
                     .set("source.status_interval", "1s");
                 let moto = (server, bucket.clone(), prefix.clone());
                 (dir.path().join("download"), Some(moto))
@@ -289,12 +300,18 @@ impl Fixture {
 
     /// The throwaway CA of a [`tls`](FixtureBuilder::tls) fixture.
     pub fn ca(&self) -> &TestCa {
-        self.ca.as_ref().expect("the fixture was built without tls()")
+        self.ca
+            .as_ref()
+            .expect("the fixture was built without tls()")
     }
 
     /// The moto server of a [`moto`](FixtureBuilder::moto) fixture.
     pub fn moto(&self) -> &MotoServer {
-        &self.moto.as_ref().expect("the fixture was built without moto()").0
+        &self
+            .moto
+            .as_ref()
+            .expect("the fixture was built without moto()")
+            .0
     }
 
     /// The fixture's role's URL for `host` (e.g. `localhost`, for certificate checks), with
@@ -371,7 +388,12 @@ impl Fixture {
     }
 
     /// Waits until the files of `table` replay to exactly what it holds now.
-    pub async fn wait_table_matches(&self, table: &str, key: &[&str], what: &str) -> Vec<ChangeRow> {
+    pub async fn wait_table_matches(
+        &self,
+        table: &str,
+        key: &[&str],
+        what: &str,
+    ) -> Vec<ChangeRow> {
         self.wait_projection_on(&self.cluster, &self.sink, table, key, None, None, what)
             .await
     }
@@ -399,8 +421,16 @@ impl Fixture {
         filter: Option<&str>,
         what: &str,
     ) -> Vec<ChangeRow> {
-        self.wait_projection_on(&self.cluster, &self.sink, table, &["id"], columns, filter, what)
-            .await
+        self.wait_projection_on(
+            &self.cluster,
+            &self.sink,
+            table,
+            &["id"],
+            columns,
+            filter,
+            what,
+        )
+        .await
     }
 
     /// The one comparison loop: the files (downloaded first from moto) against the table.
