@@ -87,50 +87,20 @@ async fn bench() {
         let dir = tempfile::tempdir().expect("temp dir");
         let slot = format!("bench_{n}");
         let prefix = format!("run{n}");
+        let base =
+            PgcdcConfig::new(&cluster.url(SUPERUSER, None, SHOP_DB)).set("source.slot", &slot);
         let (config, envs) = match case.sink {
-            SinkKind::Local => {
-                let config = write_config(
-                    dir.path(),
-                    &cluster.url(SUPERUSER, None, SHOP_DB),
-                    &slot,
-                    "pgcdc_pub",
-                    &dir.path().join("stage"),
-                    "1s",
-                    "64MiB",
-                    "csv.gz",
-                );
-                (config, Vec::new())
-            }
+            SinkKind::Local => (
+                base.local_sink(&dir.path().join("stage"))
+                    .write(&dir.path().join("pgcdc.toml")),
+                Vec::new(),
+            ),
             SinkKind::Moto => {
                 let moto = moto.as_ref().expect("moto started");
                 moto.create_bucket(BUCKET).await;
-                let config = write_config(
-                    dir.path(),
-                    &cluster.url(SUPERUSER, None, SHOP_DB),
-                    &slot,
-                    "pgcdc_pub",
-                    &dir.path().join("unused"),
-                    "1s",
-                    "64MiB",
-                    "csv.gz",
-                );
-                let text = std::fs::read_to_string(&config).expect("config");
-                let s3 = format!(
-                    "url = \"s3://{BUCKET}/{prefix}\"\nendpoint = \"{}\"\nforce_path_style = true\nspool_dir = \"{}\"",
-                    moto.endpoint(),
-                    dir.path().join("spool").display()
-                );
-                let text = text.replacen(
-                    &format!(
-                        "url = \"file://{}\"",
-                        std::path::absolute(dir.path().join("unused"))
-                            .expect("absolute")
-                            .display()
-                    ),
-                    &s3,
-                    1,
-                );
-                std::fs::write(&config, text).expect("config");
+                let config = base
+                    .s3_sink(BUCKET, &prefix, &moto.endpoint(), &dir.path().join("spool"))
+                    .write(&dir.path().join("pgcdc.toml"));
                 (config, aws_env())
             }
         };

@@ -27,9 +27,8 @@ fn peak_rss_kib(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn five_hundred_tables_snapshot_stream_and_restart() {
-    let cluster = PgCluster::start().await;
-    cluster
-        .execute(&format!(
+    let setup = Fixture::builder()
+        .ddl(&format!(
             "do $$ begin
                  for i in 0..{last} loop
                      execute format('create table public.t%s (id bigint primary key, v text)',
@@ -41,19 +40,9 @@ async fn five_hundred_tables_snapshot_stream_and_restart() {
              create publication pgcdc_pub for all tables;",
             last = TABLES - 1
         ))
+        .deadline(DEADLINE)
+        .start()
         .await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let sink = dir.path().join("stage");
-    let config = write_config(
-        dir.path(),
-        &cluster.url(SUPERUSER, None, SHOP_DB),
-        "pgcdc",
-        "pgcdc_pub",
-        &sink,
-        "1s",
-        "64MiB",
-        "csv.gz",
-    );
     let touched = [7, 123, 250, 377, 499];
     let workload = |round: usize| {
         touched
@@ -71,37 +60,25 @@ async fn five_hundred_tables_snapshot_stream_and_restart() {
             .collect::<String>()
     };
 
-    let mut pgcdc = Pgcdc::run(&config);
+    let mut pgcdc = setup.run(&setup.config);
     pgcdc.wait_output("Streaming changes", DEADLINE).await;
-    cluster.execute(&workload(0)).await;
+    setup.cluster.execute(&workload(0)).await;
     for &i in &touched {
-        wait_replay_matches(
-            &cluster,
-            &sink,
-            &table(i),
-            &["id"],
-            "the workload lands",
-            DEADLINE,
-        )
-        .await;
+        setup
+            .wait_table_matches(&table(i), &["id"], "the workload lands")
+            .await;
     }
     let first_rss = peak_rss_kib(pgcdc.pid());
     pgcdc.stop_cleanly(DEADLINE).await;
 
-    let mut again = Pgcdc::run(&config);
+    let mut again = setup.run(&setup.config);
     again.wait_output("Streaming changes", DEADLINE).await;
     let restart_rss = peak_rss_kib(again.pid());
-    cluster.execute(&workload(1)).await;
+    setup.cluster.execute(&workload(1)).await;
     for &i in &touched {
-        wait_replay_matches(
-            &cluster,
-            &sink,
-            &table(i),
-            &["id"],
-            "after the restart",
-            DEADLINE,
-        )
-        .await;
+        setup
+            .wait_table_matches(&table(i), &["id"], "after the restart")
+            .await;
     }
     again.stop_cleanly(DEADLINE).await;
     let output = again.output_text();
@@ -110,15 +87,9 @@ async fn five_hundred_tables_snapshot_stream_and_restart() {
         "a restart lists nothing:\n{output}"
     );
     for i in 0..TABLES {
-        wait_replay_matches(
-            &cluster,
-            &sink,
-            &table(i),
-            &["id"],
-            "every table replays to itself",
-            DEADLINE,
-        )
-        .await;
+        setup
+            .wait_table_matches(&table(i), &["id"], "every table replays to itself")
+            .await;
     }
     eprintln!(
         "500 tables: peak RSS {:.1} MiB on the first run (snapshot and stream), {:.1} MiB at the restart's start",
