@@ -202,17 +202,6 @@ async fn restart(config: &Path, envs: &[(&str, &str)]) -> Figures {
     }
 }
 
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// A data file's key from long ago: one an hour, LSNs far below anything the slot has.
 fn old_key(i: usize) -> String {
     let hour = i / 1000;

@@ -10,7 +10,6 @@ use crate::conninfo::redacted_target;
 use crate::publication::{self, Publications};
 use crate::sink::{LocalSink, S3Sink};
 use crate::snapshot;
-use crate::source::conn::quote_literal;
 use crate::source::{Connection, slot};
 
 /// How a finding turns out. A warning does not fail the check: the setup works, but something in
@@ -227,12 +226,7 @@ async fn role(conn: &mut Connection) -> Finding {
 /// Per published table: SELECT rights (for the snapshot) and a replica identity that lets
 /// PostgreSQL publish updates and deletes.
 async fn tables(conn: &mut Connection, publications: &Publications) -> Vec<Finding> {
-    let names = publications
-        .names()
-        .iter()
-        .map(|p| quote_literal(p))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let names = slot::in_list(publications);
     let query = format!(
         "select distinct quote_ident(t.schemaname) || '.' || quote_ident(t.tablename) as name, \
                 has_table_privilege(c.oid, 'select')::text as can_select, \

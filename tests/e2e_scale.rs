@@ -15,16 +15,6 @@ fn table(i: usize) -> String {
     format!("public.t{i:03}")
 }
 
-/// Peak resident memory of a process (VmHWM), in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/<pid>/status")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn five_hundred_tables_snapshot_stream_and_restart() {
     let setup = Fixture::builder()

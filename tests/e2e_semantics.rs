@@ -25,16 +25,6 @@ async fn fixture(settings: &[(&str, &str)], ddl: &str) -> Fixture {
         .await
 }
 
-/// Peak resident memory of a process (VmHWM), in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/<pid>/status")
-}
-
 fn total_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|entries| {

@@ -7,6 +7,7 @@
 //! own `copy` and `added`; nothing imports it but `run`.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 use tokio::sync::watch;
@@ -73,7 +74,8 @@ pub(super) fn start(
     }
 
     let mut checkpoint = Checkpoint::load(sink, slot_name)?;
-    let mut existing = handle.block_on(slot::find_slot(&mut conn, slot_name))?;
+    let found = handle.block_on(slot::find_slot(&mut conn, slot_name))?;
+    let mut existing = wait_for_release(handle, &mut conn, slot_name, found)?;
 
     if let Some(ck) = &checkpoint
         && ck.snapshot == SnapshotState::Pending
@@ -294,6 +296,44 @@ fn clear_spool(sink: &dyn Sink) -> Result<(), RunError> {
         }
     }
     Ok(())
+}
+
+/// How long a start waits for a slot that another process holds. A pgcdc that was killed (or
+/// lost its connection) leaves its walsender behind until the server notices the closed socket:
+/// milliseconds when the walsender is sending, longer when it is waiting. A supervisor that
+/// restarts pgcdc at once must not find the slot "in use" by a process that is already gone.
+const SLOT_RELEASE_WAIT: Duration = Duration::from_secs(10);
+
+/// Returns the slot once no process holds it, re-reading it every 100 ms for at most
+/// [`SLOT_RELEASE_WAIT`]; a slot still held then is [`RunError::SlotInUse`].
+fn wait_for_release(
+    handle: &Handle,
+    conn: &mut Connection,
+    slot_name: &str,
+    mut found: Option<slot::ExistingSlot>,
+) -> Result<Option<slot::ExistingSlot>, RunError> {
+    let deadline = Instant::now() + SLOT_RELEASE_WAIT;
+    let mut logged = false;
+    while let Some(pid) = found.as_ref().and_then(|s| s.active_pid) {
+        if Instant::now() >= deadline {
+            return Err(RunError::SlotInUse {
+                slot: slot_name.to_owned(),
+                pid,
+            });
+        }
+        if !logged {
+            info!(
+                slot = slot_name,
+                pid,
+                wait_s = SLOT_RELEASE_WAIT.as_secs(),
+                "The slot is in use by another process; waiting for it to be released"
+            );
+            logged = true;
+        }
+        handle.block_on(tokio::time::sleep(Duration::from_millis(100)));
+        found = handle.block_on(slot::find_slot(conn, slot_name))?;
+    }
+    Ok(found)
 }
 
 /// What the sink holds beyond the checkpoint: the files a crash left between their upload and

@@ -75,17 +75,23 @@ pub async fn check_wal_level(conn: &mut Connection) -> Result<(), SourceError> {
     Ok(())
 }
 
+/// The publication names as the inside of an SQL `IN (...)` list of literals: the replication
+/// connection's simple queries take no parameters.
+pub fn in_list(publications: &Publications) -> String {
+    publications
+        .names()
+        .iter()
+        .map(|p| quote_literal(p))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The tables of the publications (`schema.table`, each once); an error when one does not exist.
 pub async fn publication_tables(
     conn: &mut Connection,
     publications: &Publications,
 ) -> Result<Vec<String>, SourceError> {
-    let names = publications
-        .names()
-        .iter()
-        .map(|p| quote_literal(p))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let names = in_list(publications);
     let found = conn
         .simple_query(&format!(
             "SELECT pubname AS found FROM pg_catalog.pg_publication WHERE pubname IN ({names})"

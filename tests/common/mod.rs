@@ -29,7 +29,7 @@ pub use cluster::{
 };
 pub use config::{PgcdcConfig, add_settings, free_port, metrics_listen};
 pub use fixture::{Fixture, FixtureBuilder};
-pub use process::{PGCDC_BIN, Pgcdc, pgcdc_output};
+pub use process::{PGCDC_BIN, Pgcdc, peak_rss_kib, pgcdc_output};
 pub use replay::{
     BOOKKEEPING_DIR, ChangeRow, FileName, METADATA_COLUMNS, Row, TableState, change_files,
     describe_diff, diff_states, duplicate_keys, parse_change_file, parse_csv, parse_file_name,
