@@ -65,15 +65,20 @@ pub fn fingerprint(table: &Table) -> String {
     format!("{hash:016x}")
 }
 
-/// The key and JSON text of the schema file for `table`, first used by the row at `first_row`
-/// (commit LSN, `_seq`).
-pub fn render(table: &Table, first_row: (Lsn, u64)) -> (String, Vec<u8>) {
-    let (first_commit, first_seq) = first_row;
-    let version = format!(
+/// `<first commit LSN>-<first _seq>-<fingerprint>`: names sort in the order shapes appeared.
+fn version(table: &Table, (first_commit, first_seq): (Lsn, u64)) -> String {
+    format!(
         "{}-{first_seq:08X}-{}",
         first_commit.to_file_hex(),
         fingerprint(table)
-    );
+    )
+}
+
+/// The key and JSON text of the schema file for `table`, first used by the row at `first_row`
+/// (commit LSN, `_seq`).
+pub fn render(table: &Table, first_row: (Lsn, u64)) -> (String, Vec<u8>) {
+    let (first_commit, _) = first_row;
+    let version = version(table, first_row);
     let doc = Document {
         table: table.to_string(),
         schema: &table.schema,
@@ -152,11 +157,14 @@ impl KnownSchemas {
     /// The key [`KnownSchemas::ensure`] would write for `table`, or `None` when the sink has
     /// its schema already.
     pub fn missing_key(&self, table: &Table, first_row: (Lsn, u64)) -> Option<String> {
-        let known = self
-            .by_folder
+        (!self.knows(table))
+            .then(|| layout::schema_key(&table.folder(), &version(table, first_row)))
+    }
+
+    fn knows(&self, table: &Table) -> bool {
+        self.by_folder
             .get(&table.folder())
-            .is_some_and(|s| s.contains(&fingerprint(table)));
-        (!known).then(|| render(table, first_row).0)
+            .is_some_and(|s| s.contains(&fingerprint(table)))
     }
 
     /// Writes the schema file of `table` unless the sink has it already.
@@ -166,15 +174,16 @@ impl KnownSchemas {
         table: &Table,
         first_row: (Lsn, u64),
     ) -> Result<(), SinkError> {
-        let fp = fingerprint(table);
-        let folder = table.folder();
-        if self.by_folder.get(&folder).is_some_and(|s| s.contains(&fp)) {
+        if self.knows(table) {
             return Ok(());
         }
         let (key, json) = render(table, first_row);
         sink.write(&key, &json)?;
         tracing::info!(key = %key, "Schema file written");
-        self.by_folder.entry(folder).or_default().insert(fp);
+        self.by_folder
+            .entry(table.folder())
+            .or_default()
+            .insert(fingerprint(table));
         Ok(())
     }
 }

@@ -101,13 +101,8 @@ pub(super) fn start(
     );
 
     let checkpoint = match (existing, checkpoint) {
+        // `wait_for_release` returned it unheld.
         (Some(found), ck) => {
-            if let Some(pid) = found.active_pid {
-                return Err(RunError::SlotInUse {
-                    slot: slot_name.to_owned(),
-                    pid,
-                });
-            }
             if found.wal_status.as_deref() == Some("lost") {
                 return Err(RunError::SlotInvalidated {
                     slot: slot_name.to_owned(),
