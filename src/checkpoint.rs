@@ -48,10 +48,91 @@ pub struct Checkpoint {
     /// first start then lists the sink once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schemas: Option<BTreeMap<String, BTreeSet<String>>>,
+    /// Copies of tables under way (chunked, beside the stream), by table folder. A restart
+    /// resumes each at its first chunk that is not durable.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub copies: BTreeMap<String, CopyProgress>,
     /// The server's timeline when pgcdc last connected; a change means a promotion or restore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<u32>,
     pub updated_at: String,
+}
+
+/// How far one chunked copy of a table got. The table's heap is read in ranges of blocks
+/// (chunks) planned once, when the copy begins, so a chunk index means the same rows after a
+/// restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyProgress {
+    /// The commit of the copy's `B` row; `None` while the request waits to begin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub begun_at: Option<Lsn>,
+    /// The plan, once made: the chunks cover blocks `[0, blocks)`, `chunk_blocks` each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<CopyPlan>,
+    /// Every chunk below this index is durable.
+    #[serde(default)]
+    pub done_below: u32,
+    /// Durable chunks at or above `done_below` (chunks finish out of order with several workers).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub done: BTreeSet<u32>,
+    /// Rows durable so far.
+    #[serde(default)]
+    pub rows: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyPlan {
+    pub blocks: u32,
+    pub chunk_blocks: u32,
+    /// `pg_class.reltuples` when the copy began, for progress and ETA only.
+    pub rows_estimated: u64,
+}
+
+impl CopyPlan {
+    /// At least one chunk, so even an empty table's copy has a place where it ends.
+    pub fn chunks(&self) -> u32 {
+        self.blocks.div_ceil(self.chunk_blocks.max(1)).max(1)
+    }
+
+    /// The blocks `[start, end)` chunk `index` reads; the last one reads to the end of the
+    /// relation, whatever it has grown to (rows added since are in the stream anyway).
+    pub fn blocks_of(&self, index: u32) -> (u32, Option<u32>) {
+        let start = index.saturating_mul(self.chunk_blocks);
+        if index + 1 >= self.chunks() {
+            (start, None)
+        } else {
+            (start, Some(start.saturating_add(self.chunk_blocks)))
+        }
+    }
+}
+
+impl CopyProgress {
+    pub fn is_done(&self, index: u32) -> bool {
+        index < self.done_below || self.done.contains(&index)
+    }
+
+    pub fn mark_done(&mut self, index: u32, rows: u64) {
+        if self.is_done(index) {
+            return;
+        }
+        self.rows += rows;
+        self.done.insert(index);
+        while self.done.remove(&self.done_below) {
+            self.done_below += 1;
+        }
+    }
+
+    /// Chunks still to copy, in order; empty until planned.
+    pub fn remaining(&self) -> Vec<u32> {
+        match &self.plan {
+            Some(plan) => (0..plan.chunks()).filter(|&i| !self.is_done(i)).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    pub fn chunks_done(&self) -> u32 {
+        self.done_below + self.done.len() as u32
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +155,7 @@ impl Checkpoint {
             flush_lsn: Lsn::ZERO,
             tables: None,
             schemas: Some(BTreeMap::new()),
+            copies: BTreeMap::new(),
             timeline: None,
             updated_at: String::new(),
         }
@@ -144,6 +226,37 @@ mod tests {
         let text =
             String::from_utf8(sink.read("_pgcdc/s/checkpoint.json").unwrap().unwrap()).unwrap();
         assert!(text.contains("\"commit_lsn\": \"0/A\""), "{text}");
+    }
+
+    #[test]
+    fn copy_progress_compacts_chunks_done_out_of_order() {
+        let mut p = CopyProgress {
+            plan: Some(CopyPlan {
+                blocks: 10,
+                chunk_blocks: 3,
+                rows_estimated: 0,
+            }),
+            ..CopyProgress::default()
+        };
+        let plan = p.plan.unwrap();
+        assert_eq!(plan.chunks(), 4);
+        assert_eq!(plan.blocks_of(0), (0, Some(3)));
+        assert_eq!(plan.blocks_of(3), (9, None));
+        p.mark_done(2, 5);
+        p.mark_done(0, 5);
+        assert_eq!((p.done_below, p.done.len()), (1, 1));
+        assert_eq!(p.remaining(), vec![1, 3]);
+        p.mark_done(1, 5);
+        p.mark_done(1, 5);
+        assert_eq!((p.done_below, p.done.len(), p.rows), (3, 0, 15));
+        assert_eq!(p.chunks_done(), 3);
+        let empty = CopyPlan {
+            blocks: 0,
+            chunk_blocks: 8,
+            rows_estimated: 0,
+        };
+        assert_eq!(empty.chunks(), 1);
+        assert_eq!(empty.blocks_of(0), (0, None));
     }
 
     #[test]

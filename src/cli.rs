@@ -33,6 +33,16 @@ pub enum Command {
     Run(Common),
     /// Check the configuration, the server prerequisites and the sink; exit 0 only if all pass.
     Check(Common),
+    /// Copy tables again while `pgcdc run` streams (PostgreSQL 14+): the running pgcdc (or the
+    /// next to start) reads them in chunks beside the stream, between a B and an E row that tell
+    /// the warehouse the copy replaces the table's earlier rows.
+    Snapshot {
+        #[command(flatten)]
+        common: Common,
+        /// Tables as schema.table (public. when no schema is given).
+        #[arg(required = true)]
+        tables: Vec<String>,
+    },
     /// Inspect or repair the replication slot.
     Slot {
         #[command(subcommand)]

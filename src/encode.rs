@@ -123,6 +123,29 @@ pub fn encode_unchanged_and_fields(out: &mut Vec<u8>, row: &ChangeRow) {
     }
 }
 
+/// Splits what [`encode_unchanged_and_fields`] wrote (`_unchanged,f1,…`) into each field's
+/// CSV form, quotes included. The encoder is deterministic, so equal values give equal slices:
+/// a key can be compared without decoding it.
+pub fn split_encoded(line: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(line);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        let mut quoted = false;
+        for (i, &b) in current.iter().enumerate() {
+            match b {
+                b'"' => quoted = !quoted,
+                b',' if !quoted => {
+                    rest = current.get(i + 1..);
+                    return current.get(..i);
+                }
+                _ => {}
+            }
+        }
+        rest = None;
+        Some(current)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -137,6 +160,15 @@ mod tests {
         let mut out = Vec::new();
         push_field(&mut out, value.map(str::as_bytes));
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn split_encoded_keeps_quoted_commas_inside_a_field() {
+        let line: &[u8] = b"[x],1,\"a,\"\"y\"\"\",,\"\"";
+        let fields: Vec<&[u8]> = split_encoded(line).collect();
+        let expected: Vec<&[u8]> = vec![b"[x]", b"1", b"\"a,\"\"y\"\"\"", b"", b"\"\""];
+        assert_eq!(fields, expected);
+        assert_eq!(split_encoded(b"").count(), 1);
     }
 
     #[test]

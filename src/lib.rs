@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod conninfo;
+pub mod control;
 pub mod encode;
 pub mod layout;
 pub mod lsn;
@@ -108,7 +109,9 @@ mod layering {
             "crate::source",
             "crate::config",
         ];
-        for module in ["pgoutput", "changes", "batch", "encode", "layout", "lsn"] {
+        for module in [
+            "pgoutput", "changes", "batch", "encode", "layout", "lsn", "control",
+        ] {
             assert_never_uses(module, &io);
         }
         assert_never_uses(

@@ -75,6 +75,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime.block_on(serve(config))
         }
         Command::Slot { action } => slot(action),
+        Command::Snapshot { common, tables } => {
+            let config = load(&common)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let handle = runtime.handle().clone();
+            let task = runtime.spawn_blocking(move || -> anyhow::Result<()> {
+                let admin = pgcdc::slot_admin::SlotAdmin::connect(&config, handle)?;
+                let lsn = admin.request_snapshot(&tables)?;
+                println!(
+                    "requested a copy of {} at {lsn}; the running pgcdc picks it up when its stream reaches that point (`pgcdc slot status` shows the progress)",
+                    tables.join(", ")
+                );
+                Ok(())
+            });
+            runtime
+                .block_on(task)
+                .context("the snapshot request stopped")?
+        }
         Command::Check(common) => {
             let config = load(&common)?;
             let runtime = tokio::runtime::Builder::new_current_thread()

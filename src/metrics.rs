@@ -49,6 +49,12 @@ pub mod names {
     pub const SINK_ERRORS: &str = "pgcdc_sink_errors_total";
     pub const ERRORS: &str = "pgcdc_errors_total";
     pub const RECONNECTS: &str = "pgcdc_reconnects_total";
+    pub const COPY_ROWS: &str = "pgcdc_copy_rows";
+    pub const COPY_ROWS_ESTIMATED: &str = "pgcdc_copy_rows_estimated";
+    pub const COPY_CHUNKS_DONE: &str = "pgcdc_copy_chunks_done";
+    pub const COPY_CHUNKS: &str = "pgcdc_copy_chunks";
+    pub const COPY_ETA_SECONDS: &str = "pgcdc_copy_eta_seconds";
+    pub const COPY_CHUNKS_REDONE: &str = "pgcdc_copy_chunks_redone_total";
     pub const BUILD_INFO: &str = "pgcdc_build_info";
 }
 
@@ -85,6 +91,15 @@ pub struct Metrics {
     pub sink_errors: IntCounterVec,
     pub errors: IntCounterVec,
     pub reconnects: IntCounter,
+    /// Per table being copied: rows durable, the planner's estimate, chunks durable and planned,
+    /// seconds left at the current rate.
+    pub copy_rows: IntGaugeVec,
+    pub copy_rows_estimated: IntGaugeVec,
+    pub copy_chunks_done: IntGaugeVec,
+    pub copy_chunks: IntGaugeVec,
+    pub copy_eta_seconds: IntGaugeVec,
+    /// Chunks read again (a change the watermark rule cannot settle), by table.
+    pub copy_chunks_redone: IntCounterVec,
 }
 
 /// Timestamps and flags the pipeline updates and the scrape turns into gauges.
@@ -249,6 +264,30 @@ fn build(slot: &str) -> Result<Metrics, prometheus::Error> {
         reconnects: register(
             r,
             IntCounter::new(RECONNECTS, "Times the replication connection was re-established after an interruption")?,
+        )?,
+        copy_rows: register(
+            r,
+            IntGaugeVec::new(Opts::new(COPY_ROWS, "Rows of the table copy under way that are durable"), &["table"])?,
+        )?,
+        copy_rows_estimated: register(
+            r,
+            IntGaugeVec::new(Opts::new(COPY_ROWS_ESTIMATED, "Rows the table copy under way expects (pg_class.reltuples when it began)"), &["table"])?,
+        )?,
+        copy_chunks_done: register(
+            r,
+            IntGaugeVec::new(Opts::new(COPY_CHUNKS_DONE, "Chunks of the table copy under way that are durable"), &["table"])?,
+        )?,
+        copy_chunks: register(
+            r,
+            IntGaugeVec::new(Opts::new(COPY_CHUNKS, "Chunks the table copy under way reads in all"), &["table"])?,
+        )?,
+        copy_eta_seconds: register(
+            r,
+            IntGaugeVec::new(Opts::new(COPY_ETA_SECONDS, "Seconds the table copy under way still needs at its rate so far (the copy lag)"), &["table"])?,
+        )?,
+        copy_chunks_redone: register(
+            r,
+            IntCounterVec::new(Opts::new(COPY_CHUNKS_REDONE, "Chunks read again because the stream changed them in a way the watermarks cannot settle"), &["table"])?,
         )?,
         registry,
     })

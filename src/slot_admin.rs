@@ -48,6 +48,14 @@ pub enum SlotAdminError {
         confirmed: Lsn,
         target: Lsn,
     },
+    #[error(
+        "pgcdc snapshot needs PostgreSQL 14 or later (the request travels as a logical decoding message); on {server_version} use `pgcdc slot reset` to copy every table again"
+    )]
+    SnapshotUnsupported { server_version: i32 },
+    #[error(
+        "{table} is not published by {publications}: only published tables can be copied (names are schema.table, e.g. public.orders)"
+    )]
+    NotPublished { table: String, publications: String },
     #[error("refusing to {action} slot {slot} without confirmation: pass --yes")]
     NotConfirmed { action: &'static str, slot: String },
 }
@@ -125,6 +133,69 @@ impl<'a> SlotAdmin<'a> {
                 what: what.to_owned(),
                 source,
             })
+    }
+
+    /// Asks the running pgcdc (or the next one to start) to copy `tables` again, beside the
+    /// stream: a control message in the WAL, which reaches it in commit order. Returns where it
+    /// was written. Every table must be published.
+    pub fn request_snapshot(&self, tables: &[String]) -> Result<Lsn, SlotAdminError> {
+        let sql = |what: &str| {
+            let what = what.to_owned();
+            move |source| SlotAdminError::Sql { what, source }
+        };
+        let version: i32 = self
+            .handle
+            .block_on(
+                self.client
+                    .query_one("select current_setting('server_version_num')::int", &[]),
+            )
+            .map_err(sql("reading the server version"))?
+            .get(0);
+        if version < 140_000 {
+            return Err(SlotAdminError::SnapshotUnsupported {
+                server_version: version,
+            });
+        }
+        let publications = &self.config.source.publications;
+        let published: Vec<String> = self
+            .handle
+            .block_on(self.client.query(
+                "select distinct schemaname || '.' || tablename from pg_catalog.pg_publication_tables \
+                 where pubname = any($1::text[])",
+                &[&publications.names()],
+            ))
+            .map_err(sql("reading the publications"))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut wanted = Vec::new();
+        for table in tables {
+            let table = if table.contains('.') {
+                table.clone()
+            } else {
+                format!("public.{table}")
+            };
+            if !published.contains(&table) {
+                return Err(SlotAdminError::NotPublished {
+                    table,
+                    publications: publications.to_string(),
+                });
+            }
+            wanted.push(table);
+        }
+        let message = crate::control::Control::Snapshot {
+            slot: self.slot().to_owned(),
+            tables: wanted,
+        };
+        let lsn: String = self
+            .handle
+            .block_on(self.client.query_one(
+                "select pg_logical_emit_message(true, $1, $2)::text",
+                &[&crate::control::PREFIX, &message.to_text()],
+            ))
+            .map_err(sql("writing the snapshot request"))?
+            .get(0);
+        Ok(lsn.parse().unwrap_or(Lsn::ZERO))
     }
 
     pub fn status(&self) -> Result<SlotStatus, SlotAdminError> {
@@ -446,6 +517,20 @@ pub fn render_status(status: &SlotStatus) -> String {
             ck.commit_lsn, ck.flush_lsn, ck.snapshot, ck.updated_at
         )),
         None => lines.push("checkpoint           none".to_owned()),
+    }
+    for (table, copy) in status.checkpoint.iter().flat_map(|ck| &ck.copies) {
+        let state = match (copy.begun_at, copy.plan) {
+            (None, _) => "requested, not begun".to_owned(),
+            (Some(at), None) => format!("begun at {at}, not planned yet"),
+            (Some(at), Some(plan)) => format!(
+                "begun at {at}: {}/{} chunks, {} rows durable (about {} expected)",
+                copy.chunks_done(),
+                plan.chunks(),
+                copy.rows,
+                plan.rows_estimated
+            ),
+        };
+        lines.push(format!("copy in progress     {table}: {state}"));
     }
     lines.join("\n") + "\n"
 }

@@ -17,6 +17,7 @@ pub use row::{ChangeRow, ColumnInfo, Field, Op, Table, TxnMeta};
 use crate::lsn::Lsn;
 use bytes::Bytes;
 
+use crate::control::{self, Control};
 use crate::pgoutput::{LogicalMessage, Message, OldTuple, RelationId, Tuple, TupleData};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -49,7 +50,13 @@ pub enum ChangesError {
 pub enum Change {
     Begin(TxnMeta),
     Row(ChangeRow),
-    Commit { commit_lsn: Lsn, end_lsn: Lsn },
+    Commit {
+        commit_lsn: Lsn,
+        end_lsn: Lsn,
+    },
+    /// One of pgcdc's own control messages ([`crate::control`]), in the transaction that wrote
+    /// it. Never written as a row.
+    Control(Control),
 }
 
 /// The prefix of pgcdc's own heartbeat messages, which are never written.
@@ -224,6 +231,15 @@ impl Assembler {
         message: LogicalMessage,
         out: &mut Vec<Change>,
     ) -> Result<(), ChangesError> {
+        if message.prefix == control::PREFIX {
+            match Control::parse(&message.content) {
+                Ok(control) => out.push(Change::Control(control)),
+                Err(e) => {
+                    tracing::warn!(lsn = %message.lsn, error = %e, "Ignoring a control message")
+                }
+            }
+            return Ok(());
+        }
         let Some(table) = self.messages.clone() else {
             return Ok(());
         };

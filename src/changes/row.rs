@@ -18,6 +18,11 @@ pub enum Op {
     Read,
     /// A logical decoding message (`pg_logical_emit_message`), in the `_messages` folder.
     Message,
+    /// A copy of the table begins: once the matching [`Op::CopyEnd`] follows, every earlier row
+    /// of the table is replaced by the rows after this one. Carries no values.
+    CopyBegin,
+    /// The copy that the last [`Op::CopyBegin`] began is complete. Carries no values.
+    CopyEnd,
 }
 
 impl Op {
@@ -29,6 +34,8 @@ impl Op {
             Op::Truncate => "T",
             Op::Read => "R",
             Op::Message => "M",
+            Op::CopyBegin => "B",
+            Op::CopyEnd => "E",
         }
     }
 
@@ -41,6 +48,8 @@ impl Op {
             b'T' => Op::Truncate,
             b'R' => Op::Read,
             b'M' => Op::Message,
+            b'B' => Op::CopyBegin,
+            b'E' => Op::CopyEnd,
             _ => return None,
         })
     }

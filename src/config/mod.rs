@@ -51,6 +51,7 @@ pub struct Config {
     pub source: SourceConfig,
     pub sink: SinkConfig,
     pub batch: BatchConfig,
+    pub snapshot: SnapshotConfig,
     pub metrics: MetricsConfig,
 }
 
@@ -168,6 +169,30 @@ pub struct BatchConfig {
     /// larger than this is split into numbered parts.
     pub max_file_bytes: u64,
     pub format: FileFormat,
+}
+
+/// How existing rows are copied (first start, `slot reset`, `pgcdc snapshot`, tables added later).
+#[derive(Debug, Clone)]
+pub struct SnapshotConfig {
+    /// Connections copying at once; `None` means one per CPU core (at most 8). Each is an
+    /// ordinary connection beside the replication one, so `max_connections` must allow them.
+    pub workers: Option<usize>,
+    /// Heap bytes one chunk reads (a range of the table's blocks). A chunk is the unit of
+    /// progress: a restart redoes at most the chunks not yet durable, and no transaction of a
+    /// copy lasts longer than reading one chunk.
+    pub chunk_size: u64,
+}
+
+impl SnapshotConfig {
+    /// Workers to run: the configured number, or one per core (at most 8).
+    pub fn worker_count(&self) -> usize {
+        self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .min(8)
+        })
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -12,7 +12,7 @@ use super::validate::value_error;
 
 /// Sections that environment variables may override. Other `PGCDC_*` variables (such as
 /// `PGCDC_CONFIG` or `PGCDC_LOG`) belong to the command line, not to the file.
-pub(super) const SECTIONS: &[&str] = &["source", "sink", "batch", "metrics"];
+pub(super) const SECTIONS: &[&str] = &["source", "sink", "batch", "snapshot", "metrics"];
 
 /// Values given on the command line, the highest-precedence layer.
 #[derive(Debug, Default, Clone)]
@@ -110,6 +110,7 @@ const KNOWN: &[(&str, &[&str])] = &[
         ],
     ),
     ("batch", &["window", "max_file_bytes", "format"]),
+    ("snapshot", &["workers", "chunk_size"]),
     (
         "metrics",
         &["listen", "poll_interval", "ready_max_lag_bytes"],

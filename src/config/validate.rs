@@ -146,6 +146,29 @@ pub(super) fn validate(mut raw: RawTable, libpq: ProcessEnv) -> Result<Config, C
         &[("csv.gz", FileFormat::CsvGz), ("csv", FileFormat::Csv)],
     )?;
 
+    let workers = match raw.take("snapshot.workers") {
+        None => None,
+        Some((value, origin)) => match value.trim().parse::<usize>() {
+            Ok(n @ 1..=64) => Some(n),
+            _ => {
+                return Err(value_error(
+                    "snapshot.workers",
+                    &origin,
+                    format!("{value:?} is not a number of connections from 1 to 64"),
+                ));
+            }
+        },
+    };
+    let chunk_size = parse_size(
+        "snapshot.chunk_size",
+        raw.take_or("snapshot.chunk_size", "32MiB"),
+    )?;
+    if chunk_size < 64 * 1024 {
+        return Err(ConfigError::Invalid(
+            "snapshot.chunk_size must be at least 64KiB (eight 8 KiB blocks)".to_owned(),
+        ));
+    }
+
     let (listen, origin) = raw.take_or("metrics.listen", "127.0.0.1:9464");
     let listen = listen.parse::<SocketAddr>().map_err(|_| {
         value_error(
@@ -187,6 +210,10 @@ pub(super) fn validate(mut raw: RawTable, libpq: ProcessEnv) -> Result<Config, C
             window,
             max_file_bytes,
             format,
+        },
+        snapshot: SnapshotConfig {
+            workers,
+            chunk_size,
         },
         metrics: MetricsConfig {
             listen,

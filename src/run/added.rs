@@ -135,14 +135,16 @@ fn copy(
         config.batch.max_file_bytes,
         config.batch.window,
     );
-    let (rows, _) = copy_into_batcher(
+    let rows = copy_into_batcher(
         handle,
         &client,
         &created,
         &config.source.publications,
         |t| folders.contains(&t.folder()),
+        |_| false,
         &mut batcher,
-    )?;
+    )?
+    .rows;
     drop(client);
     connection_task.abort();
     drop(conn);

@@ -14,7 +14,7 @@ use super::journal::Journal;
 use super::publish::publish;
 use crate::batch::Batcher;
 use crate::changes::{Op, Table, TxnMeta};
-use crate::checkpoint::{Checkpoint, SnapshotState};
+use crate::checkpoint::{Checkpoint, CopyProgress, SnapshotState};
 use crate::config::Config;
 use crate::pg_time;
 use crate::publication::Publications;
@@ -31,6 +31,7 @@ pub(super) fn initial_snapshot(
     journal: &Journal,
     conn: &mut Connection,
     batcher: &mut Batcher,
+    chunked: bool,
 ) -> Result<Checkpoint, RunError> {
     let slot_name = config.source.slot.as_str();
     // Recorded before the slot exists, so a crash at any later point is recognised as an
@@ -47,14 +48,26 @@ pub(super) fn initial_snapshot(
         .map_err(RunError::SqlConnect)?;
     let connection_task = handle.spawn(connection);
     let started = Instant::now();
-    let (rows, tables) = copy_into_batcher(
+    // Tables with a key are copied in chunks beside the stream (PostgreSQL 14+ sends the
+    // watermark messages); the others whole, now, in the slot's exported snapshot.
+    let Copied {
+        rows,
+        tables,
+        deferred,
+    } = copy_into_batcher(
         handle,
         &client,
         &created,
         &config.source.publications,
         |_| true,
+        |t| chunked && t.unchunkable().is_none(),
         batcher,
     )?;
+    if !chunked {
+        info!(
+            "PostgreSQL 13 sends no logical decoding messages: every table is copied whole, in the slot's exported snapshot"
+        );
+    }
     drop(client);
     connection_task.abort();
     let sealed = batcher.seal().map_err(|source| RunError::Spool {
@@ -68,6 +81,15 @@ pub(super) fn initial_snapshot(
     for table in &tables {
         ck.cover_table(&table.folder(), created.consistent_point);
     }
+    for folder in &deferred {
+        ck.copies.insert(
+            folder.clone(),
+            CopyProgress {
+                begun_at: Some(created.consistent_point),
+                ..CopyProgress::default()
+            },
+        );
+    }
     ck.advance(created.consistent_point, created.consistent_point);
     ck.save(sink)?;
     if let Some(entry) = entry {
@@ -76,6 +98,7 @@ pub(super) fn initial_snapshot(
     info!(
         rows,
         tables = tables.len(),
+        chunked = deferred.len(),
         files = sealed.files.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "Snapshot complete"
@@ -83,23 +106,41 @@ pub(super) fn initial_snapshot(
     Ok(ck)
 }
 
+/// What [`copy_into_batcher`] did.
+pub(super) struct Copied {
+    pub rows: u64,
+    /// Every table it wrote a `B` row for.
+    pub tables: Vec<Arc<Table>>,
+    /// The tables left to a chunked copy: only their `B` row is written.
+    pub deferred: Vec<String>,
+}
+
 /// Copies the published projection of the tables `wanted` selects inside the snapshot `created`
-/// exported, as one transaction of `_op = R` rows at its consistent point. Returns the rows
-/// copied and the tables.
+/// exported, as one transaction of `_op = R` rows at its consistent point, each table's rows
+/// between a `B` and an `E` row. Tables `defer` selects get their `B` row only: a chunked copy
+/// beside the stream reads them.
 pub(super) fn copy_into_batcher(
     handle: &Handle,
     client: &tokio_postgres::Client,
     created: &slot::CreatedSlot,
     publications: &Publications,
     wanted: impl Fn(&Table) -> bool,
+    defer: impl Fn(&PublishedTable) -> bool,
     batcher: &mut Batcher,
-) -> Result<(u64, Vec<Arc<Table>>), RunError> {
+) -> Result<Copied, RunError> {
     handle.block_on(snapshot::enter(client, &created.snapshot_name))?;
-    let tables: Vec<PublishedTable> = handle
+    let all: Vec<PublishedTable> = handle
         .block_on(snapshot::published_tables(client, publications))?
         .into_iter()
         .filter(|t| wanted(&t.table))
         .collect();
+    let (deferred, tables): (Vec<PublishedTable>, Vec<PublishedTable>) =
+        all.into_iter().partition(|t| defer(t));
+    for t in &tables {
+        if let Some(reason) = t.unchunkable() {
+            info!(table = %t.table, reason, "Copying the table whole, in an exported snapshot, not in chunks");
+        }
+    }
     for t in tables.iter().filter(|t| t.row_filter.is_some()) {
         info!(table = %t.table, row_filter = t.row_filter.as_deref().unwrap_or_default(), "Copying only the rows the publication's row filter admits");
     }
@@ -109,10 +150,25 @@ pub(super) fn copy_into_batcher(
         commit_ts: pg_time::from_unix_micros(pg_time::now_unix_micros()),
     });
     let mut seq = 0u64;
-    let mut transcoders: Vec<Transcoder> =
-        tables.iter().map(|t| Transcoder::new(&t.table)).collect();
     // The window's clock: the snapshot is sealed as soon as the copy ends.
     let now = Instant::now();
+    let write_error = |table: &Table, source| SnapshotError::Write {
+        table: table.to_string(),
+        source,
+    };
+    let marker = |batcher: &mut Batcher, table: &Arc<Table>, op: Op, seq: &mut u64| {
+        let columns = table.columns.len();
+        let result = batcher.push_encoded(table, op, *seq, now, |out| {
+            out.extend(std::iter::repeat_n(b',', columns))
+        });
+        *seq += 1;
+        result.map_err(|e| write_error(table, e))
+    };
+    for t in deferred.iter().chain(&tables) {
+        marker(batcher, &t.table, Op::CopyBegin, &mut seq)?;
+    }
+    let mut transcoders: Vec<Transcoder> =
+        tables.iter().map(|t| Transcoder::new(&t.table)).collect();
     let rows = handle.block_on(snapshot::copy_tables(client, &tables, |index, line| {
         let (Some(table), Some(transcoder)) = (
             tables.get(index).map(|t| &t.table),
@@ -125,10 +181,7 @@ pub(super) fn copy_into_batcher(
             .push_encoded(table, Op::Read, seq, now, |out| {
                 fields = transcoder.transcode(line, out);
             })
-            .map_err(|source| SnapshotError::Write {
-                table: table.to_string(),
-                source,
-            })?;
+            .map_err(|e| write_error(table, e))?;
         if fields != table.columns.len() {
             return Err(SnapshotError::Shape {
                 table: table.to_string(),
@@ -139,11 +192,22 @@ pub(super) fn copy_into_batcher(
         seq += 1;
         Ok(())
     }))?;
+    for t in &tables {
+        marker(batcher, &t.table, Op::CopyEnd, &mut seq)?;
+    }
     handle.block_on(snapshot::leave(client))?;
     batcher.commit(
         created.consistent_point,
         created.consistent_point,
         Instant::now(),
     );
-    Ok((rows, tables.into_iter().map(|t| t.table).collect()))
+    Ok(Copied {
+        rows,
+        deferred: deferred.iter().map(|t| t.table.folder()).collect(),
+        tables: deferred
+            .into_iter()
+            .chain(tables)
+            .map(|t| t.table)
+            .collect(),
+    })
 }

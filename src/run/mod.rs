@@ -18,6 +18,7 @@
 
 mod ack;
 mod added;
+mod backfill;
 mod copy;
 mod error;
 mod journal;
@@ -96,11 +97,9 @@ fn run_once(
     let journal = journal::Journal::new(slot_name);
     let started = startup::start(config, handle, sink, &journal)?;
     let version = started.server_version;
-    let protocol = slot::Protocol::negotiate(
-        version,
-        config.source.streaming,
-        config.source.messages == Messages::Write,
-    );
+    // Messages always (from PostgreSQL 14): chunked copies and `pgcdc snapshot` talk to the
+    // pipeline through them. Only `messages = "write"` writes other messages to files.
+    let protocol = slot::Protocol::negotiate(version, config.source.streaming, true);
     info!(
         server_version = version,
         proto_version = protocol.version,

@@ -13,6 +13,7 @@ use tracing::{debug, info};
 
 use super::ack::{Ack, Position};
 use super::added::{AddedTables, TableCopy};
+use super::backfill::{self, Backfill, Placement};
 use super::error::RunError;
 use super::journal::{Entry, Journal};
 use super::publish::{self, Outcome, Upload};
@@ -20,6 +21,7 @@ use crate::batch::Batcher;
 use crate::changes::{Assembler, Change, Op, Table, TxnMeta};
 use crate::checkpoint::Checkpoint;
 use crate::config::{Config, Messages};
+use crate::control::Control;
 use crate::encode as csv;
 use crate::lsn::Lsn;
 use crate::metrics;
@@ -72,8 +74,15 @@ pub(super) fn run(
             config.source.status_interval,
             Instant::now(),
         );
+        let mut backfill = Backfill::new(config, handle);
+        backfill.resume(&checkpoint.copies);
         let mut pipeline = Pipeline {
             sink,
+            slot: config.source.slot.as_str().to_owned(),
+            backfill,
+            injected_seq: 0,
+            seal_after_commit: false,
+            scratch: Vec::new(),
             uploads,
             uploaded,
             ack,
@@ -110,11 +119,23 @@ enum Wake {
     Deadline,
     Shutdown,
     Copied(Result<TableCopy, RunError>),
+    Backfill(Result<backfill::Event, RunError>),
     Uploaded(Upload, Result<Option<Entry>, RunError>),
 }
 
 struct Pipeline<'a> {
     sink: &'a dyn Sink,
+    slot: String,
+    /// Chunked copies of tables beside the stream.
+    backfill: Backfill,
+    /// The `_seq` of the next row pgcdc adds to the open transaction (copy rows and markers at
+    /// a watermark): after every row the transaction had.
+    injected_seq: u64,
+    /// A chunk was placed in the open transaction: its window closes at the commit, so a crash
+    /// costs at most that one chunk read again.
+    seal_after_commit: bool,
+    /// Scratch for encoding a row whose key a copy's window needs.
+    scratch: Vec<u8>,
     batcher: Batcher,
     assembler: Assembler,
     /// Streamed transactions (protocol 2) waiting for their Stream Commit or Abort: their
@@ -177,6 +198,7 @@ impl Pipeline<'_> {
                 .deadline()
                 .filter(|_| !self.assembler.in_transaction());
             let copies = &mut self.added.results;
+            let chunks = &mut self.backfill.events;
             let uploaded = &mut self.uploaded;
             let uploading = self.ack.uploads_pending() > 0;
             let wake = handle.block_on(async {
@@ -190,6 +212,7 @@ impl Pipeline<'_> {
                         Wake::Uploaded(upload, result)
                     }
                     Some(copied) = copies.recv() => Wake::Copied(copied),
+                    Some(event) = chunks.recv() => Wake::Backfill(event),
                     n = stream.events.recv_many(&mut inbox, EVENT_BATCH) => Wake::Events(n),
                     _ = sleep_until(deadline), if deadline.is_some() => Wake::Deadline,
                 }
@@ -201,6 +224,13 @@ impl Pipeline<'_> {
                 }
                 Wake::Uploaded(upload, result) => self.on_uploaded(upload, result, &stream)?,
                 Wake::Copied(copied) => self.publish_copy(copied?)?,
+                Wake::Backfill(event) => {
+                    if let Some(folder) = self.backfill.on_event(event?)
+                        && !self.added.is_pending(&folder)
+                    {
+                        self.added.request(vec![folder]);
+                    }
+                }
                 Wake::Deadline => {
                     if self.batcher.is_due(Instant::now()) {
                         self.seal_and_submit()?;
@@ -334,6 +364,10 @@ impl Pipeline<'_> {
                         "a streamed transaction's spool record is damaged",
                     )));
                 };
+                self.injected_seq = self.injected_seq.max(seq + 1);
+                if !self.skip_txn {
+                    self.observe(&table, op, |out| out.extend_from_slice(encoded));
+                }
                 self.write_row(&table, op, seq, |line| line.extend_from_slice(encoded))?;
             }
             self.record = record;
@@ -431,6 +465,9 @@ impl Pipeline<'_> {
             let entry = self.durable.entry(folder.clone()).or_default();
             *entry = (*entry).max(copy.lsn);
             self.checkpoint.cover_table(folder, copy.lsn);
+            // A table copied whole instead of in chunks: that copy is complete.
+            self.checkpoint.copies.remove(folder);
+            self.backfill.whole_copy_done(folder);
         }
         self.added.finished(&copy.folders);
         self.save_checkpoint(self.ack.durable())?;
@@ -452,6 +489,7 @@ impl Pipeline<'_> {
         match change {
             Change::Begin(meta) => {
                 self.txn = Some(*meta);
+                self.injected_seq = 0;
                 self.last_commit_unix_us = pg_time::to_unix_micros(meta.commit_ts);
                 self.skip_txn = self.ack.covers(meta.commit_lsn);
                 if self.skip_txn {
@@ -461,6 +499,12 @@ impl Pipeline<'_> {
                 }
             }
             Change::Row(row) => {
+                self.injected_seq = self.injected_seq.max(row.seq + 1);
+                if !self.skip_txn {
+                    self.observe(&row.table, row.op, |out| {
+                        csv::encode_unchanged_and_fields(out, row)
+                    });
+                }
                 self.write_row(&row.table, row.op, row.seq, |line| {
                     csv::encode_unchanged_and_fields(line, row)
                 })?;
@@ -469,7 +513,13 @@ impl Pipeline<'_> {
                 commit_lsn,
                 end_lsn,
             } => {
+                let xid = self.txn.and_then(|t| t.xid);
                 self.txn = None;
+                if self.skip_txn {
+                    self.backfill.windows.abandon();
+                } else {
+                    self.backfill.windows.commit(xid, *commit_lsn);
+                }
                 self.ack.received(*commit_lsn, *end_lsn);
                 metrics::get().transactions.inc();
                 if self.skip_txn {
@@ -479,7 +529,8 @@ impl Pipeline<'_> {
                 if std::mem::take(&mut self.txn_has_rows) {
                     self.window_commits.push(self.last_commit_unix_us);
                 }
-                let due = self.batcher.commit(*commit_lsn, *end_lsn, Instant::now());
+                let due = self.batcher.commit(*commit_lsn, *end_lsn, Instant::now())
+                    | (std::mem::take(&mut self.seal_after_commit) && !self.batcher.is_empty());
                 if due {
                     self.seal_and_submit()?;
                 } else if self.batcher.is_empty() {
@@ -490,8 +541,115 @@ impl Pipeline<'_> {
                     }
                 }
             }
+            Change::Control(control) => self.control(control)?,
         }
         Ok(())
+    }
+
+    /// One of pgcdc's control messages, in the open transaction.
+    fn control(&mut self, control: &Control) -> Result<(), RunError> {
+        let Some(meta) = self.txn else {
+            return Ok(());
+        };
+        if self.skip_txn || control.slot() != self.slot {
+            return Ok(());
+        }
+        match control {
+            Control::Low { chunk, table, .. } => {
+                if let Some(folder) = self.backfill.copying(table).cloned() {
+                    self.backfill.windows.low(*chunk, folder);
+                }
+            }
+            Control::Begin { table, run, .. } => {
+                if let Some(t) = self.backfill.begin(table, *run, meta.commit_lsn) {
+                    self.inject_marker(&t, Op::CopyBegin)?;
+                }
+            }
+            Control::High { chunk, .. } => {
+                if let Some(placement) = self.backfill.high(*chunk) {
+                    self.place(placement)?;
+                }
+            }
+            Control::Snapshot { tables, .. } => {
+                for table in tables {
+                    self.backfill.request(table);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a chunk's rows into the open transaction (the high watermark's), except the keys
+    /// the stream changed meanwhile; then the `E` row if it was the copy's last chunk.
+    fn place(&mut self, placement: Placement) -> Result<(), RunError> {
+        let Placement {
+            table,
+            rows,
+            changed,
+            ends,
+        } = placement;
+        for (line, key) in rows.rows() {
+            if !changed.is_empty() && changed.contains(key) {
+                continue;
+            }
+            let seq = self.injected_seq;
+            self.injected_seq += 1;
+            self.write_row(&table, Op::Read, seq, |out| out.extend_from_slice(line))?;
+        }
+        if ends {
+            self.inject_marker(&table, Op::CopyEnd)?;
+        }
+        self.seal_after_commit = true;
+        Ok(())
+    }
+
+    /// A `B` or `E` row: no values, only its place in the stream.
+    fn inject_marker(&mut self, table: &Arc<Table>, op: Op) -> Result<(), RunError> {
+        let seq = self.injected_seq;
+        self.injected_seq += 1;
+        let columns = table.columns.len();
+        self.write_row(table, op, seq, |out| {
+            out.extend(std::iter::repeat_n(b',', columns))
+        })
+    }
+
+    /// A row of the stream on a table being copied: remembered for the watermark rule.
+    /// `encode` writes the row's `_unchanged` and fields, needed only while a window is open.
+    fn observe(&mut self, table: &Arc<Table>, op: Op, encode: impl FnOnce(&mut Vec<u8>)) {
+        if self.backfill.is_idle() {
+            return;
+        }
+        let folder = table.folder();
+        let Some(copying) = self.backfill.copying(&folder).cloned() else {
+            return;
+        };
+        self.backfill.windows.touch(&copying);
+        if !self.backfill.windows.watching(&folder) {
+            return;
+        }
+        if op == Op::Truncate {
+            self.backfill.windows.truncated(&folder);
+            return;
+        }
+        let Some(names) = self.backfill.key_names(&folder) else {
+            return;
+        };
+        let positions: Vec<usize> = names
+            .iter()
+            .filter_map(|n| table.columns.iter().position(|c| c.name == *n))
+            .collect();
+        if positions.len() != names.len() {
+            // The stream's table lost a key column: the chunk cannot be checked key by key.
+            self.backfill.windows.truncated(&folder);
+            return;
+        }
+        self.scratch.clear();
+        encode(&mut self.scratch);
+        let mut key = Vec::new();
+        let unchanged = backfill::encoded_key(&self.scratch, &positions, &mut key);
+        self.backfill
+            .windows
+            .changed(&folder, &key, unchanged && op == Op::Update);
     }
 
     /// Closes the window and hands it to the upload thread. Blocks while an earlier window is
@@ -511,6 +669,7 @@ impl Pipeline<'_> {
             window_commits: std::mem::take(&mut self.window_commits),
             last_commit_unix_us: self.last_commit_unix_us,
             started: Instant::now(),
+            progress: std::mem::take(&mut self.backfill.progress),
         };
         if self.uploads.send(upload).is_err() {
             // The upload thread stopped on an error; its report is waiting.
@@ -586,7 +745,11 @@ impl Pipeline<'_> {
             window_commits,
             last_commit_unix_us,
             started,
+            progress,
         } = upload;
+        for p in progress {
+            backfill::apply(&mut self.checkpoint.copies, p);
+        }
         let m = metrics::get();
         let live = metrics::live();
         if let Some(last) = sealed.files.iter().map(|f| f.key.last).max() {
@@ -615,6 +778,14 @@ impl Pipeline<'_> {
     /// position can be confirmed and the slot does not hold WAL for an idle table.
     fn advance_idle(&mut self, wal_end: Option<Lsn>, force: bool) -> Result<Option<Lsn>, RunError> {
         let buffered = !self.batcher.is_empty() || self.assembler.in_transaction();
+        let mut force = force;
+        if !buffered && self.ack.uploads_pending() == 0 && !self.backfill.progress.is_empty() {
+            // Everything written before it is durable: the copies' progress counts now.
+            for p in std::mem::take(&mut self.backfill.progress) {
+                backfill::apply(&mut self.checkpoint.copies, p);
+            }
+            force = true;
+        }
         if !buffered && self.ack.uploads_pending() == 0 {
             // Nothing pending: pgcdc is caught up as of now.
             metrics::live()

@@ -145,9 +145,15 @@ pub(super) fn start(
                 flush: ck.flush_lsn,
             });
         }
-        (None, None) => {
-            copy::initial_snapshot(config, handle, sink, journal, &mut conn, &mut batcher)?
-        }
+        (None, None) => copy::initial_snapshot(
+            config,
+            handle,
+            sink,
+            journal,
+            &mut conn,
+            &mut batcher,
+            version >= 140_000,
+        )?,
     };
 
     let mut checkpoint = checkpoint;

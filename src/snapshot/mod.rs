@@ -23,6 +23,8 @@ pub enum SnapshotError {
     Sql(#[from] tokio_postgres::Error),
     #[error(transparent)]
     Projection(#[from] ProjectionError),
+    #[error("chunked copy: {0}")]
+    Visibility(#[from] crate::control::VisibilityError),
     #[error("snapshot of {table}: {source}")]
     Copy {
         table: String,
@@ -50,6 +52,83 @@ pub struct PublishedTable {
     pub row_filter: Option<String>,
     /// `COPY … TO STDOUT` of the published columns and rows.
     pub copy: String,
+    /// The positions (in `table.columns`) of the replica identity's key columns, when the
+    /// table has a primary key or a replica identity index and publishes all of its columns:
+    /// what a chunked copy needs to tell which copied rows the stream changed meanwhile.
+    pub identity: Option<Vec<usize>>,
+    /// A partitioned table (its rows live in its partitions); copied whole, never in chunks.
+    pub partitioned: bool,
+    qualified: String,
+}
+
+impl PublishedTable {
+    /// Why this table cannot be copied in chunks, if it cannot.
+    pub fn unchunkable(&self) -> Option<&'static str> {
+        if self.partitioned {
+            Some("it is a partitioned table")
+        } else if self.identity.is_none() {
+            Some(
+                "it has neither a primary key nor a replica identity index (or that key is not all published)",
+            )
+        } else {
+            None
+        }
+    }
+
+    /// `COPY … TO STDOUT` of the published projection of heap blocks `[start, end)` (to the
+    /// end of the relation when `end` is `None`): a TID range scan, which reads only those blocks.
+    pub fn chunk_copy(&self, start: u32, end: Option<u32>) -> String {
+        let columns: Vec<String> = self
+            .table
+            .columns
+            .iter()
+            .map(|c| quote_ident(&c.name))
+            .collect();
+        let mut condition = format!("ctid >= '({start},0)'::tid");
+        if let Some(end) = end {
+            condition.push_str(&format!(" and ctid < '({end},0)'::tid"));
+        }
+        if let Some(filter) = &self.row_filter {
+            condition.push_str(&format!(" and ({filter})"));
+        }
+        format!(
+            "copy (select {} from only {} where {condition}) to stdout",
+            columns.join(", "),
+            self.qualified
+        )
+    }
+}
+
+/// What planning a chunked copy needs to know of a table now.
+#[derive(Debug, Clone, Copy)]
+pub struct TableSize {
+    pub blocks: u32,
+    pub block_size: u32,
+    pub rows_estimated: u64,
+}
+
+/// The table's size in heap blocks, and the planner's row estimate.
+pub async fn table_size(
+    client: &tokio_postgres::Client,
+    table: &Table,
+) -> Result<TableSize, SnapshotError> {
+    let row = client
+        .query_one(
+            "select (pg_relation_size(c.oid) / current_setting('block_size')::int)::int8, \
+                    current_setting('block_size')::int8, greatest(c.reltuples, 0)::int8 \
+             from pg_catalog.pg_class c \
+             where c.oid = (quote_ident($1) || '.' || quote_ident($2))::regclass",
+            &[&table.schema, &table.name],
+        )
+        .await?;
+    let blocks: i64 = row.get(0);
+    let block_size: i64 = row.get(1);
+    let rows: i64 = row.get(2);
+    Ok(TableSize {
+        blocks: u32::try_from(blocks).unwrap_or(u32::MAX),
+        block_size: u32::try_from(block_size).unwrap_or(8192),
+        rows_estimated: u64::try_from(rows).unwrap_or(0),
+    })
 }
 
 /// Starts the repeatable-read transaction that reads as of the slot's exported snapshot. The
@@ -159,6 +238,23 @@ pub async fn published_tables(
             )
             .await?;
         let partitioned = rows.first().is_some_and(|c| c.get::<_, bool>(8));
+        let key: Vec<String> = client
+            .query_one(
+                "select array(select a.attname::text \
+                   from pg_catalog.pg_index i \
+                   join pg_catalog.pg_attribute a \
+                     on a.attrelid = i.indrelid and a.attnum = any(i.indkey) \
+                   where i.indrelid = c.oid \
+                     and case c.relreplident when 'd' then i.indisprimary \
+                                            when 'i' then i.indisreplident \
+                                            else false end \
+                   order by array_position(i.indkey::int2[], a.attnum)) \
+                 from pg_catalog.pg_class c \
+                 where c.oid = (quote_ident($1) || '.' || quote_ident($2))::regclass",
+                &[&schema, &name],
+            )
+            .await?
+            .get(0);
         let has_generated = rows.iter().any(|c| c.get::<_, bool>(7));
         let columns: Vec<ColumnInfo> = rows
             .iter()
@@ -188,6 +284,13 @@ pub async fn published_tables(
             partitioned,
             has_generated,
         );
+        let identity: Option<Vec<usize>> = (!key.is_empty())
+            .then(|| {
+                key.iter()
+                    .map(|k| columns.iter().position(|c| &c.name == k))
+                    .collect()
+            })
+            .flatten();
         tables.push(PublishedTable {
             table: Arc::new(Table {
                 schema,
@@ -196,9 +299,38 @@ pub async fn published_tables(
             }),
             row_filter: projection.row_filter,
             copy,
+            identity,
+            partitioned,
+            qualified,
         });
     }
     Ok(tables)
+}
+
+/// Reads one `COPY … TO STDOUT`, handing each row to `on_line` in COPY text form (without its
+/// LF). Returns the number of rows.
+pub async fn copy_rows(
+    client: &tokio_postgres::Client,
+    table: &Table,
+    statement: &str,
+    mut on_line: impl FnMut(&[u8]) -> Result<(), SnapshotError>,
+) -> Result<u64, SnapshotError> {
+    let stream = client.copy_out(statement).await?;
+    pin_mut!(stream);
+    let mut parser = CopyTextParser::new();
+    let mut rows = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        parser.feed_lines(&chunk, |line| {
+            rows += 1;
+            on_line(line)
+        })?;
+    }
+    parser.finish().map_err(|source| SnapshotError::Copy {
+        table: table.to_string(),
+        source,
+    })?;
+    Ok(rows)
 }
 
 /// Copies every table inside the transaction [`enter`] began, handing each row to `on_line` with
@@ -210,20 +342,10 @@ pub async fn copy_tables(
 ) -> Result<u64, SnapshotError> {
     let mut total = 0;
     for (index, published) in tables.iter().enumerate() {
-        let stream = client.copy_out(published.copy.as_str()).await?;
-        pin_mut!(stream);
-        let mut parser = CopyTextParser::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            parser.feed_lines(&chunk, |line| {
-                total += 1;
-                on_line(index, line)
-            })?;
-        }
-        parser.finish().map_err(|source| SnapshotError::Copy {
-            table: published.table.to_string(),
-            source,
-        })?;
+        total += copy_rows(client, &published.table, &published.copy, |line| {
+            on_line(index, line)
+        })
+        .await?;
     }
     Ok(total)
 }

@@ -281,7 +281,9 @@ pub fn parse_change_file(file: &Path, text: &str) -> Result<Vec<ChangeRow>, Stri
         let (op, lsn, seq, xid, commit_ts, unchanged) =
             (next(), next(), next(), next(), next(), next());
         let op = match op.as_deref() {
-            Some(op @ ("I" | "U" | "D" | "T" | "R" | "M")) => op.chars().next().unwrap_or('?'),
+            Some(op @ ("I" | "U" | "D" | "T" | "R" | "M" | "B" | "E")) => {
+                op.chars().next().unwrap_or('?')
+            }
             other => return Err(at(record, format!("_op {other:?} is not one of I U D T R"))),
         };
         let number = |name: &str, value: Option<String>| {
@@ -426,8 +428,22 @@ pub fn replay(rows: &[ChangeRow], key_columns: &[&str]) -> TableState {
     // the old key and, at the next `_seq` of the same commit, the update of the new key, whose
     // unchanged columns carry over from the old key's row.
     let mut deleted: Option<(u64, u64, Row)> = None;
-    for row in ordered {
+    // A copy's `B` row, once an `E` row closes it, replaces every earlier row of the table.
+    let mut begun = None;
+    let mut reset = None;
+    for row in &ordered {
         match row.op {
+            'B' => begun = Some((row.commit_lsn, row.seq)),
+            'E' => reset = begun.or(reset),
+            _ => {}
+        }
+    }
+    for row in ordered {
+        if reset.is_some_and(|r| (row.commit_lsn, row.seq) <= r) {
+            continue;
+        }
+        match row.op {
+            'B' | 'E' => {}
             'T' => state.clear(),
             'D' => {
                 deleted = state
