@@ -353,9 +353,7 @@ impl Backfill {
                 plan,
                 begin,
             } => {
-                let Some(live) = self.live.get_mut(&folder) else {
-                    return None;
-                };
+                let live = self.live.get_mut(&folder)?;
                 if live.plan.is_none() {
                     self.progress.push(Progress::Planned {
                         folder: folder.clone(),
