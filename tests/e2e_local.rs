@@ -180,12 +180,14 @@ async fn every_kind_of_change_and_tricky_text_survive() {
     let rows = setup.rows();
     assert_no_duplicates(&rows);
     let ops: String = {
-        let mut ops: Vec<char> = rows.iter().map(|r| r.op).collect();
+        // The copy runs beside the stream: rows inserted before its chunk is read may also
+        // come as R rows (the latest wins), so R may or may not be there.
+        let mut ops: Vec<char> = rows.iter().map(|r| r.op).filter(|&op| op != 'R').collect();
         ops.sort_unstable();
         ops.dedup();
         ops.into_iter().collect()
     };
-    // B and E: the empty table's copy.
+    // B and E: the table's copy.
     assert_eq!(ops, "BDEITU");
     let truncates = rows.iter().filter(|r| r.op == 'T').count();
     assert_eq!(truncates, 1, "one T row per truncated table");

@@ -580,7 +580,7 @@ impl Live {
                 table,
                 rows = self.progress.rows,
                 chunks,
-                elapsed_s = elapsed as u64,
+                elapsed_ms = (elapsed * 1000.0) as u64,
                 "Copy of the table complete"
             );
             for m in [
