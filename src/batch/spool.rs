@@ -73,6 +73,8 @@ pub struct SpoolWriter {
     path: PathBuf,
     encoder: Encoder,
     rows: u64,
+    /// Uncompressed bytes written: unlike `bytes`, a function of the rows alone.
+    input: u64,
     bytes: Arc<AtomicU64>,
 }
 
@@ -97,6 +99,7 @@ impl SpoolWriter {
             path,
             encoder,
             rows: 0,
+            input: 0,
             bytes,
         })
     }
@@ -111,6 +114,7 @@ impl SpoolWriter {
     }
 
     fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.input += bytes.len() as u64;
         match &mut self.encoder {
             Encoder::Plain(w) => w.write_all(bytes),
             Encoder::Gzip { pending, stage } => {
@@ -125,6 +129,12 @@ impl SpoolWriter {
 
     pub fn rows(&self) -> u64 {
         self.rows
+    }
+
+    /// Bytes written before compression. Deterministic: the same rows give the same count
+    /// whatever the compression thread's timing, which is what a split point must depend on.
+    pub fn input_bytes(&self) -> u64 {
+        self.input
     }
 
     /// Bytes on disk so far (compressed output lags the input by the two buffers in front of

@@ -109,6 +109,10 @@ pub(super) fn run(
     })
 }
 
+/// A chunk with at least this many rows closes its window at its commit, so a crash reads at
+/// most that chunk again; smaller chunks wait for the window's usual close.
+const SEAL_AFTER_CHUNK_ROWS: usize = 1024;
+
 /// Events taken from the channel per wake-up: one `block_on` per message would park and wake
 /// the pipeline thread a million times for a million-row transaction.
 const EVENT_BATCH: usize = 1024;
@@ -131,8 +135,8 @@ struct Pipeline<'a> {
     /// The `_seq` of the next row pgcdc adds to the open transaction (copy rows and markers at
     /// a watermark): after every row the transaction had.
     injected_seq: u64,
-    /// A chunk was placed in the open transaction: its window closes at the commit, so a crash
-    /// costs at most that one chunk read again.
+    /// A chunk of at least [`SEAL_AFTER_CHUNK_ROWS`] rows was placed in the open transaction:
+    /// its window closes at the commit, so a crash reads at most that chunk again.
     seal_after_commit: bool,
     /// Scratch for encoding a row whose key a copy's window needs.
     scratch: Vec<u8>,
@@ -588,6 +592,7 @@ impl Pipeline<'_> {
             changed,
             ends,
         } = placement;
+        let mut placed = 0;
         for (line, key) in rows.rows() {
             if !changed.is_empty() && changed.contains(key) {
                 continue;
@@ -595,11 +600,13 @@ impl Pipeline<'_> {
             let seq = self.injected_seq;
             self.injected_seq += 1;
             self.write_row(&table, Op::Read, seq, |out| out.extend_from_slice(line))?;
+            placed += 1;
         }
         if ends {
             self.inject_marker(&table, Op::CopyEnd)?;
         }
-        self.seal_after_commit = true;
+        // Chunks of small tables share windows (500 tables need not make 500 files).
+        self.seal_after_commit |= placed >= SEAL_AFTER_CHUNK_ROWS;
         Ok(())
     }
 

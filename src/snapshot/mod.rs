@@ -204,8 +204,41 @@ pub async fn published_tables(
     client: &tokio_postgres::Client,
     publications: &Publications,
 ) -> Result<Vec<PublishedTable>, SnapshotError> {
+    published_tables_where(client, publications, |_| true).await
+}
+
+/// [`published_tables`] for the one table `folder` (`schema.table`), without reading the
+/// columns of every other table: a copy plans its table in a few queries however many tables the
+/// publication has.
+pub async fn published_table(
+    client: &tokio_postgres::Client,
+    publications: &Publications,
+    folder: &str,
+) -> Result<Option<PublishedTable>, SnapshotError> {
+    Ok(
+        published_tables_where(client, publications, |(schema, name)| {
+            folder
+                .strip_prefix(schema.as_str())
+                .and_then(|r| r.strip_prefix('.'))
+                == Some(name.as_str())
+        })
+        .await?
+        .into_iter()
+        .next(),
+    )
+}
+
+async fn published_tables_where(
+    client: &tokio_postgres::Client,
+    publications: &Publications,
+    wanted: impl Fn(&(String, String)) -> bool,
+) -> Result<Vec<PublishedTable>, SnapshotError> {
     let mut tables = Vec::new();
-    for ((schema, name), entries) in publication_entries(client, publications).await? {
+    for ((schema, name), entries) in publication_entries(client, publications)
+        .await?
+        .into_iter()
+        .filter(|(table, _)| wanted(table))
+    {
         let qualified = format!("{}.{}", quote_ident(&schema), quote_ident(&name));
         let projection = crate::publication::combine(&format!("{schema}.{name}"), &entries)?;
         let published: Option<Vec<String>> = projection.columns.map(|c| c.into_iter().collect());

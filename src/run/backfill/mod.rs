@@ -686,8 +686,8 @@ async fn plan_copy(
     plan: Option<CopyPlan>,
     begin: bool,
 ) -> Result<(), RunError> {
-    let published = snapshot::published_tables(client, &shared.publications).await?;
-    let Some(published) = published.into_iter().find(|t| t.table.folder() == folder) else {
+    let published = snapshot::published_table(client, &shared.publications, &folder).await?;
+    let Some(published) = published else {
         let _ = sender.send(Ok(Event::Abandoned { folder }));
         return Ok(());
     };
