@@ -18,6 +18,10 @@ const ROWS: i64 = 2_000_000;
 /// A `big` table of 2M rows under `pgcdc_pub`, copied in 1 MiB chunks (about 17k rows each) by
 /// two workers.
 async fn big_table() -> Option<Fixture> {
+    big_table_in_chunks_of("1MiB").await
+}
+
+async fn big_table_in_chunks_of(chunk_size: &str) -> Option<Fixture> {
     Fixture::builder()
         .min_major(14)
         .ddl(&format!(
@@ -31,7 +35,7 @@ async fn big_table() -> Option<Fixture> {
         .max_file_bytes("64MiB")
         .format("csv.gz")
         .setting("snapshot.workers = 2")
-        .setting("snapshot.chunk_size = \"1MiB\"")
+        .setting(&format!("snapshot.chunk_size = \"{chunk_size}\""))
         .table("public.big", &["id"])
         .deadline(DEADLINE)
         .start_if_supported()
@@ -172,7 +176,8 @@ async fn a_big_table_is_copied_in_chunks_exactly_while_a_writer_changes_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_during_a_chunked_copy_redoes_at_most_one_chunk_per_kill() {
-    let Some(setup) = big_table().await else {
+    // Small chunks, so five kills land before the copy ends (about 400 chunks).
+    let Some(setup) = big_table_in_chunks_of("256KiB").await else {
         return;
     };
     let checkpoint = setup.sink.join("_pgcdc/pgcdc/checkpoint.json");
@@ -187,24 +192,29 @@ async fn sigkill_during_a_chunked_copy_redoes_at_most_one_chunk_per_kill() {
             .map_or(0, |d| d.len() as u64);
         Some(below + extra)
     };
+    let mut logs = String::new();
     for round in 0..5 {
         let mut pgcdc = setup.run(&setup.config);
         let before = chunks_done().unwrap_or(0);
-        let done = chunks_done.clone();
-        wait_until(
-            &format!("round {round}: two more chunks are durable"),
-            DEADLINE,
-            || {
-                let done = done.clone();
-                async move { (done().unwrap_or(0) >= before + 2).then_some(()) }
-            },
-        )
-        .await;
+        let started = std::time::Instant::now();
+        while chunks_done().unwrap_or(0) < before + 2 {
+            if started.elapsed() > DEADLINE {
+                pgcdc.kill();
+                panic!(
+                    "round {round}: no two more durable chunks in {DEADLINE:?} ({before} before); checkpoint:\n{}\nearlier rounds:\n{logs}\nthis round:\n{}",
+                    std::fs::read_to_string(setup.sink.join("_pgcdc/pgcdc/checkpoint.json"))
+                        .unwrap_or_default(),
+                    pgcdc.stderr()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert!(
             !copy_ended(&setup.rows()),
             "round {round}: the copy must still be running when pgcdc is killed"
         );
         pgcdc.kill();
+        logs.push_str(&pgcdc.stderr());
         if round == 0 {
             let mut status = Pgcdc::spawn(
                 [
