@@ -49,6 +49,8 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
+from pgcdc_files import parse_csv
+
 fakesnow = pytest.importorskip("fakesnow")
 import fakesnow.copy_into  # noqa: E402  (patched below)
 import fakesnow.transforms.options  # noqa: E402
@@ -251,37 +253,6 @@ def derive_copy(stage_root: Path) -> tuple[Derived, list[str]]:
 
 
 # --- expected values: pgcdc's CSV with the quoting kept -----------------------------------------
-
-
-def parse_csv(text: str) -> list[list[str | None]]:
-    """RFC 4180 records; an unquoted empty field is None (NULL), a quoted one ''."""
-    records, record, field, quoted, i = [], [], [], False, 0
-    at_field_start = True
-    while i < len(text):
-        c = text[i]
-        if quoted:
-            if c == '"' and text[i + 1 : i + 2] == '"':
-                field.append('"')
-                i += 1
-            elif c == '"':
-                quoted = False
-            else:
-                field.append(c)
-        elif c == '"' and at_field_start:
-            quoted, at_field_start = True, False
-            field.append("")  # marks the field as quoted: '' not NULL
-        elif c in ",\n":
-            record.append("".join(field) if field else None)
-            field, at_field_start = [], True
-            if c == "\n":
-                records.append(record)
-                record = []
-        else:
-            field.append(c)
-            at_field_start = False
-        i += 1
-    assert not field and not record, "a file must end with a line break"
-    return records
 
 
 def read_records(path: Path) -> tuple[list[str], list[list[str | None]]]:

@@ -148,6 +148,45 @@ target as (
 
 ),
 
+markers as (
+
+    select op, {{ pgcdc_position('commit_lsn', 'seq') }} as position
+    from {{ markers }}
+    where op in ('T', 'B', 'E') and commit_lsn <= {{ hi }}
+
+),
+
+reset as (
+
+    -- The last truncate, or the last copy begin with an end after it: keys whose latest change
+    -- is before it are gone.
+    select
+        case
+            when coalesce(max(case when op = 'T' then position end), -1)
+                 > coalesce(max(case when op = 'B' and position < last_end then position end), -1)
+                then coalesce(max(case when op = 'T' then position end), -1)
+            else coalesce(max(case when op = 'B' and position < last_end then position end), -1)
+        end as reset_position
+    from markers
+    cross join (select max(position) as last_end from markers where op = 'E') as ends
+
+),
+
+liveness_resets as (
+
+    -- For telling a key change from an update: a key is gone after a truncate, and after a
+    -- finished copy that did not copy it (from its E on).
+    select position as reset_position, position as effective_position from markers where op = 'T'
+    union all
+    select begins.position, min(ends.position)
+    from markers as begins
+    inner join markers as ends
+        on ends.op = 'E' and ends.position > begins.position
+    where begins.op = 'B'
+    group by begins.position
+
+),
+
 deletes as (
 
     select commit_lsn, seq, {{ keys | join(', ') }} from changes where op = 'D'
@@ -156,24 +195,46 @@ deletes as (
 
 flagged as (
 
-    -- For a key change: the key the D right before this U (same commit) removed, whether the
-    -- target has this key (and live), and this key's previous change in the batch.
+    -- For a key change: the key the D right before this U (same commit) removed, and this key's
+    -- previous change (in the batch, else the target's last one).
     select
         changes.*,
         {{ pgcdc_position('changes.commit_lsn', 'changes.seq') }} as position,
         {%- for key in keys %}
         deletes.{{ key }} as _pgcdc_from_{{ key }},
         {%- endfor %}
-        target.is_deleted as target_is_deleted,
-        lag(changes.op) over (
-            partition by {% for key in keys %}changes.{{ key }}{{ ', ' if not loop.last }}{% endfor %}
-            order by changes.commit_lsn, changes.seq
-        ) as previous_op
+        coalesce(
+            lag(changes.op) over (
+                partition by {% for key in keys %}changes.{{ key }}{{ ', ' if not loop.last }}{% endfor %}
+                order by changes.commit_lsn, changes.seq
+            ),
+            case when target.is_deleted then 'D' else target.last_op end
+        ) as previous_op,
+        coalesce(
+            lag({{ pgcdc_position('changes.commit_lsn', 'changes.seq') }}) over (
+                partition by {% for key in keys %}changes.{{ key }}{{ ', ' if not loop.last }}{% endfor %}
+                order by changes.commit_lsn, changes.seq
+            ),
+            {{ pgcdc_position('target.last_commit_lsn', 'target.last_seq') }}
+        ) as previous_position
     from changes
     left join deletes
         on changes.op = 'U' and deletes.commit_lsn = changes.commit_lsn and deletes.seq = changes.seq - 1
     left join target
         on {{ pgcdc_keys_equal('changes', 'target', keys) }}
+
+),
+
+reset_since_previous as (
+
+    -- Candidate key changes whose key was truncated or left out of a finished copy since its
+    -- previous change: the key did not exist any more.
+    select distinct flagged.commit_lsn, flagged.seq
+    from flagged
+    inner join liveness_resets
+        on liveness_resets.reset_position > flagged.previous_position
+        and liveness_resets.effective_position < flagged.position
+    where flagged.op = 'U' and flagged._pgcdc_from_{{ keys[0] }} is not null
 
 ),
 
@@ -189,15 +250,21 @@ lived as (
         ) as life
     from (
         select
-            *,
+            flagged.*,
             coalesce(
-                op = 'U'
-                and _pgcdc_from_{{ keys[0] }} is not null
+                flagged.op = 'U'
+                and flagged._pgcdc_from_{{ keys[0] }} is not null
                 and not {{ pgcdc_keys_equal('flagged', 'flagged', keys, '_pgcdc_from_') }}
-                and case when previous_op is null then coalesce(target_is_deleted, true) else previous_op = 'D' end,
+                and (
+                    flagged.previous_op is null
+                    or flagged.previous_op = 'D'
+                    or reset_since_previous.seq is not null
+                ),
                 false
             ) as is_key_change
         from flagged
+        left join reset_since_previous
+            on reset_since_previous.commit_lsn = flagged.commit_lsn and reset_since_previous.seq = flagged.seq
     ) as with_key_changes
 
 ),
@@ -243,30 +310,6 @@ latest as (
 
     select * from linked
     qualify row_number() over (partition by {{ keys | join(', ') }} order by life desc) = 1
-
-),
-
-markers as (
-
-    select op, {{ pgcdc_position('commit_lsn', 'seq') }} as position
-    from {{ markers }}
-    where op in ('T', 'B', 'E') and commit_lsn <= {{ hi }}
-
-),
-
-reset as (
-
-    -- The last truncate, or the last copy begin with an end after it: keys whose latest change
-    -- is before it are gone.
-    select
-        case
-            when coalesce(max(case when op = 'T' then position end), -1)
-                 > coalesce(max(case when op = 'B' and position < last_end then position end), -1)
-                then coalesce(max(case when op = 'T' then position end), -1)
-            else coalesce(max(case when op = 'B' and position < last_end then position end), -1)
-        end as reset_position
-    from markers
-    cross join (select max(position) as last_end from markers where op = 'E') as ends
 
 ),
 
