@@ -68,8 +68,12 @@
     select substr(file, {{ root | length + 2 }}) as path from glob('{{ root }}/*/dt=*/hour=*/*.csv*')
 {%- endmacro %}
 {% macro snowflake__pgcdc_loaded_listing() -%}
+    {#- ON_ERROR = CONTINUE skips a malformed line: a file with a gap in its row numbers is not
+        (completely) loaded. A file loaded twice repeats its row numbers: distinct. -#}
     {%- for table in pgcdc_tables().values() %}
-    select distinct _file_name as path from {{ source('pgcdc', table['source']) }}
+    select _file_name as path from {{ source('pgcdc', table['source']) }}
+    group by _file_name
+    having count(distinct _file_row_number) = max(_file_row_number)
     {{ 'union all' if not loop.last }}
     {%- endfor %}
 {%- endmacro %}
