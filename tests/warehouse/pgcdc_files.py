@@ -151,7 +151,7 @@ def replay(files: list[Path], keys: list[str], up_to_lsn: int) -> dict[tuple, di
             state[key] = {"values": entry["values"] if entry else None, "alive": False, "last": position}
             continue
         unchanged = set(json.loads(row["_unchanged"])) if row["_unchanged"] else set()
-        before = entry["values"] if entry else None
+        before = entry["values"] if entry and entry["alive"] else None
         previous = (position[0], position[1] - 1)
         if (op == "U" and previous in removed_by and (entry is None or not entry["alive"])
                 and tuple(changes[previous][k] for k in keys) != key):

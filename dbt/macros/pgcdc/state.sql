@@ -241,10 +241,11 @@ reset_since_previous as (
 lived as (
 
     -- A key's life starts at an insert, a copied row or a key change (each sends or inherits
-    -- every value); unsent values are looked up within the life, then where it came from.
+    -- every value), and after a delete (nothing is carried across it); unsent values are looked
+    -- up within the life, then where it came from.
     select
         *,
-        count(case when op in ('I', 'R') or is_key_change then 1 end) over (
+        count(case when op in ('I', 'R') or is_key_change or previous_op = 'D' then 1 end) over (
             partition by {{ keys | join(', ') }} order by commit_lsn, seq
             rows between unbounded preceding and current row
         ) as life
