@@ -181,6 +181,6 @@ def copy_dbt_project(destination: Path, stage: Path, tables: list[str] | None = 
     if not keep_shop_models:
         shutil.rmtree(project / "models" / "marts")
         for test in (project / "tests").glob("*.sql"):
-            if "ecommerce_sales" in test.read_text():
+            if any(name in test.read_text() for name in ("ecommerce_sales", "invoices", "products")):
                 test.unlink()
     return project

@@ -64,6 +64,27 @@ select * from final
 {%- endmacro %}
 
 
+{#- A row of the state: the key columns, every other column (`value`: a format string around
+    the column's name, or none for a typed NULL), the last change, is_deleted, the flag. -#}
+{% macro pgcdc_state_row(table, value, is_deleted, has_unresolved) -%}
+        {%- for column in table['columns'] %}
+        {%- if column['key'] %}
+        {{ column['name'] }},
+        {%- elif value is none %}
+        {{ pgcdc_cast('cast(null as ' ~ dbt.type_string() ~ ')', column['type']) }} as {{ column['name'] }},
+        {%- else %}
+        {{ value.format(column['name']) }} as {{ column['name'] }},
+        {%- endif %}
+        {%- endfor %}
+        last_op,
+        last_commit_lsn,
+        last_seq,
+        last_committed_at,
+        {{ is_deleted }} as is_deleted,
+        {{ has_unresolved }} as has_unresolved_unchanged_value
+{%- endmacro %}
+
+
 {% macro pgcdc_keys_equal(left, right, keys, right_prefix='') -%}
     ({%- for key in keys %}{{ left }}.{{ key }} = {{ right }}.{{ right_prefix }}{{ key }}{{ ' and ' if not loop.last }}{% endfor -%})
 {%- endmacro %}
@@ -92,6 +113,12 @@ select * from final
     {%- if result.rows | length > 0 -%}
         {%- set lo_lsn, lo_seq = result.rows[0][0] | int, result.rows[0][1] | int -%}
     {%- endif -%}
+{%- endif %}
+{%- set new_reset = false -%}
+{%- if is_incremental() and execute -%}
+    {%- set result = run_query("select count(*) from " ~ markers ~ " where op in ('T', 'E') and commit_lsn <= " ~ hi
+                               ~ " and " ~ pgcdc_position('commit_lsn', 'seq') ~ " > " ~ pgcdc_position(lo_lsn, lo_seq)) -%}
+    {%- set new_reset = result.rows[0][0] > 0 -%}
 {%- endif %}
 with
 
@@ -130,7 +157,9 @@ changes as (
 target as (
 
     {%- if is_incremental() %}
-    select * from {{ this }}
+    -- Only the keys the batch touches (a key change's old key has its D in the batch too).
+    select * from {{ this }} as existing
+    where exists (select 1 from changes where {{ pgcdc_keys_equal('changes', 'existing', keys) }})
     {%- else %}
     -- A full refresh starts from nothing.
     select
@@ -363,10 +392,13 @@ batch_rows as (
 reset_tombstones as (
 
     -- Target rows the batch does not touch, removed by a truncate or a finished re-copy in it.
+    -- Only a batch holding a T or an E reads the whole target (resets before the batch were
+    -- applied by the run that read them).
     select target.*
-    from target
+    from {{ this if new_reset else 'target' }} as target
     cross join reset
     where
+        {{ 'true' if new_reset else 'false' }} and
         not target.is_deleted
         and {{ pgcdc_position('target.last_commit_lsn', 'target.last_seq') }} < reset.reset_position
         and not exists (select 1 from latest where {{ pgcdc_keys_equal('latest', 'target', keys) }})
@@ -375,42 +407,16 @@ reset_tombstones as (
 
 final as (
 
-    select
-        {%- for column in table['columns'] %}
-        {%- if column['key'] %}
-        {{ column['name'] }},
-        {%- else %}
-        case when not is_deleted then {{ column['name'] }} end as {{ column['name'] }},
-        {%- endif %}
-        {%- endfor %}
-        last_op,
-        last_commit_lsn,
-        last_seq,
-        last_committed_at,
-        is_deleted,
-        not is_deleted and (
-            {%- for column in values %}
-            {{ column['name'] }}__unresolved{{ ' or' if not loop.last }}
-            {%- endfor %}
-        ) as has_unresolved_unchanged_value
+    {%- set unresolved = [] -%}
+    {%- for column in values -%}{%- do unresolved.append(column['name'] ~ '__unresolved') -%}{%- endfor %}
+
+    select {{ pgcdc_state_row(table, 'case when not is_deleted then {} end', 'is_deleted',
+                              'not is_deleted and (' ~ (unresolved | join(' or ') or 'false') ~ ')') }}
     from batch_rows
 
     union all
 
-    select
-        {%- for column in table['columns'] %}
-        {%- if column['key'] %}
-        {{ column['name'] }},
-        {%- else %}
-        {{ pgcdc_cast('cast(null as ' ~ dbt.type_string() ~ ')', column['type']) }} as {{ column['name'] }},
-        {%- endif %}
-        {%- endfor %}
-        last_op,
-        last_commit_lsn,
-        last_seq,
-        last_committed_at,
-        true as is_deleted,
-        false as has_unresolved_unchanged_value
+    select {{ pgcdc_state_row(table, none, 'true', 'false') }}
     from reset_tombstones
 
 )
