@@ -117,7 +117,7 @@ select * from final
 {%- set new_reset = false -%}
 {%- if is_incremental() and execute -%}
     {%- set result = run_query("select count(*) from " ~ markers ~ " where op in ('T', 'E') and commit_lsn <= " ~ hi
-                               ~ " and " ~ pgcdc_position('commit_lsn', 'seq') ~ " > " ~ pgcdc_position(lo_lsn, lo_seq)) -%}
+                               ~ " and " ~ pgcdc_position('commit_lsn', 'seq') ~ " > " ~ (lo_lsn * 1000000000000 + lo_seq)) -%}
     {%- set new_reset = result.rows[0][0] > 0 -%}
 {%- endif %}
 with
