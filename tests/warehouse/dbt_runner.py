@@ -3,6 +3,7 @@ with the replay of pgcdc's files (pgcdc_files.replay) and with each other."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from dataclasses import dataclass
@@ -20,17 +21,74 @@ class Dbt:
     stage: Path  # what pgcdc wrote (listing + checkpoint)
     raw: Path  # what is "loaded": the folder the sources read
 
-    def run(self, database: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        env = dict(os.environ, PGCDC_STAGE=str(self.stage), PGCDC_RAW=str(self.raw),
-                   PGCDC_DUCKDB_PATH=str(database), DBT_SEND_ANONYMOUS_USAGE_STATS="false", NO_COLOR="1")
+    def environment(self, database: Path) -> dict[str, str]:
+        return dict(PGCDC_STAGE=str(self.stage), PGCDC_RAW=str(self.raw), PGCDC_DUCKDB_PATH=str(database),
+                    DBT_SEND_ANONYMOUS_USAGE_STATS="false", NO_COLOR="1")
+
+    def arguments(self, database: Path, *args: str) -> list[str]:
         work = database.parent / f"{database.stem}-dbt"
-        command = [str(self.dbt), *args, "--project-dir", str(self.project), "--profiles-dir", str(self.project),
-                   "--target", "local", "--no-use-colors", "--target-path", str(work / "target"),
-                   "--log-path", str(work / "logs")]
+        return [*args, "--project-dir", str(self.project), "--profiles-dir", str(self.project), "--target", "local",
+                "--no-use-colors", "--target-path", str(work / "target"), "--log-path", str(work / "logs")]
+
+    def run(self, database: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        env = dict(os.environ, **self.environment(database))
+        command = [str(self.dbt), *self.arguments(database, *args)]
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
         if check and done.returncode != 0:
             raise AssertionError(f"dbt {' '.join(args)} failed:\n{done.stdout[-6000:]}\n{done.stderr[-3000:]}")
         return done
+
+
+class InProcessDbt:
+    """The same runs inside this process, on a manifest parsed once: a run costs what its models
+    cost, not dbt's start-up and parse (the batch loops run dbt twenty times and more). The
+    project and the environment variables its parse reads (PGCDC_STAGE, PGCDC_RAW) must not
+    change between runs."""
+
+    def __init__(self, dbt: Dbt, database: Path):
+        from dbt.cli.main import dbtRunner
+
+        with self._environment(dbt, database):
+            parsed = dbtRunner().invoke(dbt.arguments(database, "parse"))
+            self._close_database()
+        assert parsed.success, parsed.exception
+        self.dbt, self.runner = dbt, dbtRunner(manifest=parsed.result)
+
+    @staticmethod
+    def _close_database() -> None:
+        """dbt-duckdb keeps its database open between runs in one process: close it, so this
+        process can open the file (and the next run another one)."""
+        from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+        with DuckDBConnectionManager._LOCK:
+            if DuckDBConnectionManager._ENV is not None:
+                DuckDBConnectionManager._ENV.close()
+                DuckDBConnectionManager._ENV = None
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _environment(dbt: Dbt, database: Path):
+        saved = {k: os.environ.get(k) for k in dbt.environment(database)}
+        os.environ.update(dbt.environment(database))
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+    def run(self, database: Path, *args: str) -> None:
+        with self._environment(self.dbt, database):
+            try:
+                result = self.runner.invoke(self.dbt.arguments(database, *args))
+            finally:
+                self._close_database()
+        if not result.success:
+            messages = [f"{r.node.name}: {r.message}" for r in getattr(result.result, "results", [])
+                        if str(r.status) in ("error", "fail")]
+            raise AssertionError(f"dbt {' '.join(args)} failed: {messages or result.exception}")
 
 
 def completeness(database: Path, table: str) -> int:

@@ -21,13 +21,12 @@ from __future__ import annotations
 import json
 import random
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from dbt_runner import Dbt, completeness, current_differences, state_differences
+from dbt_runner import Dbt, InProcessDbt, completeness, current_differences, state_differences
 from pgcdc_files import (
     METADATA, data_file_path, data_files, encode_rows, file_range, read_rows, replay, write_checkpoint,
     write_schema,
@@ -109,15 +108,20 @@ def load(files: list[Path], stage: Path, raw: Path) -> None:
         shutil.copyfile(path, target)
 
 
-def check_batch(dbt: Dbt, work: Path, index: int, tables: dict[str, list[str]], stage: Path) -> dict[str, int]:
-    incremental, full = work / "incremental.duckdb", work / "full.duckdb"
+def incremental_database(work: Path) -> Path:
+    (work / "incremental").mkdir(exist_ok=True)
+    (work / "full").mkdir(exist_ok=True)
+    return work / "incremental" / "pgcdc.duckdb"
+
+
+def check_batch(dbt: InProcessDbt, work: Path, index: int, tables: dict[str, list[str]], stage: Path) -> dict[str, int]:
+    # Same file name, other folders: dbt-duckdb names the database after the file, and the
+    # manifest parsed once names it too.
+    incremental, full = incremental_database(work), work / "full" / "pgcdc.duckdb"
     full.unlink(missing_ok=True)
-    # Both at once (two cores); state models and what they need only.
-    with ThreadPoolExecutor(2) as pool:
-        runs = [pool.submit(dbt.run, incremental, "run", "--select", STATE_MODELS),
-                pool.submit(dbt.run, full, "run", "--full-refresh", "--select", STATE_MODELS)]
-        for run in runs:
-            run.result()
+    # State models and what they need only, in this process (InProcessDbt: no start-up per run).
+    dbt.run(incremental, "run", "--select", STATE_MODELS)
+    dbt.run(full, "run", "--full-refresh", "--select", STATE_MODELS)
     reached = {}
     for table, keys in tables.items():
         model = table.split(".", 1)[1]
@@ -145,13 +149,15 @@ def test_hand_made_markers_key_changes_part_sets_and_a_missing_file(tmp_path, db
     paths = write_hand_made(stage)
     (raw / "_pgcdc").mkdir(parents=True)
     dbt = Dbt(dbt_bin, copy_dbt_project(tmp_path, stage), stage, raw)
+    load([paths["F1"]], stage, raw)  # the parse needs a file to read the source's columns from
+    runner = InProcessDbt(dbt, incremental_database(tmp_path))
     reached = []
     for index, batch in enumerate(BATCHES):
         load([paths[name] for name in batch], stage, raw)
-        reached.append(check_batch(dbt, tmp_path, index, {THINGS: ["id"]}, stage)[THINGS])
+        reached.append(check_batch(runner, tmp_path, index, {THINGS: ["id"]}, stage)[THINGS])
         if index == 1:
             # F3 is in the stage, not in RAW: the missing-file test fails once the grace is over.
-            database = tmp_path / "incremental.duckdb"
+            database = incremental_database(tmp_path)
             failed = dbt.run(database, "test", "--select", "assert_no_stage_file_missing_from_raw",
                              "--vars", '{"pgcdc_missing_file_grace_minutes": 0}', check=False)
             assert failed.returncode != 0 and "FAIL 7" in failed.stdout, failed.stdout[-3000:]  # F3 and every file after it
@@ -159,13 +165,13 @@ def test_hand_made_markers_key_changes_part_sets_and_a_missing_file(tmp_path, db
             assert passed.returncode == 0, "within the grace period a late file is not an error"
         if index == 3:
             # Before the re-copy ends (completeness 179): the key-change chain after the truncate.
-            with duckdb.connect(str(tmp_path / "incremental.duckdb"), read_only=True) as con:
+            with duckdb.connect(str(incremental_database(tmp_path)), read_only=True) as con:
                 live = dict(con.execute("select id, big from int_things__current").fetchall())
             assert set(live) == {6, 7, 81} and live[81] == "big8", live
     assert reached == EXPECTED_COMPLETENESS
 
     # The rules, spelled out (the replay agrees, but it is code too).
-    with duckdb.connect(str(tmp_path / "incremental.duckdb"), read_only=True) as con:
+    with duckdb.connect(str(incremental_database(tmp_path)), read_only=True) as con:
         live = {r[0]: r[1:] for r in con.execute(
             "select id, name, big, amount, has_unresolved_unchanged_value from int_things__current").fetchall()}
         deleted = {r[0] for r in con.execute("select id from int_things__state where is_deleted").fetchall()}
@@ -174,7 +180,7 @@ def test_hand_made_markers_key_changes_part_sets_and_a_missing_file(tmp_path, db
     assert not any(row[3] for row in live.values())
     assert {1, 3, 4, 5, 21} <= deleted, "the truncate removed the rows before it"
     assert {7, 9} <= deleted, "a finished copy removes the keys it did not copy"
-    build = dbt.run(tmp_path / "incremental.duckdb", "build")
+    build = dbt.run(incremental_database(tmp_path), "build")
     assert "ERROR=0" in build.stdout
 
 
@@ -207,10 +213,12 @@ def workload(tmp_path_factory, fixture_dir, dbt_bin):
     batches = [files[a:b] for a, b in zip([0] + cuts, cuts + [len(files)])]
     batches[0] += firsts
     print(f"workload seed {seed}: {len(files)} files in {len(batches)} batches of {[len(b) for b in batches]}")
+    load(batches[0], stage, raw)  # the parse needs a file of each table
+    runner = InProcessDbt(dbt, incremental_database(work))
     reached = []
     for index, batch in enumerate(batches):
         load(batch, stage, raw)
-        reached.append(check_batch(dbt, work, index, FIXTURE_TABLES, stage))
+        reached.append(check_batch(runner, work, index, FIXTURE_TABLES, stage))
     return dict(dbt=dbt, work=work, reached=reached, fixture_dir=fixture_dir, stage=stage)
 
 
@@ -227,7 +235,7 @@ def test_each_batch_equals_full_refresh_and_replay(workload):
 
 
 def test_final_state_equals_the_source_tables(workload):
-    database = workload["work"] / "incremental.duckdb"
+    database = incremental_database(workload["work"])
     for table, keys in FIXTURE_TABLES.items():
         name = table.split(".", 1)[1]
         source_csv = workload["fixture_dir"] / f"{name}.csv"
@@ -258,9 +266,9 @@ def test_workload_exercised_toast_key_changes_truncates_and_the_recopy(workload)
 def test_values_that_used_to_drop_files_load_and_are_counted(workload):
     """NaN, infinities, BC dates, a year past DuckDB's timestamp and a 1 MiB text: every row is
     there; what DuckDB's types cannot hold is NULL and counted by the cast-failure test."""
-    dbt, database = workload["dbt"], workload["work"] / "incremental.duckdb"
+    dbt, database = workload["dbt"], incremental_database(workload["work"])
     result = dbt.run(database, "build", "--select", "stg_pgcdc__wh_events", check=False)
-    run_results = json.loads((database.parent / "incremental-dbt/target/run_results.json").read_text())
+    run_results = json.loads((database.parent / "pgcdc-dbt/target/run_results.json").read_text())
     (cast_test,) = [r for r in run_results["results"] if "pgcdc_cast_failures" in r["unique_id"]]
     assert cast_test["status"] == "warn", (cast_test["status"], result.stdout[-2000:])
     with duckdb.connect(str(database), read_only=True) as con:
