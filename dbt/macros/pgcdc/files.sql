@@ -83,9 +83,16 @@
     {{ return(adapter.dispatch('pgcdc_checkpoint_lsn', 'pgcdc')()) }}
 {%- endmacro %}
 {% macro default__pgcdc_checkpoint_lsn() -%}
+    {%- if var('pgcdc_checkpoint', 'required') == 'none' %}
+    -- var pgcdc_checkpoint = none: a copy of table folders without pgcdc's bookkeeping (a
+    -- test's export); every file present counts as complete.
+    select max({{ pgcdc_hex_to_lsn(pgcdc_regex_group('path', pgcdc_data_file_regex(), 3)) }}) as checkpoint_lsn
+    from ({{ pgcdc_stage_listing() }}) as listing
+    {%- else %}
     select {{ pgcdc_xy_to_lsn('commit_lsn') }} as checkpoint_lsn
     from read_json('{{ pgcdc_stage_dir() }}/_pgcdc/{{ var("pgcdc_slot", "pgcdc") }}/checkpoint.json',
                    columns = {commit_lsn: 'varchar'})
+    {%- endif %}
 {%- endmacro %}
 {% macro snowflake__pgcdc_checkpoint_lsn() -%}
     select {{ pgcdc_xy_to_lsn('$1:commit_lsn::varchar') }} as checkpoint_lsn
