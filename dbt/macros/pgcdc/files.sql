@@ -150,3 +150,34 @@
 {% macro snowflake__pgcdc_regex_matches(expression, pattern) -%}
     regexp_like({{ expression }}, '.*{{ pattern }}')
 {%- endmacro %}
+
+{#- The relation a batch reads: the table's source. On DuckDB only the files whose LSN range
+    (from their names) meets the batch are given to read_csv: with union_by_name it would
+    otherwise open every file of the table's history to learn its header, on every run.
+    The options are the source's (models/staging/__sources.yml). -#}
+{% macro pgcdc_batch_source(table, lo_lsn, hi_lsn) -%}
+    {{ return(adapter.dispatch('pgcdc_batch_source', 'pgcdc')(table, lo_lsn, hi_lsn)) }}
+{%- endmacro %}
+{% macro default__pgcdc_batch_source(table, lo_lsn, hi_lsn) -%}
+    {%- set relation = source('pgcdc', table['source']) -%}
+    {%- if not execute -%} {{ return(relation) }} {%- endif -%}
+    {%- set listing = run_query("select file from glob('" ~ pgcdc_raw_dir() ~ "/" ~ table['folder'] ~ "/*/*/*.csv*') order by file") -%}
+    {%- set files = [] -%}
+    {%- for row in listing.rows -%}
+        {%- set match = modules.re.search('([0-9A-F]{16})-([0-9A-F]{16})[^/]*$', row[0]) -%}
+        {%- if match and match.group(2) | int(base=16) >= lo_lsn and match.group(1) | int(base=16) <= hi_lsn -%}
+            {%- do files.append(row[0]) -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {%- if not files and listing.rows | length > 0 -%}
+        {#- Nothing new: read one file (the batch filter keeps none of its rows). -#}
+        {%- do files.append(listing.rows[-1][0]) -%}
+    {%- endif -%}
+    {%- if not files -%} {{ return(relation) }} {%- endif -%}
+    {{ return("read_csv(['" ~ files | join("', '") ~ "'], header=true, delim=',', quote='\"', escape='\"', "
+              ~ "all_varchar=true, allow_quoted_nulls=false, union_by_name=true, hive_partitioning=false, "
+              ~ "filename='_file_name')") }}
+{%- endmacro %}
+{% macro snowflake__pgcdc_batch_source(table, lo_lsn, hi_lsn) -%}
+    {{ return(source('pgcdc', table['source'])) }}
+{%- endmacro %}

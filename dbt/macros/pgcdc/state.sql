@@ -36,7 +36,7 @@ markers as (
         cast(_op as {{ dbt.type_string() }}) as op,
         {{ pgcdc_cast_lsn('_commit_lsn') }} as commit_lsn,
         cast(_seq as {{ dbt.type_bigint() }}) as seq
-    from {{ source('pgcdc', table['source']) }}
+    from {{ pgcdc_batch_source(table, lo, hi) }} as batch
     where {{ pgcdc_batch_filter(lo, 999999999999, hi) }} and _op in ('T', 'B', 'E')
 
 ),
@@ -103,7 +103,11 @@ select * from final
 {%- set values = table['columns'] | rejectattr('key') | list -%}
 {%- set hops = var('pgcdc_key_change_hops', 3) | int -%}
 {%- set markers = ref('int_' ~ table['id'] ~ '__markers') -%}
-{{ config(materialized='incremental', unique_key=keys, incremental_strategy='merge',
+{#- Snowflake: MERGE. DuckDB: delete+insert, same rows (one per key per batch): DuckDB 2.0's
+    MERGE took 1.5 s to apply 10k rows to a 3M-row table where delete+insert takes 0.04 s
+    (var pgcdc_duckdb_incremental_strategy to choose). -#}
+{{ config(materialized='incremental', unique_key=keys,
+          incremental_strategy=(var('pgcdc_duckdb_incremental_strategy', 'delete+insert') if target.type == 'duckdb' else 'merge'),
           on_schema_change='append_new_columns') }}
 {%- set hi = pgcdc_completeness_lsn(table_name) -%}
 {%- set lo_lsn, lo_seq = -1, 0 -%}
@@ -125,7 +129,7 @@ with
 batch as (
 
     -- The changes after the last one applied, up to the completeness LSN.
-    select * from {{ source('pgcdc', table['source']) }}
+    select * from {{ pgcdc_batch_source(table, lo_lsn, hi) }} as source_rows
     where {{ pgcdc_batch_filter(lo_lsn, lo_seq, hi) }}
 
 ),
