@@ -10,7 +10,7 @@ CARGO ?= cargo
 # With a committed lock file, builds must not silently pick other versions.
 LOCKED := $(if $(wildcard Cargo.lock),--locked,)
 
-.PHONY: build build-release test cargo-test matrix-17 test-matrix warehouse-test lint fmt clippy deps demo demo-run bench torture fuzz clean
+.PHONY: build build-release test cargo-test matrix-17 test-matrix warehouse-test lint fmt clippy deps demo demo-run bench bench-dbt torture fuzz clean
 
 # The dev profile (optimised dependencies, see Cargo.toml): the same build the tests use, so
 # `make demo` after `make test` (or the other way round) compiles nothing twice.
@@ -64,6 +64,12 @@ demo-run:
 bench: deps build-release
 	bash benches/bench.sh
 	$(CARGO) bench $(LOCKED) --bench decode --bench csv_encode --bench restart
+
+# The warehouse half at volume: 5M change rows of synthetic history plus 10k new ones, the dbt
+# state model's incremental run against a full refresh on DuckDB (must take <= 10% of it and
+# give the same table). No PostgreSQL, no cargo (scripts/warehouse-bench.py).
+bench-dbt: deps
+	$(or $(PGCDC_VENV),$(HOME)/.cache/pgcdc/venv)/bin/python scripts/warehouse-bench.py
 
 # The full torture suite: a random workload while pgcdc is killed 28 times, S3 is down for 60 s,
 # PostgreSQL restarts (fast and immediate), connections are cut, the spool disk fills up and

@@ -14,7 +14,12 @@
 # (replication_setup/type_zoo.sql), half before pgcdc starts (copied by the snapshot), half while
 # it streams. Whether the files rebuild the table is what the warehouse tests check (dbt on DuckDB).
 #
-# Knobs: FIXTURE_ROWS (2000), FIXTURE_WORKLOAD_SECONDS (5), FIXTURE_KEEP=1 (keep the temp dir and
+# Then a seeded random workload on two more shapes (tests/warehouse/workload.py: composite key,
+# TOAST, key changes, truncates; uuid key and the values that used to drop files), a re-copy
+# (`pgcdc slot reset --yes`, then pgcdc again) and more workload; wh_accounts.csv, wh_events.csv
+# are those tables at the end, seed.txt the seed.
+#
+# Knobs: FIXTURE_SEED (random), FIXTURE_ROWS (2000), FIXTURE_WORKLOAD_SECONDS (5), FIXTURE_KEEP=1 (keep the temp dir and
 # print its path), PGCDC_BIN (default $CARGO_TARGET_DIR/debug/pgcdc: the build `make test` uses),
 # PGCDC_PG_BINDIR (see scripts/lib/cluster.sh).
 set -euo pipefail
@@ -28,6 +33,7 @@ target_dir=${CARGO_TARGET_DIR:-$HOME/.cache/pgcdc/target}
 pgcdc_bin=${PGCDC_BIN:-$target_dir/debug/pgcdc}
 rows=${FIXTURE_ROWS:-2000}
 workload_seconds=${FIXTURE_WORKLOAD_SECONDS:-5}
+workload_seed=${FIXTURE_SEED:-$RANDOM}
 die() { printf 'fixture: %s\n' "$*" >&2; exit 1; }
 
 work=$(mktemp -d "$(cluster_scratch_base)/pgcdc-fixture-XXXXXX")
@@ -53,10 +59,15 @@ cluster_start "$work/pg"
 cluster_bootstrap
 info "$(pg_run "$PG_BINDIR" postgres --version) on 127.0.0.1:$PG_PORT"
 shop_setup "$rows"
+step "Two more table shapes for the generic dbt package (tests/warehouse/workload.py setup)"
+python3 "$SHOP_REPO/tests/warehouse/workload.py" setup | sql -q >/dev/null
 step "The type zoo, before pgcdc starts (replication_setup/type_zoo.sql, phase=snapshot)"
 sql -v phase=snapshot -f "$SHOP_REPO/replication_setup/type_zoo.sql"
 
 pgcdc_write_config "$work/pgcdc.toml" "url = \"file://$stage\""
+# Small files: the random workload below spreads over many files and its big transactions over
+# part sets, for the warehouse tests to load in random batches.
+sed -i -e 's/^max_file_bytes = .*/max_file_bytes = "256KiB"/' -e 's/^window = .*/window = "1s"/' "$work/pgcdc.toml"
 pgcdc_start "$pgcdc_bin" "$work/pgcdc.toml" "$work/pgcdc.log"
 
 step "The shop workload for ${workload_seconds}s (replication_setup/workload.sql)"
@@ -71,7 +82,20 @@ sql -v txns=40 -f "$SHOP_REPO/replication_setup/workload.sql" >/dev/null
 step "The type zoo while pgcdc streams: the same rows again, updates, deletes (phase=stream)"
 sql -v phase=stream -f "$SHOP_REPO/replication_setup/type_zoo.sql"
 
+step "A seeded random workload on the other shapes (seed $workload_seed)"
 read_checkpoint() { cat "$stage/_pgcdc/$PGCDC_SLOT/checkpoint.json" 2>/dev/null; }
+# In 8 chunks, each made durable before the next: at least that many files per table.
+for chunk in 1 2 3 4 5 6 7 8; do
+    python3 "$SHOP_REPO/tests/warehouse/workload.py" txns --seed "$((workload_seed * 10 + chunk))" --count 20 | sql -q >/dev/null
+    pgcdc_wait_durable read_checkpoint >/dev/null
+done
+pgcdc_stop
+
+step "A re-copy: pgcdc slot reset --yes, then pgcdc again (a fresh snapshot of every table), more workload"
+"$pgcdc_bin" slot reset --yes --config "$work/pgcdc.toml" >>"$work/pgcdc.log" 2>&1
+pgcdc_start "$pgcdc_bin" "$work/pgcdc.toml" "$work/pgcdc.log"
+python3 "$SHOP_REPO/tests/warehouse/workload.py" txns --seed "$((workload_seed + 1))" --count 50 | sql -q >/dev/null
+sql -v txns=10 -f "$SHOP_REPO/replication_setup/workload.sql" >/dev/null
 pgcdc_wait_durable read_checkpoint
 pgcdc_stop
 
@@ -81,12 +105,16 @@ rm -rf "$out/stage"
 cp -a "$stage" "$out/stage"
 rm -rf "$out/stage/_pgcdc/$PGCDC_SLOT/spool"
 sql -c "\\copy (select * from $SHOP_TABLE order by $SHOP_KEY) to '$out/$SHOP_TABLE.csv' with (format csv, header true)"
+for shape in wh_accounts wh_events; do
+    sql -c "\\copy (select * from public.$shape) to '$out/$shape.csv' with (format csv, header true)"
+done
 sql <<SQL
 set client_encoding = 'UTF8'; set datestyle = 'ISO'; set timezone = 'UTC'; set intervalstyle = 'postgres';
 set extra_float_digits = 3; set bytea_output = 'hex'; set lc_monetary = 'C';
 \\copy (select * from public.type_zoo order by id) to '$out/type_zoo_text.csv' with (format csv, header true)
 \\copy (select * from public.type_zoo_canonical order by id) to '$out/type_zoo_expected.csv' with (format csv, header true)
 SQL
+echo "$workload_seed" >"$out/seed.txt"
 files=$(change_files "$out/stage" | wc -l)
 ((files > 0)) || die "pgcdc wrote no change files"
-info "fixture: $files change files; $SHOP_TABLE has $(sql -At -c "select count(*) from $SHOP_TABLE") rows, type_zoo $(sql -At -c 'select count(*) from public.type_zoo')"
+info "fixture: seed $workload_seed; $files change files; $SHOP_TABLE has $(sql -At -c "select count(*) from $SHOP_TABLE") rows, type_zoo $(sql -At -c 'select count(*) from public.type_zoo')"

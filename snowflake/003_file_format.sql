@@ -54,3 +54,10 @@ create file format if not exists pgcdc.raw.pgcdc_csv
     timestamp_format = auto
     encoding = 'UTF8'
     comment = 'pgcdc change files: gzip CSV with a header, RFC 4180 quoting, NULL = unquoted empty field, '''' = ""';
+
+-- pgcdc's checkpoint (_pgcdc/SLOT/checkpoint.json), read in place by dbt
+-- (int_pgcdc__completeness): everything at or before its commit_lsn is durable in the stage.
+create file format if not exists pgcdc.raw.pgcdc_json
+    type = json
+    compression = auto
+    comment = 'pgcdc checkpoint.json';

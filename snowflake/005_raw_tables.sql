@@ -19,15 +19,23 @@
 --                zone and rely on everyone remembering it was UTC.
 --   _unchanged   VARCHAR: empty, or the JSON text of the unchanged-TOAST column names
 --                (["description"]); dbt parses it (PARSE_JSON). Kept as the exact text of the file.
---   source columns: PostgreSQL type -> Snowflake type (bigint/integer -> NUMBER, numeric(p,s) ->
---                NUMBER(p,s), text -> VARCHAR, timestamp -> TIMESTAMP_NTZ).
+--   source columns: VARCHAR, every one, whatever the PostgreSQL type. A typed column fails the
+--                COPY on a value Snowflake's type cannot hold (numeric NaN, a timestamp
+--                'infinity', a BC date, a year past 9999, text over the type's length): no value
+--                can fail a VARCHAR (16 MB; pgcdc's text is PostgreSQL's output, a 1 GB text
+--                aside). dbt casts them with TRY_ functions and counts what does not fit
+--                (README.md "Type mapping", dbt test pgcdc_cast_failures).
 --   _loaded_at   TIMESTAMP_LTZ: when the COPY that loaded the row started (METADATA$START_SCAN_TIME).
 --                The DEFAULT serves rows inserted any other way; a COPY with MATCH_BY_COLUMN_NAME
 --                does not apply column defaults, hence INCLUDE_METADATA.
 --
 -- ENABLE_SCHEMA_EVOLUTION: a column added to the source table (ALTER TABLE ... ADD COLUMN) shows
 -- up in the header of later files; the load then adds it to this table instead of dropping its
--- values. Dropped source columns simply load as NULL from then on.
+-- values. Snowflake infers the new column's type from the data, so add it yourself as VARCHAR
+-- when the schema file appears (`alter table ... add column if not exists new_column varchar`) to
+-- keep RAW all text; dbt reads every value column as ::varchar either way. Dropped source
+-- columns load as NULL from then on; a renamed column arrives under its new name and dbt
+-- (scripts/dbt-generate.py) reads the old name for older rows.
 --
 -- IF NOT EXISTS, never OR REPLACE: this table is the only copy of the change history in Snowflake.
 
@@ -35,21 +43,21 @@ use role loader;
 
 create table if not exists pgcdc.raw.ecommerce_sales_changes (
     -- pgcdc's metadata columns
-    _op               varchar(1)    comment 'I insert, U update (new row), D delete (key only), T truncate, R snapshot read',
+    _op               varchar(1)    comment 'I insert, U update (new row), D delete (key only), T truncate, R copied row, B/E copy begins/ends',
     _commit_lsn       number(20,0)  comment 'Commit LSN of the transaction as an integer; snapshot rows carry the slot''s consistent point',
     _seq              number(20,0)  comment 'Position of the change in its transaction from 0; (_commit_lsn, _seq) is unique and increasing',
     _xid              number(10,0)  comment 'Transaction id; NULL for snapshot rows',
     _commit_ts        timestamp_tz(6) comment 'Commit time (snapshot time for R rows), UTC',
     _unchanged        varchar       comment 'NULL, or a JSON array of columns whose unchanged TOAST value was not sent (keep the previous value)',
-    -- public.ecommerce_sales, in attribute order
-    id                number(19,0),
+    -- public.ecommerce_sales, in attribute order, as text
+    id                varchar,
     invoice_no        varchar,
     stock_code        varchar,
     description       varchar,
-    quantity          number(10,0),
-    invoice_date      timestamp_ntz(6),
-    unit_price        number(10,2),
-    customer_id       number(10,0),
+    quantity          varchar,
+    invoice_date      varchar,
+    unit_price        varchar,
+    customer_id       varchar,
     country           varchar,
     -- filled by the load (INCLUDE_METADATA)
     _file_name        varchar       comment 'Stage path of the file the row came from (METADATA$FILENAME)',

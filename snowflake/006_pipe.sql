@@ -9,8 +9,14 @@
 --   match_by_column_name                columns by the file's header (PARSE_HEADER, 003), not by position
 --   include_metadata                    where each row came from and when it was loaded; needs
 --                                       MATCH_BY_COLUMN_NAME and ERROR_ON_COLUMN_COUNT_MISMATCH = FALSE
---   on_error = skip_file                a file that fails loads nothing (never half a file) and the
---                                       others go on; it shows in COPY_HISTORY (README.md "Monitoring")
+--   on_error = continue                 RAW is all text, so no value can fail; what is left is a
+--                                       malformed line (a damaged file). SKIP_FILE would drop the
+--                                       whole file silently (freshness stays green); ABORT_STATEMENT
+--                                       is not allowed in a pipe. CONTINUE loads every other line and
+--                                       counts the error (COPY_HISTORY error_count): checks.sql lists
+--                                       such files, and dbt counts a file with a gap in its
+--                                       _file_row_number as not loaded, which holds the current state
+--                                       back before it (int_pgcdc__completeness).
 --
 -- Load history makes a file load once: a replayed upload of the same name and content is skipped.
 -- A pipe keeps its history (14 days) as long as it exists, so change it with care: CREATE OR
@@ -39,7 +45,7 @@ copy into pgcdc.raw.ecommerce_sales_changes
         _file_row_number = metadata$file_row_number,
         _loaded_at = metadata$start_scan_time
     )
-    on_error = skip_file;
+    on_error = continue;
 
 show pipes like 'ECOMMERCE_SALES_PIPE' in schema pgcdc.raw;
 select system$pipe_status('pgcdc.raw.ecommerce_sales_pipe');

@@ -35,7 +35,7 @@ copy into pgcdc.raw.ecommerce_sales_changes
         _file_row_number = metadata$file_row_number,
         _loaded_at = metadata$start_scan_time
     )
-    on_error = skip_file;
+    on_error = continue;
 
 -- A task is created suspended.
 alter task pgcdc.raw.load_ecommerce_sales_changes resume;

@@ -6,7 +6,7 @@ last_truncate as (
     select
         commit_lsn,
         seq
-    from {{ ref('stg_ecommerce_sales__changes') }}
+    from {{ ref('stg_pgcdc__ecommerce_sales') }}
     where op = 'T'
     qualify row_number() over (order by commit_lsn desc, seq desc) = 1
 

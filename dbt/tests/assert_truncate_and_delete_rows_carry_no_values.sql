@@ -5,7 +5,7 @@ select
     commit_lsn,
     seq,
     id
-from {{ ref('stg_ecommerce_sales__changes') }}
+from {{ ref('stg_pgcdc__ecommerce_sales') }}
 where
     (op = 'T' and (id is not null or invoice_no is not null or stock_code is not null
                    or quantity is not null or unit_price is not null or invoice_date is not null))

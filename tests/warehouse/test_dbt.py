@@ -121,9 +121,9 @@ def test_build_ran_models_data_tests_and_unit_tests(build):
         by_kind.setdefault(kind, []).append(result["status"])
     failed = [r["unique_id"] for r in results if r["status"] not in ("success", "pass")]
     assert not failed, f"not passing: {failed}"
-    assert len(by_kind.get("model", [])) == 4, by_kind
-    assert len(by_kind.get("test", [])) >= 40, by_kind
-    assert len(by_kind.get("unit_test", [])) >= 5, by_kind
+    assert len(by_kind.get("model", [])) == 8, by_kind
+    assert len(by_kind.get("test", [])) >= 30, by_kind
+    assert len(by_kind.get("unit_test", [])) >= 2, by_kind
     print(
         f"dbt build: {len(by_kind['model'])} models, {len(by_kind['test'])} data tests, "
         f"{len(by_kind['unit_test'])} unit tests in {build['build_seconds']:.1f}s"
@@ -139,7 +139,7 @@ def test_the_double_load_was_read_and_deduplicated(build):
         f"count(*) filter (where _file_name = ?) from {files}",
         [str(build["replayed"])],
     ).fetchone()
-    (staged,) = con.execute("select count(*) from stg_ecommerce_sales__changes").fetchone()
+    (staged,) = con.execute("select count(*) from stg_pgcdc__ecommerce_sales").fetchone()
     assert from_replayed > 0, "the replayed file was not picked up by the glob"
     assert raw == distinct_keys + from_replayed
     assert staged == distinct_keys, f"staging has {staged} rows for {distinct_keys} distinct changes"
@@ -147,9 +147,9 @@ def test_the_double_load_was_read_and_deduplicated(build):
 
 def test_fixture_exercises_truncate_toast_and_deletes(build):
     counts = dict(build["con"].execute(
-        "select 'T', count(*) from stg_ecommerce_sales__changes where op = 'T' "
-        "union all select 'D', count(*) from stg_ecommerce_sales__changes where op = 'D' "
-        "union all select 'unchanged', count(*) from stg_ecommerce_sales__changes where description_is_unchanged"
+        "select 'T', count(*) from stg_pgcdc__ecommerce_sales where op = 'T' "
+        "union all select 'D', count(*) from stg_pgcdc__ecommerce_sales where op = 'D' "
+        "union all select 'unchanged', count(*) from stg_pgcdc__ecommerce_sales where description_is_unchanged"
     ).fetchall())
     assert counts["T"] >= 1 and counts["D"] >= 1 and counts["unchanged"] >= 1, (
         f"the fixture lacks the changes this test is about ({counts}); regenerate it with "

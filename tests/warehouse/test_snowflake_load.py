@@ -49,6 +49,8 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
+from pgcdc_files import parse_csv
+
 fakesnow = pytest.importorskip("fakesnow")
 import fakesnow.copy_into  # noqa: E402  (patched below)
 import fakesnow.transforms.options  # noqa: E402
@@ -100,6 +102,11 @@ EDGE_ROWS = [
     f'U,{MAX_LSN},4,4294967295,2099-12-31T23:59:59.999999Z,,5,X5,S5,"",5,2099-12-31 23:59:59,5.00,4,UK',
     f"D,{MAX_LSN},5,4294967295,2099-12-31T23:59:59.999999Z,,6,,,,,,,,",
     f"T,{MAX_LSN},6,4294967295,2099-12-31T23:59:59.999999Z,,,,,,,,,,",
+    # What a typed RAW table dropped whole files for: NaN into NUMBER(10,2), a timestamp
+    # 'infinity' and a BC one, a year past 9999, a 1 MiB text. RAW is text: all of it loads.
+    f"I,{MAX_LSN},7,4294967295,2099-12-31T23:59:59.999999Z,,7,X7,S7,{'x' * 2**20},7,infinity,NaN,,UK",
+    f"I,{MAX_LSN},8,4294967295,2099-12-31T23:59:59.999999Z,,8,X8,S8,bc,8,0044-03-15 10:00:00 BC,-Infinity,,UK",
+    f"I,{MAX_LSN},9,4294967295,2099-12-31T23:59:59.999999Z,,9,X9,S9,far,9,294276-12-31T23:59:59,1e400,,UK",
 ]
 
 
@@ -163,7 +170,7 @@ def derive_setup(stage_url: str) -> list[Derived]:
     for create in creates("001_database.sql", "DATABASE") + creates("001_database.sql", "SCHEMA"):
         derived.append(Derived("001_database.sql", create.sql("snowflake"), []))
 
-    (file_format,) = creates("003_file_format.sql", "FILE FORMAT")
+    (file_format,) = [f for f in creates("003_file_format.sql", "FILE FORMAT") if f.this.name.upper() == "PGCDC_CSV"]
     file_format = file_format.copy()
     changes = []
     for prop in list(property_list(file_format)):
@@ -196,9 +203,9 @@ def derive_setup(stage_url: str) -> list[Derived]:
         if isinstance(prop, exp.Property) and prop.name.upper() == "URL":
             prop.set("value", exp.Literal.string(stage_url))
             changes.append(f"URL -> {stage_url}")
-        elif isinstance(prop, exp.Property) and prop.name.upper() == "STORAGE_INTEGRATION":
+        elif isinstance(prop, exp.Property) and prop.name.upper() in ("STORAGE_INTEGRATION", "DIRECTORY"):
             prop.pop()
-            changes.append("STORAGE_INTEGRATION dropped")
+            changes.append(f"{prop.name.upper()} dropped")
     derived.append(Derived("004_stage.sql", stage.sql("snowflake"), changes))
 
     (table,) = creates("005_raw_tables.sql", "TABLE")
@@ -251,37 +258,6 @@ def derive_copy(stage_root: Path) -> tuple[Derived, list[str]]:
 
 
 # --- expected values: pgcdc's CSV with the quoting kept -----------------------------------------
-
-
-def parse_csv(text: str) -> list[list[str | None]]:
-    """RFC 4180 records; an unquoted empty field is None (NULL), a quoted one ''."""
-    records, record, field, quoted, i = [], [], [], False, 0
-    at_field_start = True
-    while i < len(text):
-        c = text[i]
-        if quoted:
-            if c == '"' and text[i + 1 : i + 2] == '"':
-                field.append('"')
-                i += 1
-            elif c == '"':
-                quoted = False
-            else:
-                field.append(c)
-        elif c == '"' and at_field_start:
-            quoted, at_field_start = True, False
-            field.append("")  # marks the field as quoted: '' not NULL
-        elif c in ",\n":
-            record.append("".join(field) if field else None)
-            field, at_field_start = [], True
-            if c == "\n":
-                records.append(record)
-                record = []
-        else:
-            field.append(c)
-            at_field_start = False
-        i += 1
-    assert not field and not record, "a file must end with a line break"
-    return records
 
 
 def read_records(path: Path) -> tuple[list[str], list[list[str | None]]]:
@@ -385,7 +361,8 @@ def test_derived_statements_change_only_what_fakesnow_cannot_run(run):
     changes = {d.source: d.changes for d in run["setup"] + [run["copy"]]}
     assert changes["001_database.sql"] == []
     assert "PARSE_HEADER = TRUE -> SKIP_HEADER = 1" in changes["003_file_format.sql"]
-    assert set(changes["004_stage.sql"]) == {f"URL -> {run['stage_root'].as_uri()}/", "STORAGE_INTEGRATION dropped"}
+    assert set(changes["004_stage.sql"]) == {
+        f"URL -> {run['stage_root'].as_uri()}/", "STORAGE_INTEGRATION dropped", "DIRECTORY dropped"}
     assert changes["005_raw_tables.sql"] == [f"column {c} dropped" for c in include_metadata_targets(pipe_copy())]
     assert sorted(changes["006_pipe.sql"]) == sorted(
         [f"PATTERN -> FILES ({len(run['selected'])} files the PATTERN selects)"]
@@ -448,10 +425,11 @@ def test_every_value_matches_the_files(run):
         got = table[key]
         for column in COLUMNS:
             w, g = want[column], got[column]
-            if column in {"_COMMIT_TS", "INVOICE_DATE"}:
+            # The value columns are text, exactly the file's; only the metadata is typed.
+            if column == "_COMMIT_TS":
                 w = timestamp(w)
-                g = g if g is None or column == "INVOICE_DATE" else g.astimezone(datetime.UTC)
-            elif column in {"_COMMIT_LSN", "_SEQ", "_XID", "ID", "QUANTITY", "UNIT_PRICE", "CUSTOMER_ID"}:
+                g = g if g is None else g.astimezone(datetime.UTC)
+            elif column in {"_COMMIT_LSN", "_SEQ", "_XID"}:
                 w, g = number(w), None if g is None else decimal.Decimal(str(g))
             if w != g:
                 mismatches.append((key, column, w, g))
@@ -478,8 +456,11 @@ def test_edge_values_survive(run):
     assert rows[2]["DESCRIPTION"] is None and rows[2]["_UNCHANGED"] == '["description"]'
     assert rows[3]["DESCRIPTION"] == 'line one\nline two, with "quotes"'
     assert rows[4]["DESCRIPTION"] == ""
-    assert rows[5]["_OP"] == "D" and rows[5]["ID"] == 6 and rows[5]["INVOICE_NO"] is None
+    assert rows[5]["_OP"] == "D" and rows[5]["ID"] == "6" and rows[5]["INVOICE_NO"] is None
     assert rows[6]["_OP"] == "T" and rows[6]["ID"] is None
+    assert (rows[7]["UNIT_PRICE"], rows[7]["INVOICE_DATE"], len(rows[7]["DESCRIPTION"])) == ("NaN", "infinity", 2**20)
+    assert (rows[8]["UNIT_PRICE"], rows[8]["INVOICE_DATE"]) == ("-Infinity", "0044-03-15 10:00:00 BC")
+    assert (rows[9]["UNIT_PRICE"], rows[9]["INVOICE_DATE"]) == ("1e400", "294276-12-31T23:59:59")
 
 
 def test_fakesnow_still_needs_the_snowflake_like_reader(tmp_path):

@@ -322,7 +322,8 @@ def test_storage_integration():
 
 
 def file_format_options() -> dict[str, object]:
-    file_format = only(creates(script("003_file_format.sql"), "FILE FORMAT"), "file format")
+    file_format = only([f for f in creates(script("003_file_format.sql"), "FILE FORMAT") if name_of(f) == FILE_FORMAT],
+                       "file format")
     assert name_of(file_format) == FILE_FORMAT
     return {k: value(v) for k, v in options(file_format).items()}
 
@@ -352,8 +353,18 @@ def test_file_format_reads_pgcdc_files_exactly():
 # --- 004 stage ----------------------------------------------------------------------------------
 
 
+def test_checks_parse_and_compare_the_stage_with_raw():
+    statements = parse_script(SNOWFLAKE / "checks.sql")
+    assert len(statements) == 3 and all(isinstance(s, exp.Select) for s in statements)
+    text = (SNOWFLAKE / "checks.sql").read_text().upper()
+    assert f"DIRECTORY(@{STAGE})" in text and RAW_TABLE in text and "COPY_HISTORY" in text
+
+
 def test_stage_uses_the_integration_and_the_file_format():
     stage = only(creates(script("004_stage.sql"), "STAGE"), "stage")
+    assert "DIRECTORY=(ENABLE = TRUE, AUTO_REFRESH = TRUE)" in sql_of(stage).replace("DIRECTORY =", "DIRECTORY=")
+    grants = [sql_of(s) for s in script("004_stage.sql") if isinstance(s, exp.Grant)]
+    assert "GRANT USAGE ON STAGE PGCDC.RAW.PGCDC_STAGE TO ROLE TRANSFORMER" in grants
     assert name_of(stage) == STAGE
     props = options(stage)
     assert value(props["STORAGE_INTEGRATION"]) == INTEGRATION
@@ -388,7 +399,9 @@ def test_raw_column_types():
     assert types["_UNCHANGED"] in {"VARCHAR", "VARIANT"}
     assert types["_FILE_NAME"] == "VARCHAR"
     assert types["_LOADED_AT"].startswith("TIMESTAMPLTZ")
-    assert types["UNIT_PRICE"] == "DECIMAL(10, 2)"
+    # Every column of the source table is text: no value can fail the load; dbt casts.
+    metadata = {"_OP", "_COMMIT_LSN", "_SEQ", "_XID", "_COMMIT_TS", "_UNCHANGED", *LOAD_METADATA}
+    assert {name: kind for name, kind in types.items() if name not in metadata and kind != "VARCHAR"} == {}
 
 
 def test_raw_table_evolves_its_schema():
@@ -411,7 +424,9 @@ def check_copy(copy: exp.Copy) -> None:
     assert "PATTERN" in params
     # Not allowed in a pipe's COPY (and not wanted in the task's): ABORT_STATEMENT, FILES,
     # FORCE, PURGE, VALIDATION_MODE; a COPY transformation excludes MATCH_BY_COLUMN_NAME.
-    assert value(params["ON_ERROR"].expression) != "ABORT_STATEMENT"
+    # CONTINUE: a malformed line is skipped and counted (checks.sql, dbt's completeness), never
+    # a whole file dropped silently (SKIP_FILE); ABORT_STATEMENT is not allowed in a pipe.
+    assert value(params["ON_ERROR"].expression) == "CONTINUE"
     assert not {"FILES", "FORCE", "PURGE", "VALIDATION_MODE", "SIZE_LIMIT"} & params.keys()
     assert not isinstance(copy.args["files"][0], exp.Subquery)
 

@@ -230,7 +230,9 @@ def test_dbt_build_passed(zoo):
 def test_the_zoo_came_through_snapshot_and_stream(zoo):
     con = zoo["con"]
     ops = dict(con.execute("select op, count(*) from stg_type_zoo__changes group by op").fetchall())
-    assert ops.get("R", 0) == 24, f"expected the 24 snapshot rows as R changes: {ops}"
+    # 24 snapshot rows at the first start, then the re-copy (fixture.sh: pgcdc slot reset) copies
+    # the 46 rows the table has by then.
+    assert ops.get("R", 0) in (24, 24 + 46), f"expected the snapshot rows as R changes: {ops}"
     assert ops.get("I", 0) == 24 and ops.get("U", 0) >= 4 and ops.get("D", 0) == 2, ops
     (unchanged,) = con.execute(
         "select count(*) from stg_type_zoo__changes where list_contains(unchanged_columns, 'c_text')"
@@ -321,4 +323,7 @@ def test_schema_files_name_the_domain_column_alike(zoo):
     # pgoutput describes a domain column by its base type; the snapshot says the same, so the
     # table has one schema version, not two.
     assert set(types.values()) == {"integer"}, types
-    assert len(types) == 1, f"the unchanged table got {len(types)} schema versions: {sorted(types)}"
+    # (After `pgcdc slot reset` the same shape is written again under a new position, so count
+    # fingerprints, the last part of the name.)
+    shapes = {name.rsplit("-", 1)[1] for name in types}
+    assert len(shapes) == 1, f"the unchanged table got {len(shapes)} schema shapes: {sorted(types)}"
