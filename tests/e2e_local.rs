@@ -325,17 +325,12 @@ async fn an_idle_slot_still_advances() {
              insert into public.unpublished select generate_series(1, 10000);",
         )
         .await;
-    let target = setup
-        .cluster
-        .query_scalar("select pg_current_wal_insert_lsn()::text")
-        .await
-        .expect("current LSN");
     setup
         .cluster
-        .wait_true(
+        .wait_slot_confirms_now(
+            "pgcdc",
             "the slot confirms WAL it had nothing to send for",
             DEADLINE,
-            &format!("select confirmed_flush_lsn >= '{target}'::pg_lsn from pg_replication_slots where slot_name = 'pgcdc'"),
         )
         .await;
     pgcdc.stop_cleanly(DEADLINE).await;

@@ -405,19 +405,12 @@ async fn lag_metrics_rise_while_s3_is_down_and_fall_back_after() {
     pgcdc
         .wait_output("Copy of the table complete", DEADLINE)
         .await;
-    let current = setup
-        .cluster
-        .query_scalar("select pg_current_wal_insert_lsn()::text")
-        .await
-        .expect("current LSN");
     setup
         .cluster
-        .wait_true(
+        .wait_slot_confirms_now(
+            "pgcdc",
             "the slot confirms everything written so far",
             DEADLINE,
-            &format!(
-                "select confirmed_flush_lsn >= '{current}'::pg_lsn from pg_replication_slots where slot_name = 'pgcdc'"
-            ),
         )
         .await;
 

@@ -290,11 +290,7 @@ async fn pgcdc_snapshot_recopies_a_table_while_streaming_and_ghost_rows_disappea
         .cluster
         .execute("delete from public.t where id <= 10")
         .await;
-    let current = setup
-        .cluster
-        .query_scalar("select pg_current_wal_insert_lsn()::text")
-        .await
-        .expect("current LSN");
+    let current = setup.cluster.insert_lsn().await;
     setup
         .cluster
         .wait_true(

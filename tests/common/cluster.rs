@@ -227,6 +227,26 @@ impl PgCluster {
             .unwrap_or_else(|| panic!("server_version_num was {num:?}"))
     }
 
+    /// The server's WAL insert position now (`X/Y`).
+    pub async fn insert_lsn(&self) -> String {
+        self.query_scalar("select pg_current_wal_insert_lsn()::text")
+            .await
+            .expect("current LSN")
+    }
+
+    /// Waits until `slot` has confirmed everything the server wrote up to now.
+    pub async fn wait_slot_confirms_now(&self, slot: &str, what: &str, deadline: Duration) {
+        let lsn = self.insert_lsn().await;
+        self.wait_true(
+            what,
+            deadline,
+            &format!(
+                "select confirmed_flush_lsn >= '{lsn}'::pg_lsn from pg_replication_slots where slot_name = '{slot}'"
+            ),
+        )
+        .await;
+    }
+
     /// Waits until `sql` (a query returning one boolean, run in `shop`) is true.
     pub async fn wait_true(&self, what: &str, deadline: Duration, sql: &str) {
         let client = self.client(SHOP_DB).await;

@@ -534,16 +534,22 @@ impl Drop for Backfill {
             task.abort();
         }
         for folder in self.live.keys() {
-            for m in [
-                &metrics::get().copy_rows,
-                &metrics::get().copy_rows_estimated,
-                &metrics::get().copy_chunks_done,
-                &metrics::get().copy_chunks,
-                &metrics::get().copy_eta_seconds,
-            ] {
-                let _ = m.remove_label_values(&[folder.as_str()]);
-            }
+            hide_copy_metrics(folder.as_str());
         }
+    }
+}
+
+/// Removes a table's copy gauges: a copy that is over (or whose process stops) shows none.
+fn hide_copy_metrics(table: &str) {
+    let m = metrics::get();
+    for gauge in [
+        &m.copy_rows,
+        &m.copy_rows_estimated,
+        &m.copy_chunks_done,
+        &m.copy_chunks,
+        &m.copy_eta_seconds,
+    ] {
+        let _ = gauge.remove_label_values(&[table]);
     }
 }
 
@@ -583,15 +589,7 @@ impl Live {
                 elapsed_ms = (elapsed * 1000.0) as u64,
                 "Copy of the table complete"
             );
-            for m in [
-                &metrics::get().copy_rows,
-                &metrics::get().copy_rows_estimated,
-                &metrics::get().copy_chunks_done,
-                &metrics::get().copy_chunks,
-                &metrics::get().copy_eta_seconds,
-            ] {
-                let _ = m.remove_label_values(&[table]);
-            }
+            hide_copy_metrics(table);
         } else if self.logged.elapsed().as_secs() >= 10 {
             self.logged = Instant::now();
             info!(
