@@ -560,6 +560,10 @@ impl Pipeline<'_> {
         }
         match control {
             Control::Low { chunk, table, .. } => {
+                // An earlier process's watermark would open a window nothing ever closes.
+                if !self.backfill.owns(*chunk) {
+                    return Ok(());
+                }
                 if let Some(folder) = self.backfill.copying(table).cloned() {
                     self.backfill.windows.low(*chunk, folder);
                 }

@@ -322,6 +322,12 @@ impl Backfill {
         });
     }
 
+    /// Whether `chunk` was read by this process (watermarks of an earlier one come back on a
+    /// replay; their rows are gone).
+    pub fn owns(&self, chunk: ChunkId) -> bool {
+        chunk.run == self.shared.run
+    }
+
     /// The table of a copy under way, by folder (for rows of tables being copied).
     pub fn copying(&self, folder: &str) -> Option<&Arc<str>> {
         self.live.get(folder).map(|l| &l.folder)
@@ -424,22 +430,27 @@ impl Backfill {
     /// A chunk's high watermark: what to write, if anything. Chunks of an earlier run (their
     /// rows are gone) and chunks to read again return `None`.
     pub fn high(&mut self, chunk: ChunkId) -> Option<Placement> {
-        if chunk.run != self.shared.run {
+        if !self.owns(chunk) {
             return None;
         }
+        // Only chunk results can be ahead of their watermark: take them all; anything else goes
+        // back to the queue, in order, to wait its turn.
+        let mut others = Vec::new();
         while let Ok(event) = self.events.try_recv() {
-            // Only chunk results can be ahead of their watermark; anything else waits its turn.
             match event {
                 Ok(Event::Copied(rows)) => {
                     self.ready.insert(rows.id, rows);
                 }
-                other => {
-                    let _ = self.sender.send(other);
-                    break;
-                }
+                other => others.push(other),
             }
         }
-        let rows = self.ready.remove(&chunk)?;
+        for other in others {
+            let _ = self.sender.send(other);
+        }
+        let Some(rows) = self.ready.remove(&chunk) else {
+            self.windows.forget(chunk);
+            return None;
+        };
         self.shared.permits.add_permits(1);
         let live = self.live.get_mut(&rows.folder)?;
         let (Some(published), Some(plan)) = (live.published.clone(), live.plan) else {

@@ -127,6 +127,11 @@ impl Windows {
         self.open.retain(|_, o| o.low.is_some());
     }
 
+    /// Closes a chunk's window without a decision (its rows are gone).
+    pub fn forget(&mut self, chunk: ChunkId) {
+        self.open.remove(&chunk);
+    }
+
     /// The chunk's high watermark: closes its window and decides.
     pub fn high(&mut self, chunk: ChunkId, seen: &Visibility) -> Verdict {
         let Some(open) = self.open.remove(&chunk) else {
