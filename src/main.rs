@@ -198,21 +198,48 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         listener,
         config.metrics.ready_max_lag_bytes,
     ));
-    tokio::spawn(pgcdc::monitor::run(config.clone()));
+    let mut monitor = tokio::spawn(pgcdc::monitor::run(config.clone()));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shutdown_tx = std::sync::Arc::new(shutdown_tx);
+    let on_signal = shutdown_tx.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         info!("Signal received");
-        let _ = shutdown_tx.send(true);
+        let _ = on_signal.send(true);
     });
 
     let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || pgcdc::run::run(&config, &handle, shutdown_rx))
-        .await
-        .context("the pipeline thread failed")??;
-    Ok(())
+    let slot = config.source.slot.as_str().to_owned();
+    let mut pipeline =
+        tokio::task::spawn_blocking(move || pgcdc::run::run(&config, &handle, shutdown_rx));
+    tokio::select! {
+        result = &mut pipeline => {
+            result.context("the pipeline thread failed")??;
+            Ok(())
+        }
+        Ok(lost) = &mut monitor => {
+            // No reconnect can cure it: stop now, whatever the pipeline waits on (an S3 outage
+            // must not hide a lost slot). What it holds is made durable if the sink answers.
+            let _ = shutdown_tx.send(true);
+            let _ = tokio::time::timeout(LOST_SLOT_SHUTDOWN, &mut pipeline).await;
+            let acknowledged = pgcdc::metrics::get().acknowledged_lsn.get();
+            let durable = u64::try_from(acknowledged)
+                .ok()
+                .filter(|&lsn| lsn > 0)
+                .map(pgcdc::lsn::Lsn::from);
+            Err(pgcdc::run::RunError::SlotInvalidated {
+                slot,
+                reason: lost.reason,
+                durable: pgcdc::run::Durable(durable),
+            }
+            .into())
+        }
+    }
 }
+
+/// How long a pgcdc whose slot was invalidated waits for the pipeline to close its window.
+const LOST_SLOT_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(20);
 
 #[cfg(unix)]
 async fn wait_for_signal() {

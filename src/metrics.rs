@@ -49,6 +49,7 @@ pub mod names {
     pub const SINK_ERRORS: &str = "pgcdc_sink_errors_total";
     pub const ERRORS: &str = "pgcdc_errors_total";
     pub const RECONNECTS: &str = "pgcdc_reconnects_total";
+    pub const REPEATED_FAILURES: &str = "pgcdc_repeated_failures";
     pub const COPY_ROWS: &str = "pgcdc_copy_rows";
     pub const COPY_ROWS_ESTIMATED: &str = "pgcdc_copy_rows_estimated";
     pub const COPY_CHUNKS_DONE: &str = "pgcdc_copy_chunks_done";
@@ -91,6 +92,8 @@ pub struct Metrics {
     pub sink_errors: IntCounterVec,
     pub errors: IntCounterVec,
     pub reconnects: IntCounter,
+    /// Connections in a row that ended in the same error; pgcdc stops at `source.max_retries`.
+    pub repeated_failures: IntGauge,
     /// Per table being copied: rows durable, the planner's estimate, chunks durable and planned,
     /// seconds left at the current rate.
     pub copy_rows: IntGaugeVec,
@@ -114,6 +117,37 @@ pub struct Live {
     pub streaming: AtomicBool,
     /// Replication lag in bytes from the last slot poll; -1 before the first poll.
     pub lag_bytes: AtomicI64,
+    /// Unix microseconds since when every request to the sink has failed and is being retried;
+    /// 0 while the sink answers. The replication stream reads it to tell a sink outage (close
+    /// the connection at once, so the server is never held) from a slow upload (wait).
+    pub sink_failing_since_us: AtomicI64,
+}
+
+impl Live {
+    /// Records a failed sink request; the outage started at the first of a run of failures.
+    pub fn sink_failed(&self) {
+        let now = crate::pg_time::now_unix_micros();
+        let _ = self.sink_failing_since_us.compare_exchange(
+            0,
+            now,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Records a sink request that succeeded: any outage is over.
+    pub fn sink_answered(&self) {
+        self.sink_failing_since_us.store(0, Ordering::Relaxed);
+    }
+
+    /// How long the sink has been failing without a success in between; `None` while it answers.
+    pub fn sink_failing_for(&self) -> Option<std::time::Duration> {
+        let since = self.sink_failing_since_us.load(Ordering::Relaxed);
+        (since > 0).then(|| {
+            let micros = (crate::pg_time::now_unix_micros() - since).max(0);
+            std::time::Duration::from_micros(micros.unsigned_abs())
+        })
+    }
 }
 
 fn register<C: Collector + Clone + 'static>(
@@ -264,6 +298,10 @@ fn build(slot: &str) -> Result<Metrics, prometheus::Error> {
         reconnects: register(
             r,
             IntCounter::new(RECONNECTS, "Times the replication connection was re-established after an interruption")?,
+        )?,
+        repeated_failures: register(
+            r,
+            int(REPEATED_FAILURES, "Reconnects in a row that ended in the same error (0 once one makes progress); pgcdc stops when it reaches source.max_retries")?,
         )?,
         copy_rows: register(
             r,
@@ -442,6 +480,7 @@ mod tests {
             names::SINK_ERRORS,
             names::ERRORS,
             names::RECONNECTS,
+            names::REPEATED_FAILURES,
             names::BUILD_INFO,
         ] {
             assert!(

@@ -2,7 +2,8 @@
 //! metrics; and, when configured, emits the heartbeat message that keeps an idle slot moving.
 //!
 //! Best effort by design: a failed poll is logged and tried again at the next tick, and never
-//! stops replication. What a server version lacks (`pg_stat_replication_slots` before 14, the
+//! stops replication. One finding does stop it: a slot the server has invalidated, which no
+//! reconnect can cure ([`run`] returns it, and `pgcdc run` exits naming the reason). What a server version lacks (`pg_stat_replication_slots` before 14, the
 //! slot's `failover` column before 17) simply leaves its metric absent.
 
 use std::sync::atomic::Ordering;
@@ -25,8 +26,15 @@ const SLOT_STATS: &[&str] = &[
     "total_bytes",
 ];
 
-/// Runs until the process ends.
-pub async fn run(config: Config) {
+/// The server invalidated pgcdc's slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotInvalidated {
+    /// Why, in words ([`crate::source::slot::invalidation`]).
+    pub reason: String,
+}
+
+/// Runs until the process ends, or returns once the slot is seen invalidated.
+pub async fn run(config: Config) -> SlotInvalidated {
     let mut ticker = tokio::time::interval(config.metrics.poll_interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut heartbeat = config.source.heartbeat.map(|every| {
@@ -60,12 +68,16 @@ pub async fn run(config: Config) {
         let result = if beat {
             c.batch_execute("select pg_logical_emit_message(false, 'pgcdc.heartbeat', now()::text)")
                 .await
-                .map(|_| debug!("Heartbeat emitted"))
+                .map(|_| {
+                    debug!("Heartbeat emitted");
+                    None
+                })
         } else {
             poll(c, config.source.slot.as_str()).await
         };
         match result {
-            Ok(()) => warned = false,
+            Ok(Some(reason)) => return SlotInvalidated { reason },
+            Ok(None) => warned = false,
             Err(e) if !warned => {
                 warn!(error = %e, heartbeat = beat, "Reading slot metrics failed; retrying at the next poll");
                 warned = true;
@@ -84,7 +96,11 @@ async fn tick(interval: &mut Option<tokio::time::Interval>) {
     }
 }
 
-async fn poll(client: &tokio_postgres::Client, slot: &str) -> Result<(), tokio_postgres::Error> {
+/// Reads the slot's figures into the metrics; returns why the slot is invalidated, if it is.
+async fn poll(
+    client: &tokio_postgres::Client,
+    slot: &str,
+) -> Result<Option<String>, tokio_postgres::Error> {
     let m = metrics::get();
     let row = client
         .query_one(
@@ -99,7 +115,7 @@ async fn poll(client: &tokio_postgres::Client, slot: &str) -> Result<(), tokio_p
     let version: i32 = row.get(2);
     let Some(text) = row.get::<_, Option<String>>(1) else {
         m.slot_active.set(0);
-        return Ok(());
+        return Ok(None);
     };
     let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
     let lsn = |key: &str| json[key].as_str().and_then(|s| s.parse::<Lsn>().ok());
@@ -153,5 +169,9 @@ async fn poll(client: &tokio_postgres::Client, slot: &str) -> Result<(), tokio_p
             }
         }
     }
-    Ok(())
+    Ok(crate::source::slot::invalidation(
+        json["wal_status"].as_str(),
+        json["invalidation_reason"].as_str(),
+        json["conflicting"].as_bool(),
+    ))
 }

@@ -82,6 +82,14 @@ pub struct SourceConfig {
     /// `sync_replication_slots = on` keep a copy of it, so after a promotion pgcdc carries on
     /// from the new primary instead of needing a new slot and a new snapshot.
     pub failover: bool,
+    /// How long the replication socket may go unread while the pipeline cannot take changes
+    /// and the sink still answers (a large upload), before pgcdc closes the connection so the
+    /// server is not held. With the sink down, pgcdc closes it after about a second.
+    pub stall_timeout: Duration,
+    /// How many reconnects in a row may end in the same error (a missing publication, a slot
+    /// held by another consumer) before pgcdc stops with it instead of looping. A server that
+    /// cannot be reached is retried for as long as it takes.
+    pub max_retries: u32,
 }
 
 /// What pgcdc does when the slot's confirmed position is ahead of its checkpoint: someone
@@ -117,6 +125,8 @@ impl fmt::Debug for SourceConfig {
             .field("messages", &self.messages)
             .field("on_slot_ahead", &self.on_slot_ahead)
             .field("failover", &self.failover)
+            .field("stall_timeout", &self.stall_timeout)
+            .field("max_retries", &self.max_retries)
             .finish()
     }
 }

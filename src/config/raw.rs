@@ -92,6 +92,8 @@ const KNOWN: &[(&str, &[&str])] = &[
             "messages",
             "on_slot_ahead",
             "failover",
+            "stall_timeout",
+            "max_retries",
         ],
     ),
     (

@@ -104,6 +104,24 @@ pub(super) fn validate(mut raw: RawTable, libpq: ProcessEnv) -> Result<Config, C
         raw.take_or("source.status_interval", "10s"),
     )?;
 
+    let stall_timeout = parse_duration(
+        "source.stall_timeout",
+        raw.take_or("source.stall_timeout", "60s"),
+    )?;
+    let max_retries = match raw.take("source.max_retries") {
+        None => 10,
+        Some((value, origin)) => match value.trim().parse::<u32>() {
+            Ok(n @ 1..) => n,
+            _ => {
+                return Err(value_error(
+                    "source.max_retries",
+                    &origin,
+                    format!("{value:?} is not a number of tries of 1 or more"),
+                ));
+            }
+        },
+    };
+
     let heartbeat = match raw.take("source.heartbeat") {
         None => None,
         Some((value, _)) if matches!(value.trim(), "0" | "0s" | "off" | "") => None,
@@ -204,6 +222,8 @@ pub(super) fn validate(mut raw: RawTable, libpq: ProcessEnv) -> Result<Config, C
             messages,
             on_slot_ahead,
             failover,
+            stall_timeout,
+            max_retries,
         },
         sink: SinkConfig { target },
         batch: BatchConfig {

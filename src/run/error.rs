@@ -48,9 +48,17 @@ pub enum RunError {
         flush: Lsn,
     },
     #[error(
-        "replication slot {slot} was invalidated by the server ({reason}): the WAL it needed is gone (see max_slot_wal_keep_size). Run `pgcdc slot reset --yes` to recreate it and take a fresh snapshot"
+        "replication slot {slot} was invalidated by the server ({reason}). pgcdc's last durable position is {durable}; the changes after it cannot be streamed any more. The way back: `pgcdc slot reset --yes` recreates the slot and copies every published table again (B and E rows tell the warehouse that each copy replaces the table's earlier rows); or `pgcdc slot reset --no-snapshot --yes`, start pgcdc, and `pgcdc snapshot <table>` for each table, copied in chunks beside the stream"
     )]
-    SlotInvalidated { slot: String, reason: String },
+    SlotInvalidated {
+        slot: String,
+        reason: String,
+        durable: Durable,
+    },
+    #[error(
+        "{source} (the same error ended {tries} connections in a row: pgcdc stops instead of retrying for ever; fix the cause and start it again; source.max_retries sets the bound)"
+    )]
+    GaveUp { tries: u32, source: Box<RunError> },
     #[error(
         "replication slot {slot} has confirmed changes up to {slot_lsn}, but checkpoint {key} shows pgcdc made only up to {checkpoint} durable: the slot was advanced, recreated or failed over behind pgcdc's back, and the changes in between are not in the files. Run `pgcdc slot reset --yes` to recreate the slot and take a fresh snapshot, or set source.on_slot_ahead = \"gap\" to record a gap marker and continue"
     )]
@@ -62,6 +70,19 @@ pub enum RunError {
     },
     #[error("cannot open a SQL connection for the snapshot: {0}")]
     SqlConnect(tokio_postgres::Error),
+}
+
+/// pgcdc's last durable position, where it is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Durable(pub Option<Lsn>);
+
+impl std::fmt::Display for Durable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(lsn) => write!(f, "{lsn}"),
+            None => f.write_str("unknown (no checkpoint)"),
+        }
+    }
 }
 
 impl RunError {
@@ -79,6 +100,7 @@ impl RunError {
             | RunError::SlotLost { .. }
             | RunError::SlotAhead { .. }
             | RunError::SlotInvalidated { .. } => "slot",
+            RunError::GaveUp { source, .. } => source.kind(),
         }
     }
 
@@ -87,8 +109,23 @@ impl RunError {
     pub fn is_transient(&self) -> bool {
         match self {
             RunError::Source(e) => e.is_transient(),
+            // Only a sink that stopped answering; one that refuses stops pgcdc at once.
+            RunError::Sink(e) => e.is_retriable(),
             RunError::SqlConnect(_) | RunError::SlotInUse { .. } => true,
             _ => false,
+        }
+    }
+
+    /// Whether a reconnect that ends in this error counts towards `source.max_retries`. A server
+    /// or sink that cannot be reached is waited for as long as it takes (nothing piles up while
+    /// pgcdc is not streaming, and the outage shows in the metrics); an error the server gives
+    /// on every connection (a slot held by another consumer, a missing publication) would
+    /// otherwise loop for ever.
+    pub fn counts_as_a_retry(&self) -> bool {
+        match self {
+            RunError::Source(e) => !e.is_unreachable(),
+            RunError::Sink(_) => false,
+            _ => true,
         }
     }
 }

@@ -24,6 +24,7 @@ mod error;
 mod journal;
 mod pipeline;
 mod publish;
+mod retry;
 mod startup;
 
 use std::sync::atomic::Ordering;
@@ -33,13 +34,13 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-pub use error::RunError;
+pub use error::{Durable, RunError};
 
 use crate::backoff::Backoff;
 use crate::config::{Config, Messages};
 use crate::lsn::Lsn;
 use crate::metrics;
-use crate::source::{SourceError, Stream, slot};
+use crate::source::{SourceError, StallPolicy, Stream, slot};
 use crate::streamed::StreamedTxns;
 
 /// Events buffered between the socket task and the pipeline.
@@ -56,8 +57,10 @@ pub fn run(
 ) -> Result<(), RunError> {
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     let mut streamed_before = false;
+    let mut repeats = retry::Repeats::default();
     loop {
         let mut streamed = false;
+        let acknowledged = metrics::get().acknowledged_lsn.get();
         let error = match run_once(config, handle, shutdown.clone(), &mut streamed) {
             Ok(()) => return Ok(()),
             Err(e) => e,
@@ -65,6 +68,15 @@ pub fn run(
         streamed_before |= streamed;
         if !streamed_before || !error.is_transient() {
             return Err(error);
+        }
+        let progressed = metrics::get().acknowledged_lsn.get() > acknowledged;
+        let tries = repeats.record(&error, progressed);
+        metrics::get().repeated_failures.set(i64::from(tries));
+        if tries >= config.source.max_retries {
+            return Err(RunError::GaveUp {
+                tries,
+                source: Box::new(error),
+            });
         }
         if streamed {
             backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
@@ -135,6 +147,9 @@ fn run_once(
             &command,
             flush_lsn,
             config.source.status_interval,
+            StallPolicy {
+                timeout: config.source.stall_timeout,
+            },
             CHANNEL_CAPACITY,
         ))
         .map_err(|e| match e {
@@ -142,6 +157,7 @@ fn run_once(
             SourceError::Server(err) if err.code == "55000" => RunError::SlotInvalidated {
                 slot: slot_name.to_owned(),
                 reason: err.message,
+                durable: error::Durable(Some(flush_lsn)),
             },
             other => RunError::Source(other),
         })?;

@@ -241,7 +241,10 @@ impl Pipeline<'_> {
                     }
                 }
                 Wake::Events(0) => {
-                    // The socket task ended: it tells why.
+                    // The socket task ended. Windows already handed over still become durable
+                    // and checkpointed, so a reconnect does not read them again; then the task
+                    // tells why it ended.
+                    self.drain_uploads(handle, &stream)?;
                     return Err(match handle.block_on(stream.join()) {
                         Err(e) => RunError::Source(e),
                         Ok(()) => RunError::Source(SourceError::Closed),

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use super::added::AddedTables;
 use super::copy;
-use super::error::RunError;
+use super::error::{Durable, RunError};
 use super::journal::Journal;
 use crate::batch::Batcher;
 use crate::checkpoint::{Checkpoint, SnapshotState};
@@ -103,10 +103,11 @@ pub(super) fn start(
     let checkpoint = match (existing, checkpoint) {
         // `wait_for_release` returned it unheld.
         (Some(found), ck) => {
-            if found.wal_status.as_deref() == Some("lost") {
+            if let Some(reason) = found.invalidation() {
                 return Err(RunError::SlotInvalidated {
                     slot: slot_name.to_owned(),
-                    reason: "wal_status is lost".to_owned(),
+                    reason,
+                    durable: Durable(ck.as_ref().map(|ck| ck.flush_lsn)),
                 });
             }
             if found.plugin != "pgoutput" {

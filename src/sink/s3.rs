@@ -180,10 +180,14 @@ impl S3Sink {
         let mut shutdown = self.shutdown.clone();
         loop {
             let err = match self.handle.block_on(attempt()) {
-                Ok(value) => return Ok(value),
+                Ok(value) => {
+                    metrics::live().sink_answered();
+                    return Ok(value);
+                }
                 Err(err) => err,
             };
             let failure = classify(&err);
+            metrics::live().sink_failed();
             let error = self.error(op, key, &err);
             metrics::get()
                 .sink_errors

@@ -9,10 +9,12 @@
 pub mod conn;
 pub mod frame;
 pub mod slot;
+pub mod stall;
 pub mod stream;
 pub mod tls;
 
 pub use conn::{Connection, ServerError};
+pub use stall::{Stall, StallPolicy};
 pub use stream::{Feedback, SourceEvent, Stream};
 
 use tokio_postgres::tls::MakeTlsConnect;
@@ -71,6 +73,10 @@ pub enum SourceError {
     NoUsableHost { target: String, tried: String },
     #[error("the server closed the replication connection")]
     Closed,
+    #[error(
+        "{0}: pgcdc closed the replication connection so the server is never held by it (a checkpoint, max_slot_wal_keep_size and pg_terminate_backend must always be able to act); it reconnects, from the checkpoint, once the sink answers"
+    )]
+    Stalled(stall::Stall),
     #[error("{0}")]
     Prerequisite(String),
 }
@@ -84,11 +90,27 @@ impl SourceError {
             SourceError::Connect { .. }
             | SourceError::Io(_)
             | SourceError::Closed
+            | SourceError::Stalled(_)
             | SourceError::NotPrimary { .. }
             | SourceError::NoUsableHost { .. } => true,
             SourceError::Server(e) => {
                 e.code.starts_with("57") || e.code.starts_with("08") || e.code == "55006"
             }
+            _ => false,
+        }
+    }
+
+    /// Whether the server could not be reached or went away (down, restarting, a standby, the
+    /// network), or pgcdc gave the connection up itself: waiting cures it, not a fix.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            SourceError::Connect { .. }
+            | SourceError::Io(_)
+            | SourceError::Closed
+            | SourceError::Stalled(_)
+            | SourceError::NotPrimary { .. }
+            | SourceError::NoUsableHost { .. } => true,
+            SourceError::Server(e) => e.code.starts_with("57") || e.code.starts_with("08"),
             _ => false,
         }
     }

@@ -32,6 +32,51 @@ pub struct ExistingSlot {
     pub wal_status: Option<String>,
     /// Whether standbys copy the slot (PostgreSQL 17+; absent before).
     pub failover: Option<bool>,
+    /// Why the server invalidated the slot (PostgreSQL 17+; absent before, NULL while valid).
+    pub invalidation_reason: Option<String>,
+    /// Whether the slot on a standby was invalidated by a recovery conflict (PostgreSQL 16+).
+    pub conflicting: Option<bool>,
+}
+
+impl ExistingSlot {
+    /// Why the slot can no longer be streamed from, in words; `None` while it is usable.
+    pub fn invalidation(&self) -> Option<String> {
+        invalidation(
+            self.wal_status.as_deref(),
+            self.invalidation_reason.as_deref(),
+            self.conflicting,
+        )
+    }
+}
+
+/// Why a slot is invalidated, from the columns of `pg_replication_slots` a server has: the
+/// reason (17+), the standby's recovery conflict (16+), or only `wal_status = lost` (13+).
+/// `None` while the slot is usable.
+pub fn invalidation(
+    wal_status: Option<&str>,
+    reason: Option<&str>,
+    conflicting: Option<bool>,
+) -> Option<String> {
+    let explained = |reason: &str| {
+        match reason {
+        "wal_removed" => "wal_removed: the WAL it still needed was removed, because the slot held more than max_slot_wal_keep_size".to_owned(),
+        "idle_timeout" => "idle_timeout: no process streamed from it for longer than idle_replication_slot_timeout".to_owned(),
+        "rows_removed" => "rows_removed: catalog rows it needed were vacuumed away (on a standby: hot_standby_feedback is off or the physical slot is missing)".to_owned(),
+        "wal_level_insufficient" => "wal_level_insufficient: the primary's wal_level dropped below logical".to_owned(),
+        other => other.to_owned(),
+    }
+    };
+    match (reason.filter(|r| !r.is_empty()), conflicting, wal_status) {
+        (Some(reason), _, _) => Some(explained(reason)),
+        (None, Some(true), _) => {
+            Some("conflicting: a recovery conflict on this standby invalidated it".to_owned())
+        }
+        (None, _, Some("lost")) => Some(
+            "wal_status is lost: the WAL it still needed was removed (max_slot_wal_keep_size)"
+                .to_owned(),
+        ),
+        _ => None,
+    }
 }
 
 fn parse_lsn(value: Option<&str>, what: &str) -> Result<Lsn, SourceError> {
@@ -158,6 +203,8 @@ pub async fn find_slot(
         wal_status: result.first("wal_status").map(str::to_owned),
         // The column exists from PostgreSQL 17 on; `None` before.
         failover: result.first("failover").map(|f| f == "t"),
+        invalidation_reason: result.first("invalidation_reason").map(str::to_owned),
+        conflicting: result.first("conflicting").map(|f| f == "t"),
     }))
 }
 
@@ -301,6 +348,34 @@ pub fn start_replication_command(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_invalidated_slot_is_named_with_the_reason_each_version_gives() {
+        // 17+: the reason column.
+        let reason = invalidation(Some("lost"), Some("idle_timeout"), Some(false));
+        assert!(
+            reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("idle_timeout:"))
+        );
+        // 16 on a standby: only the conflict flag.
+        let conflict = invalidation(Some("reserved"), None, Some(true));
+        assert!(
+            conflict
+                .as_deref()
+                .is_some_and(|r| r.starts_with("conflicting:"))
+        );
+        // 13 to 16: only wal_status.
+        let lost = invalidation(Some("lost"), None, None);
+        assert!(
+            lost.as_deref()
+                .is_some_and(|r| r.contains("max_slot_wal_keep_size"))
+        );
+        // Usable slots, whatever the version.
+        assert_eq!(invalidation(Some("reserved"), None, Some(false)), None);
+        assert_eq!(invalidation(Some("unreserved"), None, None), None);
+        assert_eq!(invalidation(None, None, None), None);
+    }
 
     #[test]
     fn failover_slots_use_the_option_list() {

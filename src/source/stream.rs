@@ -5,7 +5,9 @@
 //! answers keepalives at once and sends a standby status update every `status_interval` and
 //! whenever the flush position moves. When the channel is full the task stops reading the socket
 //! (TCP backpressure slows the walsender) but keeps writing status updates, which the walsender
-//! reads even while its own writes are blocked.
+//! reads even while its own writes are blocked. A walsender blocked that way cannot be stopped
+//! by the server, so the socket stays unread only as long as [`StallPolicy`] allows; then the
+//! task closes the connection and ends with [`SourceError::Stalled`].
 
 use std::time::Duration;
 
@@ -18,7 +20,17 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::SourceError;
 use super::conn::{Connection, ServerError, ServerMessage};
 use super::frame::{self, Frame};
+use super::stall::StallPolicy;
 use crate::lsn::Lsn;
+use crate::metrics;
+
+/// How often a task waiting for room in the channel asks whether it should give the
+/// connection up.
+const STALL_CHECK: Duration = Duration::from_millis(250);
+
+/// How long the last words to a server that is not reading may take before the socket is
+/// simply dropped.
+const TERMINATE_WAIT: Duration = Duration::from_secs(1);
 
 /// What the stream hands the pipeline, in server order.
 #[derive(Debug)]
@@ -67,6 +79,7 @@ impl Stream {
         command: &str,
         initial_flush: Lsn,
         status_interval: Duration,
+        stall: StallPolicy,
         capacity: usize,
     ) -> Result<Stream, SourceError> {
         conn.start_copy_both(command).await?;
@@ -79,6 +92,7 @@ impl Stream {
             flush_rx,
             stop_rx,
             status_interval,
+            stall,
             initial_flush,
         ));
         Ok(Stream {
@@ -146,6 +160,7 @@ async fn run(
     mut flush_rx: watch::Receiver<Lsn>,
     mut stop_rx: oneshot::Receiver<()>,
     status_interval: Duration,
+    stall: StallPolicy,
     initial_flush: Lsn,
 ) -> Result<(), SourceError> {
     let mut status = Status {
@@ -211,7 +226,10 @@ async fn run(
             ServerMessage::Known(_) | ServerMessage::CopyBothResponse => continue,
         };
 
-        // Wait for room in the channel, still serving status updates while we wait.
+        // Wait for room in the channel, still serving status updates while we wait, and give the
+        // connection up if the pipeline takes nothing for too long.
+        let unread_since = Instant::now();
+        let mut stall_check = tokio::time::interval_at(unread_since + STALL_CHECK, STALL_CHECK);
         let permit = loop {
             tokio::select! {
                 biased;
@@ -231,6 +249,17 @@ async fn run(
                     }
                     status.flush = *flush_rx.borrow_and_update();
                     send_status(&mut conn, &status).await?;
+                }
+                _ = stall_check.tick() => {
+                    let failing = metrics::live().sink_failing_for();
+                    if let Some(stalled) = stall.verdict(unread_since.elapsed(), failing) {
+                        let error = SourceError::Stalled(stalled);
+                        // Said now: the pipeline reports the error only once it can move again.
+                        tracing::warn!("{error}");
+                        // Unread data is simply not confirmed: the server sends it again.
+                        let _ = tokio::time::timeout(TERMINATE_WAIT, conn.terminate()).await;
+                        return Err(error);
+                    }
                 }
             }
         };
