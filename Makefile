@@ -10,7 +10,7 @@ CARGO ?= cargo
 # With a committed lock file, builds must not silently pick other versions.
 LOCKED := $(if $(wildcard Cargo.lock),--locked,)
 
-.PHONY: build build-release test cargo-test matrix-17 test-matrix warehouse-test lint fmt clippy deps demo demo-run bench bench-dbt torture fuzz clean
+.PHONY: build build-release image image-local test cargo-test matrix-17 test-matrix warehouse-test lint fmt clippy deps demo demo-run bench bench-dbt torture fuzz clean
 
 # The dev profile (optimised dependencies, see Cargo.toml): the same build the tests use, so
 # `make demo` after `make test` (or the other way round) compiles nothing twice.
@@ -20,6 +20,22 @@ build:
 # Only the benchmarks measure a release build.
 build-release:
 	$(CARGO) build --release $(LOCKED)
+
+# The container image (Dockerfile): builder stage on rust:bookworm, distroless runtime, non-root.
+# The default name is the one deploy/kubernetes/pgcdc-sidecar.yaml runs; point IMAGE at your
+# registry (make image IMAGE=ghcr.io/acme/pgcdc) and push. Uses docker if a daemon answers, else
+# buildah, else podman (scripts/image.sh). Pulls its base images, so it needs a registry.
+IMAGE ?= registry.example.com/pgcdc
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+
+image:
+	bash scripts/image.sh $(IMAGE):$(IMAGE_TAG)
+
+# The same runtime layout FROM scratch, around a pgcdc binary already built here (release if
+# present, else debug; or PGCDC_BIN=...) and this machine's glibc: for machines without registry
+# access, and to smoke-test the image. Not for release.
+image-local:
+	bash scripts/image.sh --local pgcdc:local
 
 deps:
 	bash scripts/install-deps.sh
