@@ -3,9 +3,14 @@
 //!
 //! Best effort by design: a failed poll is logged and tried again at the next tick, and never
 //! stops replication. What a server version lacks (`pg_stat_replication_slots` before 14, the
-//! slot's `failover` column before 17) simply leaves its metric absent.
+//! slot's `failover` column before 17, `mem_exceeded_count` before 19) simply leaves its metric
+//! absent.
+//!
+//! Each poll also feeds the server's WAL position into a [`WalRate`], so the forecast of the
+//! slot's invalidation ([`slot_forecast`]) divides by the rate of the last few minutes.
 
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use tokio::time::MissedTickBehavior;
 use tracing::{debug, warn};
@@ -13,6 +18,7 @@ use tracing::{debug, warn};
 use crate::config::Config;
 use crate::lsn::Lsn;
 use crate::metrics;
+use crate::slot_forecast::{self, Limits, RATE_WINDOW, WalRate};
 
 const SLOT_STATS: &[&str] = &[
     "spill_txns",
@@ -23,6 +29,8 @@ const SLOT_STATS: &[&str] = &[
     "stream_bytes",
     "total_txns",
     "total_bytes",
+    // PostgreSQL 19: times the decoding of a transaction exceeded logical_decoding_work_mem.
+    "mem_exceeded_count",
 ];
 
 /// Runs until the process ends.
@@ -36,6 +44,7 @@ pub async fn run(config: Config) {
     });
     let mut client: Option<tokio_postgres::Client> = None;
     let mut warned = false;
+    let mut wal_rate = WalRate::new(RATE_WINDOW);
     loop {
         let beat = tokio::select! {
             _ = ticker.tick() => false,
@@ -62,7 +71,7 @@ pub async fn run(config: Config) {
                 .await
                 .map(|_| debug!("Heartbeat emitted"))
         } else {
-            poll(c, config.source.slot.as_str()).await
+            poll(c, config.source.slot.as_str(), &mut wal_rate).await
         };
         match result {
             Ok(()) => warned = false,
@@ -84,7 +93,11 @@ async fn tick(interval: &mut Option<tokio::time::Interval>) {
     }
 }
 
-async fn poll(client: &tokio_postgres::Client, slot: &str) -> Result<(), tokio_postgres::Error> {
+async fn poll(
+    client: &tokio_postgres::Client,
+    slot: &str,
+    wal_rate: &mut WalRate,
+) -> Result<(), tokio_postgres::Error> {
     let m = metrics::get();
     let row = client
         .query_one(
@@ -96,9 +109,13 @@ async fn poll(client: &tokio_postgres::Client, slot: &str) -> Result<(), tokio_p
         .await?;
     let current: Lsn = row.get::<_, String>(0).parse().unwrap_or_default();
     m.server_wal_lsn.set(metrics::lsn_value(current));
+    wal_rate.record(Instant::now(), current);
     let version: i32 = row.get(2);
     let Some(text) = row.get::<_, Option<String>>(1) else {
         m.slot_active.set(0);
+        let _ = m
+            .slot_invalidation_eta
+            .remove_label_values(metrics::NO_LABELS);
         return Ok(());
     };
     let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
@@ -129,6 +146,22 @@ async fn poll(client: &tokio_postgres::Client, slot: &str) -> Result<(), tokio_p
         // NULL: no max_slot_wal_keep_size, nothing to count down to.
         None => {
             let _ = m.safe_wal_size.remove_label_values(metrics::NO_LABELS);
+        }
+    }
+    let limits = client
+        .query_one(slot_forecast::LIMITS_SQL, &[&slot])
+        .await?;
+    let limits = Limits::new(json["safe_wal_size"].as_i64(), limits.get(0), limits.get(1));
+    match slot_forecast::forecast(&limits, wal_rate.bytes_per_second()).eta_seconds() {
+        Some(eta) => m
+            .slot_invalidation_eta
+            .with_label_values(metrics::NO_LABELS)
+            .set(eta),
+        // Nothing limits the slot, or no limit is approaching: no countdown to show.
+        None => {
+            let _ = m
+                .slot_invalidation_eta
+                .remove_label_values(metrics::NO_LABELS);
         }
     }
     if let Some(failover) = json["failover"].as_bool() {
