@@ -92,6 +92,7 @@ const KNOWN: &[(&str, &[&str])] = &[
             "messages",
             "on_slot_ahead",
             "failover",
+            "maintenance_window",
         ],
     ),
     (
