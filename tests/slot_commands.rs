@@ -339,3 +339,78 @@ async fn the_invalidation_forecast_follows_max_slot_wal_keep_size() {
     assert!(statements > 0);
     pgcdc.stop_cleanly(DEADLINE).await;
 }
+
+/// Issue 23, PostgreSQL 18: `idle_replication_slot_timeout` shorter than
+/// `source.maintenance_window` is a warning of `pgcdc check` that says what to set, and while
+/// nobody streams from the slot `slot status` counts the timeout down.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_idle_timeout_is_checked_against_the_maintenance_window_and_counted_down() {
+    let Some(setup) = Fixture::builder()
+        .ddl(
+            "create table public.t (id int primary key);
+             create publication pgcdc_pub for table public.t;",
+        )
+        .min_major(18)
+        .start_if_supported()
+        .await
+    else {
+        return;
+    };
+    let config = setup.config.clone();
+    let path = config.to_str().expect("utf-8 path");
+    let check_line = |envs: &[(&str, &str)]| {
+        let output = pgcdc_output(["check", "--config", path], envs);
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "a warning does not fail the check:\n{text}"
+        );
+        text.lines()
+            .find(|l| l.contains("idle timeout"))
+            .unwrap_or_else(|| panic!("no idle timeout line:\n{text}"))
+            .to_owned()
+    };
+    assert_eq!(
+        check_line(&[]),
+        "ok    idle timeout idle_replication_slot_timeout = 0 (off)"
+    );
+
+    // The server setting is reloadable (and unknown before 18, so not in the fixture's settings).
+    setup
+        .cluster
+        .execute("alter system set idle_replication_slot_timeout = '12h'")
+        .await;
+    setup.cluster.execute("select pg_reload_conf()").await;
+    let line = check_line(&[]);
+    assert!(
+        line.starts_with("WARN  idle timeout idle_replication_slot_timeout = 12 h is shorter than source.maintenance_window = 1 d: a pgcdc stopped for longer than 12 h loses its slot")
+            && line.contains("ALTER SYSTEM SET idle_replication_slot_timeout = '1d'"),
+        "{line}"
+    );
+    let line = check_line(&[("PGCDC_SOURCE_MAINTENANCE_WINDOW", "8h")]);
+    assert!(line.starts_with("ok    idle timeout"), "{line}");
+
+    // No consumer: the timeout counts from the slot's inactive_since.
+    let (ok, text) = slot(&config, &["create"]);
+    assert!(ok, "{text}");
+    let (ok, text) = slot(&config, &["status", "--json"]);
+    assert!(ok, "{text}");
+    let status: serde_json::Value = serde_json::from_str(&text).expect("status JSON");
+    let invalidation = &status["invalidation"];
+    assert_eq!(invalidation["state"], "eta", "{status}");
+    assert_eq!(
+        invalidation["by"], "idle_replication_slot_timeout",
+        "{status}"
+    );
+    let seconds = invalidation["seconds"].as_f64().expect("seconds");
+    assert!(
+        seconds > 11.0 * 3600.0 && seconds <= 12.0 * 3600.0,
+        "{status}"
+    );
+    let summary = invalidation["summary"].as_str().expect("summary");
+    assert!(
+        summary.contains("unless a consumer resumes")
+            && summary.contains("of idle_replication_slot_timeout = 12 h"),
+        "{summary}"
+    );
+}
