@@ -25,6 +25,7 @@ pub mod run;
 pub mod schema_file;
 pub mod sink;
 pub mod slot_admin;
+pub mod slot_forecast;
 pub mod snapshot;
 pub mod source;
 pub mod streamed;
@@ -110,7 +111,14 @@ mod layering {
             "crate::config",
         ];
         for module in [
-            "pgoutput", "changes", "batch", "encode", "layout", "lsn", "control",
+            "pgoutput",
+            "changes",
+            "batch",
+            "encode",
+            "layout",
+            "lsn",
+            "control",
+            "slot_forecast",
         ] {
             assert_never_uses(module, &io);
         }

@@ -145,7 +145,7 @@ fn slot(action: SlotAction) -> anyhow::Result<()> {
         let slot = config.source.slot.as_str();
         match action {
             SlotAction::Status { json, .. } => {
-                let status = admin.status()?;
+                let status = admin.status_with_forecast()?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&status)?);
                 } else {

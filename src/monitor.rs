@@ -3,10 +3,15 @@
 //!
 //! Best effort by design: a failed poll is logged and tried again at the next tick, and never
 //! stops replication. One finding does stop it: a slot the server has invalidated, which no
-//! reconnect can cure ([`run`] returns it, and `pgcdc run` exits naming the reason). What a server version lacks (`pg_stat_replication_slots` before 14, the
-//! slot's `failover` column before 17) simply leaves its metric absent.
+//! reconnect can cure ([`run`] returns it, and `pgcdc run` exits naming the reason). What a
+//! server version lacks (`pg_stat_replication_slots` before 14, the slot's `failover` column
+//! before 17, `mem_exceeded_count` before 19) simply leaves its metric absent.
+//!
+//! Each poll also feeds the server's WAL position into a [`WalRate`], so the forecast of the
+//! slot's invalidation ([`slot_forecast`]) divides by the rate of the last few minutes.
 
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use tokio::time::MissedTickBehavior;
 use tracing::{debug, warn};
@@ -14,6 +19,7 @@ use tracing::{debug, warn};
 use crate::config::Config;
 use crate::lsn::Lsn;
 use crate::metrics;
+use crate::slot_forecast::{self, Limits, RATE_WINDOW, WalRate};
 
 const SLOT_STATS: &[&str] = &[
     "spill_txns",
@@ -24,6 +30,8 @@ const SLOT_STATS: &[&str] = &[
     "stream_bytes",
     "total_txns",
     "total_bytes",
+    // PostgreSQL 19: times the decoding of a transaction exceeded logical_decoding_work_mem.
+    "mem_exceeded_count",
 ];
 
 /// The server invalidated pgcdc's slot.
@@ -44,6 +52,7 @@ pub async fn run(config: Config) -> SlotInvalidated {
     });
     let mut client: Option<tokio_postgres::Client> = None;
     let mut warned = false;
+    let mut wal_rate = WalRate::new(RATE_WINDOW);
     loop {
         let beat = tokio::select! {
             _ = ticker.tick() => false,
@@ -73,7 +82,7 @@ pub async fn run(config: Config) -> SlotInvalidated {
                     None
                 })
         } else {
-            poll(c, config.source.slot.as_str()).await
+            poll(c, config.source.slot.as_str(), &mut wal_rate).await
         };
         match result {
             Ok(Some(reason)) => return SlotInvalidated { reason },
@@ -100,6 +109,7 @@ async fn tick(interval: &mut Option<tokio::time::Interval>) {
 async fn poll(
     client: &tokio_postgres::Client,
     slot: &str,
+    wal_rate: &mut WalRate,
 ) -> Result<Option<String>, tokio_postgres::Error> {
     let m = metrics::get();
     let row = client
@@ -112,9 +122,13 @@ async fn poll(
         .await?;
     let current: Lsn = row.get::<_, String>(0).parse().unwrap_or_default();
     m.server_wal_lsn.set(metrics::lsn_value(current));
+    wal_rate.record(Instant::now(), current);
     let version: i32 = row.get(2);
     let Some(text) = row.get::<_, Option<String>>(1) else {
         m.slot_active.set(0);
+        let _ = m
+            .slot_invalidation_eta
+            .remove_label_values(metrics::NO_LABELS);
         return Ok(None);
     };
     let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
@@ -145,6 +159,22 @@ async fn poll(
         // NULL: no max_slot_wal_keep_size, nothing to count down to.
         None => {
             let _ = m.safe_wal_size.remove_label_values(metrics::NO_LABELS);
+        }
+    }
+    let limits = client
+        .query_one(slot_forecast::LIMITS_SQL, &[&slot])
+        .await?;
+    let limits = Limits::new(json["safe_wal_size"].as_i64(), limits.get(0), limits.get(1));
+    match slot_forecast::forecast(&limits, wal_rate.bytes_per_second()).eta_seconds() {
+        Some(eta) => m
+            .slot_invalidation_eta
+            .with_label_values(metrics::NO_LABELS)
+            .set(eta),
+        // Nothing limits the slot, or no limit is approaching: no countdown to show.
+        None => {
+            let _ = m
+                .slot_invalidation_eta
+                .remove_label_values(metrics::NO_LABELS);
         }
     }
     if let Some(failover) = json["failover"].as_bool() {

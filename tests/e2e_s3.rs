@@ -379,7 +379,7 @@ async fn every_uploaded_file_raises_one_s3_event_for_the_snowpipe_queue() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn lag_metrics_rise_while_s3_is_down_and_fall_back_after() {
-    use common::http::{get, sample};
+    use common::http::{get, sample, total};
 
     let setup = fixture().await;
     let outage = Outage::start(setup.moto().port()).await;
@@ -425,7 +425,7 @@ async fn lag_metrics_rise_while_s3_is_down_and_fall_back_after() {
             let body = scrape().await?;
             let lag = sample(&body, "pgcdc_replication_lag_bytes")?;
             let window = sample(&body, "pgcdc_window_age_seconds")?;
-            let errors = sample(&body, "pgcdc_sink_errors_total")?;
+            let errors = total(&body, "pgcdc_sink_errors_total")?;
             (lag > 65536.0 && window > 0.0 && errors > 0.0).then_some(body)
         },
     )

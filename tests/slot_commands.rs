@@ -158,3 +158,259 @@ async fn slot_commands_inspect_repair_and_refuse() {
     let (ok, text) = slot(&config, &["status"]);
     assert!(ok && text.contains("exists               no"), "{text}");
 }
+
+/// The counters a Grafana panel or an alert rule reads (`pgcdc_*_total`), from the files
+/// themselves: each must exist from the first scrape, or `increase()` misses its first step.
+fn counters_the_dashboard_and_rules_read() -> Vec<String> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut names = Vec::new();
+    for file in [
+        "grafana/dashboards/pgcdc.json",
+        "grafana/alerts/pgcdc.rules.yml",
+    ] {
+        let text = std::fs::read_to_string(repo.join(file)).expect(file);
+        for (at, _) in text.match_indices("pgcdc_") {
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            if name.ends_with("_total") && !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
+/// Issue 23: `pgcdc_slot_invalidation_eta_seconds` counts down while max_slot_wal_keep_size
+/// limits the slot and a writer fills WAL, and is absent once nothing limits it; `slot status`
+/// says it in words. And a fresh pgcdc exports every counter the dashboard and rules read.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_invalidation_forecast_follows_max_slot_wal_keep_size() {
+    use common::http::{get, sample};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let setup = Fixture::builder()
+        .settings(&[("max_slot_wal_keep_size", "64MB")])
+        .ddl(
+            "create table public.t (id bigserial primary key, v text);
+             create publication pgcdc_pub for table public.t;",
+        )
+        .setting("metrics.poll_interval = \"200ms\"")
+        .start()
+        .await;
+    let config = setup.config.clone();
+    let addr = metrics_listen(&config);
+    let scrape = || {
+        let addr = addr.clone();
+        async move { get(&addr, "/metrics").await.map(|(_, body)| body) }
+    };
+    let mut pgcdc = Pgcdc::run(&config);
+    pgcdc.wait_output("Streaming changes", DEADLINE).await;
+
+    // A fresh start: every counter the dashboard and the rules read is there; those that count
+    // trouble are at 0, one series per kind.
+    let fresh = wait_until("the first scrape", DEADLINE, scrape).await;
+    let counters = counters_the_dashboard_and_rules_read();
+    assert!(counters.len() >= 6, "{counters:?}");
+    for name in &counters {
+        assert!(
+            fresh.contains(&format!("\n{name}{{")),
+            "{name} is missing from a fresh pgcdc:\n{fresh}"
+        );
+    }
+    for kind in ["source", "decode", "sink", "checkpoint", "snapshot", "slot"] {
+        let series = format!("pgcdc_errors_total{{kind=\"{kind}\",slot=\"pgcdc\"}} 0\n");
+        assert!(fresh.contains(&series), "{series}:\n{fresh}");
+    }
+    for kind in [
+        "timeout",
+        "connection",
+        "response",
+        "throttled",
+        "server",
+        "permanent",
+    ] {
+        let series = format!("pgcdc_sink_errors_total{{kind=\"{kind}\",slot=\"pgcdc\"}} 0\n");
+        assert!(fresh.contains(&series), "{series}:\n{fresh}");
+    }
+    assert_eq!(
+        sample(&fresh, "pgcdc_reconnects_total"),
+        Some(0.0),
+        "{fresh}"
+    );
+
+    // A writer fills WAL for as long as the test needs it, at a steady pace (a load shape, not a
+    // wait): about 100 KB/s, so 64MB last minutes. Unpaced, it outruns the slot's restart_lsn
+    // (which moves only with running-xacts records) and the slot is past the limit in seconds.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let client = setup.cluster.client(SHOP_DB).await;
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut pace = tokio::time::interval(Duration::from_millis(50));
+            let mut statements = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                pace.tick().await;
+                client
+                    .batch_execute(
+                        "insert into public.t (v) select repeat('x', 200) from generate_series(1, 20)",
+                    )
+                    .await
+                    .expect("the writer's insert");
+                statements += 1;
+            }
+            statements
+        })
+    };
+
+    let eta = wait_until(
+        "the invalidation ETA appears while WAL is written",
+        DEADLINE,
+        || async { sample(&scrape().await?, "pgcdc_slot_invalidation_eta_seconds") },
+    )
+    .await;
+    assert!(eta.is_finite() && eta > 0.0, "ETA {eta}");
+    let metrics = scrape().await.expect("a scrape");
+    assert!(
+        sample(&metrics, "pgcdc_slot_safe_wal_size_bytes").is_some_and(|s| s > 0.0),
+        "the ETA comes from safe_wal_size:\n{metrics}"
+    );
+
+    // `slot status` says it in words, and in JSON.
+    let (ok, text) = slot(&config, &["status"]);
+    assert!(ok, "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("invalidation "))
+        .unwrap_or_else(|| panic!("no invalidation line:\n{text}"));
+    assert!(
+        line.contains("in about ") && line.contains("max_slot_wal_keep_size: "),
+        "{line}"
+    );
+    let (ok, text) = slot(&config, &["status", "--json"]);
+    assert!(ok, "{text}");
+    let status: serde_json::Value = serde_json::from_str(&text).expect("status JSON");
+    let invalidation = &status["invalidation"];
+    assert_eq!(invalidation["state"], "eta", "{status}");
+    assert_eq!(invalidation["by"], "max_slot_wal_keep_size", "{status}");
+    assert!(
+        invalidation["seconds"].as_f64().is_some_and(|s| s > 0.0),
+        "{status}"
+    );
+    assert!(
+        invalidation["wal_rate"].as_f64().is_some_and(|r| r > 0.0),
+        "{status}"
+    );
+
+    // Lift the limit (a reload suffices): nothing limits the slot, so the gauge goes away.
+    // (ALTER SYSTEM refuses a multi-statement batch, which runs as one transaction.)
+    let cluster = &setup.cluster;
+    cluster
+        .execute("alter system set max_slot_wal_keep_size = -1")
+        .await;
+    cluster.execute("select pg_reload_conf()").await;
+    let metrics = wait_until(
+        "the ETA is absent without max_slot_wal_keep_size",
+        DEADLINE,
+        || async {
+            let body = scrape().await?;
+            let polled = !body.contains("pgcdc_slot_safe_wal_size_bytes{");
+            (polled && sample(&body, "pgcdc_slot_invalidation_eta_seconds").is_none())
+                .then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(
+        sample(&metrics, "pgcdc_slot_active"),
+        Some(1.0),
+        "{metrics}"
+    );
+    let (ok, text) = slot(&config, &["status"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("invalidation         not limited (max_slot_wal_keep_size = -1"),
+        "{text}"
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    let statements = writer.await.expect("the writer");
+    assert!(statements > 0);
+    pgcdc.stop_cleanly(DEADLINE).await;
+}
+
+/// Issue 23, PostgreSQL 18: `idle_replication_slot_timeout` shorter than
+/// `source.maintenance_window` is a warning of `pgcdc check` that says what to set, and while
+/// nobody streams from the slot `slot status` counts the timeout down.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_idle_timeout_is_checked_against_the_maintenance_window_and_counted_down() {
+    let Some(setup) = Fixture::builder()
+        .ddl(
+            "create table public.t (id int primary key);
+             create publication pgcdc_pub for table public.t;",
+        )
+        .min_major(18)
+        .start_if_supported()
+        .await
+    else {
+        return;
+    };
+    let config = setup.config.clone();
+    let path = config.to_str().expect("utf-8 path");
+    let check_line = |envs: &[(&str, &str)]| {
+        let output = pgcdc_output(["check", "--config", path], envs);
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "a warning does not fail the check:\n{text}"
+        );
+        text.lines()
+            .find(|l| l.contains("idle timeout"))
+            .unwrap_or_else(|| panic!("no idle timeout line:\n{text}"))
+            .to_owned()
+    };
+    assert_eq!(
+        check_line(&[]),
+        "ok    idle timeout idle_replication_slot_timeout = 0 (off)"
+    );
+
+    // The server setting is reloadable (and unknown before 18, so not in the fixture's settings).
+    setup
+        .cluster
+        .execute("alter system set idle_replication_slot_timeout = '12h'")
+        .await;
+    setup.cluster.execute("select pg_reload_conf()").await;
+    let line = check_line(&[]);
+    assert!(
+        line.starts_with("WARN  idle timeout idle_replication_slot_timeout = 12 h is shorter than source.maintenance_window = 1 d: a pgcdc stopped for longer than 12 h loses its slot")
+            && line.contains("ALTER SYSTEM SET idle_replication_slot_timeout = '1d'"),
+        "{line}"
+    );
+    let line = check_line(&[("PGCDC_SOURCE_MAINTENANCE_WINDOW", "8h")]);
+    assert!(line.starts_with("ok    idle timeout"), "{line}");
+
+    // No consumer: the timeout counts from the slot's inactive_since.
+    let (ok, text) = slot(&config, &["create"]);
+    assert!(ok, "{text}");
+    let (ok, text) = slot(&config, &["status", "--json"]);
+    assert!(ok, "{text}");
+    let status: serde_json::Value = serde_json::from_str(&text).expect("status JSON");
+    let invalidation = &status["invalidation"];
+    assert_eq!(invalidation["state"], "eta", "{status}");
+    assert_eq!(
+        invalidation["by"], "idle_replication_slot_timeout",
+        "{status}"
+    );
+    let seconds = invalidation["seconds"].as_f64().expect("seconds");
+    assert!(
+        seconds > 11.0 * 3600.0 && seconds <= 12.0 * 3600.0,
+        "{status}"
+    );
+    let summary = invalidation["summary"].as_str().expect("summary");
+    assert!(
+        summary.contains("unless a consumer resumes")
+            && summary.contains("of idle_replication_slot_timeout = 12 h"),
+        "{summary}"
+    );
+}

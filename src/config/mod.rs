@@ -90,6 +90,10 @@ pub struct SourceConfig {
     /// held by another consumer) before pgcdc stops with it instead of looping. A server that
     /// cannot be reached is retried for as long as it takes.
     pub max_retries: u32,
+    /// The longest pgcdc may be stopped (an upgrade, an incident, a weekend) without losing its
+    /// slot: `pgcdc check` warns when PostgreSQL 18's `idle_replication_slot_timeout` is shorter,
+    /// because the server would invalidate an inactive slot before pgcdc comes back.
+    pub maintenance_window: Duration,
 }
 
 /// What pgcdc does when the slot's confirmed position is ahead of its checkpoint: someone
@@ -127,6 +131,7 @@ impl fmt::Debug for SourceConfig {
             .field("failover", &self.failover)
             .field("stall_timeout", &self.stall_timeout)
             .field("max_retries", &self.max_retries)
+            .field("maintenance_window", &self.maintenance_window)
             .finish()
     }
 }
@@ -353,6 +358,24 @@ listen = "127.0.0.1:9464"
         assert_eq!(config.source.messages, Messages::Ignore);
         assert_eq!(config.source.on_slot_ahead, SlotAhead::Stop);
         assert!(!config.source.failover);
+        assert_eq!(
+            config.source.maintenance_window,
+            Duration::from_secs(24 * 3600)
+        );
+    }
+
+    #[test]
+    fn the_maintenance_window_is_a_duration() {
+        let config = load(FULL, &[("PGCDC_SOURCE_MAINTENANCE_WINDOW", "3d")]).unwrap();
+        assert_eq!(
+            config.source.maintenance_window,
+            Duration::from_secs(3 * 86_400)
+        );
+        let err = load(FULL, &[("PGCDC_SOURCE_MAINTENANCE_WINDOW", "a while")]).unwrap_err();
+        assert!(
+            err.to_string().contains("source.maintenance_window"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -94,6 +94,7 @@ const KNOWN: &[(&str, &[&str])] = &[
             "failover",
             "stall_timeout",
             "max_retries",
+            "maintenance_window",
         ],
     ),
     (

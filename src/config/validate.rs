@@ -145,6 +145,10 @@ pub(super) fn validate(mut raw: RawTable, libpq: ProcessEnv) -> Result<Config, C
         None => false,
         Some(v) => parse_bool("source.failover", v)?,
     };
+    let maintenance_window = parse_duration(
+        "source.maintenance_window",
+        raw.take_or("source.maintenance_window", "24h"),
+    )?;
     let tmp = PathBuf::from(libpq.tmpdir.as_deref().unwrap_or("/tmp"));
     let target = sink_target(&mut raw, slot.as_str(), &tmp)?;
 
@@ -224,6 +228,7 @@ pub(super) fn validate(mut raw: RawTable, libpq: ProcessEnv) -> Result<Config, C
             failover,
             stall_timeout,
             max_retries,
+            maintenance_window,
         },
         sink: SinkConfig { target },
         batch: BatchConfig {

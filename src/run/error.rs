@@ -129,3 +129,27 @@ impl RunError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// `pgcdc_errors_total` starts every kind at 0 from `metrics::ERROR_KINDS`; a kind added here
+    /// and not there would appear only with its first error. Read from the source because most
+    /// variants wrap errors that cannot be built without a server.
+    #[test]
+    fn every_kind_starts_at_zero_in_the_metrics() {
+        let text = include_str!("error.rs");
+        let body = text
+            .split_once("pub fn kind(&self)")
+            .and_then(|(_, rest)| rest.split_once("pub fn is_transient"))
+            .map(|(body, _)| body)
+            .unwrap();
+        let kinds: Vec<&str> = body.split('"').skip(1).step_by(2).collect();
+        assert!(kinds.len() >= 6, "{kinds:?}");
+        for kind in kinds {
+            assert!(
+                crate::metrics::ERROR_KINDS.contains(&kind),
+                "RunError kind {kind:?} is not in metrics::ERROR_KINDS"
+            );
+        }
+    }
+}

@@ -175,6 +175,7 @@ pub(super) fn start(
         &mut conn,
         &config.source.publications,
     ))?;
+    metrics::init_tables(&published);
     if checkpoint.tables.is_none() {
         // Written before pgcdc tracked tables, or the slot predates pgcdc: what is published now
         // was covered by the stream from the start.

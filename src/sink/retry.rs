@@ -54,3 +54,30 @@ pub fn classify<E: ProvideErrorMetadata>(err: &SdkError<E>) -> Failure {
         _ => Failure::Permanent,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Failure;
+
+    /// `pgcdc_sink_errors_total` starts every kind at 0 from `metrics::SINK_ERROR_KINDS`; a label
+    /// added here and not there would appear only with its first failure. Read from the source
+    /// because an `SdkError` of each kind cannot be built without a server.
+    #[test]
+    fn every_label_starts_at_zero_in_the_metrics() {
+        let text = include_str!("retry.rs");
+        let code = text.split("#[cfg(test)]").next().unwrap();
+        let mut labels: Vec<&str> = code
+            .split("Failure::Retriable(\"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .collect();
+        labels.push(Failure::Permanent.label());
+        assert!(labels.len() >= 6, "{labels:?}");
+        for label in labels {
+            assert!(
+                crate::metrics::SINK_ERROR_KINDS.contains(&label),
+                "sink failure label {label:?} is not in metrics::SINK_ERROR_KINDS"
+            );
+        }
+    }
+}

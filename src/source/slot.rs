@@ -109,15 +109,50 @@ pub async fn check_prerequisites(
     Ok(())
 }
 
-pub async fn check_wal_level(conn: &mut Connection) -> Result<(), SourceError> {
-    let wal_level = conn.simple_query("SHOW wal_level").await?;
-    let level = wal_level.first("wal_level").unwrap_or_default();
-    if level != "logical" {
+/// What the server's WAL level allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WalLevel {
+    /// `wal_level = logical`.
+    Logical,
+    /// PostgreSQL 19+: `wal_level = replica`, and `effective_wal_level` (here its current value)
+    /// turns logical by itself while a logical slot exists. Creating the first slot waits for the
+    /// switch, which may take a checkpoint.
+    LogicalOnDemand { effective: String },
+    /// No logical decoding: the level as set.
+    Insufficient(String),
+}
+
+/// Decides on `wal_level` and `effective_wal_level` (`None` where the server lacks it, before 19).
+/// From the PostgreSQL 19 release notes, untested here (no 19 server to run): see the README.
+pub fn wal_level(wal_level: &str, effective_wal_level: Option<&str>) -> WalLevel {
+    match (wal_level, effective_wal_level) {
+        ("logical", _) => WalLevel::Logical,
+        ("replica", Some(effective)) if !effective.is_empty() => WalLevel::LogicalOnDemand {
+            effective: effective.to_owned(),
+        },
+        (level, _) => WalLevel::Insufficient(level.to_owned()),
+    }
+}
+
+pub async fn check_wal_level(conn: &mut Connection) -> Result<WalLevel, SourceError> {
+    // `current_setting(.., true)` is NULL where the setting does not exist, so one query serves
+    // every version.
+    let levels = conn
+        .simple_query(
+            "SELECT current_setting('wal_level') AS wal_level, \
+             current_setting('effective_wal_level', true) AS effective_wal_level",
+        )
+        .await?;
+    let level = wal_level(
+        levels.first("wal_level").unwrap_or_default(),
+        levels.first("effective_wal_level"),
+    );
+    if let WalLevel::Insufficient(level) = &level {
         return Err(SourceError::Prerequisite(format!(
             "wal_level must be logical (it is {level}): run `ALTER SYSTEM SET wal_level = logical;` and restart PostgreSQL"
         )));
     }
-    Ok(())
+    Ok(level)
 }
 
 /// The publication names as the inside of an SQL `IN (...)` list of literals: the replication
@@ -375,6 +410,34 @@ mod tests {
         assert_eq!(invalidation(Some("reserved"), None, Some(false)), None);
         assert_eq!(invalidation(Some("unreserved"), None, None), None);
         assert_eq!(invalidation(None, None, None), None);
+    }
+
+    #[test]
+    fn wal_level_replica_decodes_only_where_effective_wal_level_exists() {
+        assert_eq!(wal_level("logical", None), WalLevel::Logical);
+        assert_eq!(wal_level("logical", Some("logical")), WalLevel::Logical);
+        // PostgreSQL 19: replica turns logical while a logical slot exists.
+        for effective in ["replica", "logical"] {
+            assert_eq!(
+                wal_level("replica", Some(effective)),
+                WalLevel::LogicalOnDemand {
+                    effective: effective.to_owned()
+                }
+            );
+        }
+        // Before 19 (no such setting) replica is not enough; minimal never is.
+        assert_eq!(
+            wal_level("replica", None),
+            WalLevel::Insufficient("replica".to_owned())
+        );
+        assert_eq!(
+            wal_level("replica", Some("")),
+            WalLevel::Insufficient("replica".to_owned())
+        );
+        assert_eq!(
+            wal_level("minimal", Some("minimal")),
+            WalLevel::Insufficient("minimal".to_owned())
+        );
     }
 
     #[test]

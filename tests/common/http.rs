@@ -27,3 +27,19 @@ pub fn sample(metrics: &str, name: &str) -> Option<f64> {
         line.rsplit(' ').next()?.parse().ok()
     })
 }
+
+/// The sum of every sample of `name` (all label values), for a counter whose series exist at 0
+/// for every kind: the first sample alone would be whichever kind sorts first.
+pub fn total(metrics: &str, name: &str) -> Option<f64> {
+    let values: Vec<f64> = metrics
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            if !(rest.starts_with(' ') || rest.starts_with('{')) {
+                return None;
+            }
+            line.rsplit(' ').next()?.parse().ok()
+        })
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}

@@ -3,6 +3,8 @@
 
 use std::fmt::Write as _;
 
+mod idle_timeout;
+
 use tokio::sync::watch;
 
 use crate::config::{Config, SinkTarget};
@@ -10,6 +12,7 @@ use crate::conninfo::redacted_target;
 use crate::publication::{self, Publications};
 use crate::sink::{LocalSink, S3Sink};
 use crate::snapshot;
+use crate::source::slot::WalLevel;
 use crate::source::{Connection, slot};
 
 /// How a finding turns out. A warning does not fail the check: the setup works, but something in
@@ -72,8 +75,15 @@ pub async fn run(config: &Config) -> Vec<Finding> {
                 ),
             ));
             findings.push(match slot::check_wal_level(&mut conn).await {
-                Ok(()) => Finding::pass("wal_level", "logical"),
+                Ok(WalLevel::Logical) => Finding::pass("wal_level", "logical"),
+                Ok(WalLevel::LogicalOnDemand { effective }) => Finding::pass(
+                    "wal_level",
+                    format!(
+                        "replica, effective_wal_level {effective}: the server decodes once a logical slot exists (PostgreSQL 19+); creating the first slot may wait for a checkpoint"
+                    ),
+                ),
                 Err(e) => Finding::fail("wal_level", e),
+                Ok(WalLevel::Insufficient(level)) => Finding::fail("wal_level", level),
             });
             let publications = &config.source.publications;
             let first = publications.first();
@@ -99,6 +109,7 @@ pub async fn run(config: &Config) -> Vec<Finding> {
                 findings.push(failover(&mut conn).await);
             }
             findings.push(role(&mut conn).await);
+            findings.extend(idle_timeout::check(&mut conn, config.source.maintenance_window).await);
             findings.extend(tables(&mut conn, publications).await);
             findings.extend(projections(config).await);
             let name = config.source.slot.as_str();

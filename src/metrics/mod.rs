@@ -1,4 +1,5 @@
-//! Every metric pgcdc exports, registered in one place, and the HTTP listener that serves them.
+//! Every metric pgcdc exports, registered in one place; the HTTP listener that serves them is in
+//! `http.rs`.
 //!
 //! Names follow Prometheus conventions: `pgcdc_` prefix, base units, `_total` for counters.
 //! Every series carries a constant `slot` label (one pgcdc serves one slot); other labels take
@@ -9,19 +10,18 @@
 //! ([`Live`]): the open window's age and the replication lag in seconds.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
+use crate::lsn::Lsn;
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
-use crate::lsn::Lsn;
+mod http;
+pub use http::{bind, serve};
 
 /// Every metric name, so dashboards, alert rules and tests can be checked against one list.
 pub mod names {
@@ -37,6 +37,7 @@ pub mod names {
     pub const LAG_SECONDS: &str = "pgcdc_replication_lag_seconds";
     pub const RETAINED_WAL: &str = "pgcdc_slot_retained_wal_bytes";
     pub const SAFE_WAL_SIZE: &str = "pgcdc_slot_safe_wal_size_bytes";
+    pub const SLOT_INVALIDATION_ETA: &str = "pgcdc_slot_invalidation_eta_seconds";
     pub const WAL_STATUS: &str = "pgcdc_slot_wal_status";
     pub const SLOT_ACTIVE: &str = "pgcdc_slot_active";
     pub const SLOT_FAILOVER: &str = "pgcdc_slot_failover";
@@ -63,6 +64,25 @@ pub mod names {
 /// one that must stay absent until it has a value.
 pub const NO_LABELS: &[&str] = &[];
 
+/// Every `kind` of `pgcdc_errors_total` (what `RunError::kind` returns). Each series exists at 0
+/// from the first scrape: `increase()` over a counter that appears at 1 misses the first error,
+/// and a dashboard cannot tell "no errors" from "not scraped".
+pub const ERROR_KINDS: &[&str] = &["source", "decode", "sink", "checkpoint", "snapshot", "slot"];
+
+/// Every `kind` of `pgcdc_sink_errors_total` (the labels of `sink::retry::Failure`), at 0 from the
+/// first scrape for the same reason.
+pub const SINK_ERROR_KINDS: &[&str] = &[
+    "timeout",
+    "connection",
+    "response",
+    "throttled",
+    "server",
+    "permanent",
+];
+
+/// The op codes of `pgcdc_rows_total` (insert, update, delete, truncate, snapshot read).
+pub const ROW_OPS: &[&str] = &["I", "U", "D", "T", "R"];
+
 pub struct Metrics {
     pub registry: Registry,
     pub rows: IntCounterVec,
@@ -79,6 +99,9 @@ pub struct Metrics {
     /// No labels, but a vector so it is absent until set: a server without the column, or a
     /// slot with no `max_slot_wal_keep_size` limit (NULL), must not read as "0 bytes left".
     pub safe_wal_size: IntGaugeVec,
+    /// Seconds until the server may invalidate the slot (see `slot_forecast`); absent, like
+    /// `safe_wal_size`, while nothing limits the slot or no limit is approaching.
+    pub slot_invalidation_eta: GaugeVec,
     pub wal_status: IntGaugeVec,
     pub slot_active: IntGauge,
     /// Absent before PostgreSQL 17, which has no failover slots.
@@ -175,7 +198,7 @@ fn build(slot: &str) -> Result<Metrics, prometheus::Error> {
         .with_label_values(&[env!("CARGO_PKG_VERSION")])
         .set(1);
     register(r, build_info)?;
-    Ok(Metrics {
+    let metrics = Metrics {
         rows: register(
             r,
             IntCounterVec::new(
@@ -230,6 +253,13 @@ fn build(slot: &str) -> Result<Metrics, prometheus::Error> {
                 &[],
             )?,
         )?,
+        slot_invalidation_eta: register(
+            r,
+            GaugeVec::new(
+                Opts::new(SLOT_INVALIDATION_ETA, "Seconds until the server may invalidate the slot: safe_wal_size at the recent WAL rate, or what is left of idle_replication_slot_timeout, whichever is sooner (absent when nothing limits the slot or no limit is approaching)"),
+                &[],
+            )?,
+        )?,
         wal_status: register(
             r,
             IntGaugeVec::new(
@@ -248,7 +278,7 @@ fn build(slot: &str) -> Result<Metrics, prometheus::Error> {
         slot_stats: register(
             r,
             IntGaugeVec::new(
-                Opts::new(SLOT_STATS, "pg_stat_replication_slots counters (PostgreSQL 14+): spill_txns, spill_count, spill_bytes, stream_txns, stream_count, stream_bytes, total_txns, total_bytes"),
+                Opts::new(SLOT_STATS, "pg_stat_replication_slots counters (PostgreSQL 14+): spill_txns, spill_count, spill_bytes, stream_txns, stream_count, stream_bytes, total_txns, total_bytes, mem_exceeded_count (19+)"),
                 &["stat"],
             )?,
         )?,
@@ -284,7 +314,7 @@ fn build(slot: &str) -> Result<Metrics, prometheus::Error> {
         sink_errors: register(
             r,
             IntCounterVec::new(
-                Opts::new(SINK_ERRORS, "Failed sink requests, by kind (timeout, connection, throttled, server, permanent)"),
+                Opts::new(SINK_ERRORS, "Failed sink requests, by kind (timeout, connection, response, throttled, server, permanent)"),
                 &["kind"],
             )?,
         )?,
@@ -328,7 +358,29 @@ fn build(slot: &str) -> Result<Metrics, prometheus::Error> {
             IntCounterVec::new(Opts::new(COPY_CHUNKS_REDONE, "Chunks read again because the stream changed them in a way the watermarks cannot settle"), &["table"])?,
         )?,
         registry,
-    })
+    };
+    for kind in ERROR_KINDS {
+        metrics.errors.with_label_values(&[kind]);
+    }
+    for kind in SINK_ERROR_KINDS {
+        metrics.sink_errors.with_label_values(&[kind]);
+    }
+    Ok(metrics)
+}
+
+/// Brings the per-table counters into existence at 0 for the tables pgcdc captures (`schema.table`),
+/// once it knows them: `increase()` and the "no files" alerts then see the first file as a change
+/// from 0 rather than a series that appears.
+pub fn init_tables(tables: &[String]) {
+    let m = get();
+    for table in tables {
+        for op in ROW_OPS {
+            m.rows.with_label_values(&[table.as_str(), *op]);
+        }
+        m.files.with_label_values(&[table]);
+        m.bytes.with_label_values(&[table]);
+        m.copy_chunks_redone.with_label_values(&[table]);
+    }
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -391,52 +443,6 @@ pub fn render() -> Vec<u8> {
     out
 }
 
-/// Binds the listener now, so a taken port fails start-up with a clear error.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
-}
-
-/// Serves `/metrics`, `/healthz` (the process is alive) and `/readyz` (streaming, lag within
-/// `ready_max_lag_bytes`) until the process ends. A deliberately tiny HTTP/1.1 responder: one
-/// request per connection, no keep-alive, which is all a scraper or a probe needs.
-pub async fn serve(listener: TcpListener, ready_max_lag_bytes: u64) {
-    loop {
-        let Ok((mut socket, _)) = listener.accept().await else {
-            continue;
-        };
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let n = match socket.read(&mut buf).await {
-                Ok(n) => n,
-                Err(_) => return,
-            };
-            let request = String::from_utf8_lossy(buf.get(..n).unwrap_or_default());
-            let path = request.split_whitespace().nth(1).unwrap_or("/");
-            let (status, content_type, body) = match path {
-                "/metrics" => ("200 OK", "text/plain; version=0.0.4", render()),
-                "/healthz" => ("200 OK", "text/plain", b"ok\n".to_vec()),
-                "/readyz" if ready(ready_max_lag_bytes) => {
-                    ("200 OK", "text/plain", b"ready\n".to_vec())
-                }
-                "/readyz" => (
-                    "503 Service Unavailable",
-                    "text/plain",
-                    b"not ready: not streaming, or lag above metrics.ready_max_lag_bytes\n"
-                        .to_vec(),
-                ),
-                _ => ("404 Not Found", "text/plain", b"not found\n".to_vec()),
-            };
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = socket.write_all(head.as_bytes()).await;
-            let _ = socket.write_all(&body).await;
-            let _ = socket.shutdown().await;
-        });
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,8 +458,9 @@ mod tests {
         m.slot_stats.with_label_values(&["spill_bytes"]).set(0);
         m.safe_wal_size.with_label_values(NO_LABELS).set(1);
         m.slot_failover.with_label_values(NO_LABELS).set(1);
-        m.sink_errors.with_label_values(&["timeout"]).inc();
-        m.errors.with_label_values(&["source"]).inc();
+        m.slot_invalidation_eta
+            .with_label_values(NO_LABELS)
+            .set(3600.0);
         let text = String::from_utf8(render()).unwrap();
         for name in [
             names::ROWS,
@@ -468,6 +475,7 @@ mod tests {
             names::LAG_SECONDS,
             names::RETAINED_WAL,
             names::SAFE_WAL_SIZE,
+            names::SLOT_INVALIDATION_ETA,
             names::WAL_STATUS,
             names::SLOT_ACTIVE,
             names::SLOT_FAILOVER,
@@ -489,5 +497,64 @@ mod tests {
             );
         }
         assert!(text.contains("slot=\"test_slot\""), "{text}");
+    }
+
+    fn scrape(m: &Metrics) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&m.registry.gather(), &mut out)
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn labelled_counters_exist_at_zero_from_the_start() {
+        let m = build("fresh").unwrap();
+        let text = scrape(&m);
+        for (family, kinds) in [
+            (names::ERRORS, ERROR_KINDS),
+            (names::SINK_ERRORS, SINK_ERROR_KINDS),
+        ] {
+            for kind in kinds {
+                let series = format!("{family}{{kind=\"{kind}\",slot=\"fresh\"}} 0");
+                assert!(text.contains(&series), "{series} missing:\n{text}");
+            }
+        }
+        // Unlabelled counters are there from the start anyway.
+        for name in [names::TRANSACTIONS, names::RECONNECTS] {
+            assert!(
+                text.contains(&format!("{name}{{slot=\"fresh\"}} 0")),
+                "{name}:\n{text}"
+            );
+        }
+        // What must stay absent until it has a value does.
+        for name in [
+            names::SAFE_WAL_SIZE,
+            names::SLOT_INVALIDATION_ETA,
+            names::SLOT_FAILOVER,
+        ] {
+            assert!(
+                !text.contains(&format!("\n{name}{{")),
+                "{name} present:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn per_table_counters_exist_at_zero_once_the_tables_are_known() {
+        init("test_slot");
+        init_tables(&["public.zero".to_owned()]);
+        let text = String::from_utf8(render()).unwrap();
+        for op in ROW_OPS {
+            let series = format!(
+                "{}{{op=\"{op}\",table=\"public.zero\",slot=\"test_slot\"}} 0",
+                names::ROWS
+            );
+            assert!(text.contains(&series), "{series} missing:\n{text}");
+        }
+        for name in [names::FILES, names::BYTES, names::COPY_CHUNKS_REDONE] {
+            let series = format!("{name}{{table=\"public.zero\",slot=\"test_slot\"}} 0");
+            assert!(text.contains(&series), "{series} missing:\n{text}");
+        }
     }
 }
