@@ -13,6 +13,7 @@ use tracing::{debug, warn};
 use crate::config::Config;
 use crate::lsn::Lsn;
 use crate::metrics;
+use crate::wal_hold;
 
 const SLOT_STATS: &[&str] = &[
     "spill_txns",
@@ -85,6 +86,7 @@ async fn tick(interval: &mut Option<tokio::time::Interval>) {
 }
 
 async fn poll(client: &tokio_postgres::Client, slot: &str) -> Result<(), tokio_postgres::Error> {
+    record_holds(client, slot).await?;
     let m = metrics::get();
     let row = client
         .query_one(
@@ -151,6 +153,31 @@ async fn poll(client: &tokio_postgres::Client, slot: &str) -> Result<(), tokio_p
                     m.slot_stats.with_label_values(&[stat]).set(value);
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// What holds the WAL (`crate::wal_hold`): the retained WAL by cause, and the age of the
+/// transaction holding the slot's decoding position, which alerts can watch before the bytes pile up.
+async fn record_holds(
+    client: &tokio_postgres::Client,
+    slot: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let m = metrics::get();
+    let facts = wal_hold::gather(client, slot).await?;
+    for (cause, bytes) in wal_hold::by_label(&wal_hold::breakdown(&facts)) {
+        m.wal_held
+            .with_label_values(&[cause])
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+    match wal_hold::holder(&facts).and_then(|t| t.age_seconds) {
+        Some(age) => m
+            .oldest_xact_age
+            .with_label_values(metrics::NO_LABELS)
+            .set(age),
+        None => {
+            let _ = m.oldest_xact_age.remove_label_values(metrics::NO_LABELS);
         }
     }
     Ok(())

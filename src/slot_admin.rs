@@ -74,6 +74,8 @@ pub struct SlotStatus {
     pub wal_status: Option<String>,
     pub safe_wal_size: Option<i64>,
     pub checkpoint: Option<Checkpoint>,
+    /// Why the retained WAL is what it is, biggest cause first (`crate::wal_hold`).
+    pub what_holds_the_wal: Vec<crate::wal_hold::Explained>,
 }
 
 /// A record that changes may be missing between two positions of the stream.
@@ -221,6 +223,13 @@ impl<'a> SlotAdmin<'a> {
             source,
         })?;
         let checkpoint = Checkpoint::load(self.sink.as_ref(), self.slot())?;
+        let holds = self
+            .handle
+            .block_on(crate::wal_hold::gather(&self.client, self.slot()))
+            .map_err(|source| SlotAdminError::Sql {
+                what: "reading what holds the WAL".to_owned(),
+                source,
+            })?;
         let mut status = SlotStatus {
             slot: self.slot().to_owned(),
             exists: row.is_some(),
@@ -233,6 +242,7 @@ impl<'a> SlotAdmin<'a> {
             wal_status: None,
             safe_wal_size: None,
             checkpoint,
+            what_holds_the_wal: crate::wal_hold::explain(crate::wal_hold::causes(&holds)),
         };
         if let Some(row) = row {
             let text: String = row.get(0);
@@ -510,6 +520,8 @@ pub fn render_status(status: &SlotStatus) -> String {
             "safe wal size        {}",
             opt(status.safe_wal_size.map(|b| b.to_string()))
         ));
+        let holds = crate::wal_hold::render(&status.what_holds_the_wal);
+        lines.push(holds.trim_end().to_owned());
     }
     match &status.checkpoint {
         Some(ck) => lines.push(format!(
