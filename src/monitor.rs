@@ -85,8 +85,18 @@ async fn tick(interval: &mut Option<tokio::time::Interval>) {
     }
 }
 
+/// Both reads, each whatever the other did: what holds the WAL must not cost the slot's figures,
+/// nor the other way round.
 async fn poll(client: &tokio_postgres::Client, slot: &str) -> Result<(), tokio_postgres::Error> {
-    record_holds(client, slot).await?;
+    let figures = poll_slot(client, slot).await;
+    let holds = record_holds(client, slot).await;
+    figures.and(holds)
+}
+
+async fn poll_slot(
+    client: &tokio_postgres::Client,
+    slot: &str,
+) -> Result<(), tokio_postgres::Error> {
     let m = metrics::get();
     let row = client
         .query_one(

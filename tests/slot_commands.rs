@@ -218,7 +218,9 @@ async fn slot_status_names_the_open_transaction_that_holds_the_wal() {
         .get(0);
     // Well over a WAL segment (the smallest cause shown), which pgcdc streams and confirms.
     cluster
-        .execute("insert into public.t select g, repeat('x', 200) from generate_series(1, 150000) g")
+        .execute(
+            "insert into public.t select g, repeat('x', 200) from generate_series(1, 150000) g",
+        )
         .await;
     cluster
         .wait_slot_confirms_now("pgcdc", "pgcdc confirms the burst", DEADLINE)
@@ -241,7 +243,10 @@ async fn slot_status_names_the_open_transaction_that_holds_the_wal() {
         },
     )
     .await;
-    assert!(text.contains("what holds the WAL   biggest first"), "{text}");
+    assert!(
+        text.contains("what holds the WAL   biggest first"),
+        "{text}"
+    );
     assert!(
         text.contains("insert into public.audit values (1)"),
         "its first line of query: {text}"
@@ -254,19 +259,23 @@ async fn slot_status_names_the_open_transaction_that_holds_the_wal() {
     assert!(ok && json_names_pid(&json, pid), "{json}");
     // The monitor says the same: the age of the transaction holding the decoding position.
     let scrape = || async { get(&addr, "/metrics").await.map(|(_, body)| body) };
-    wait_until("the oldest transaction's age is exported", DEADLINE, || async {
-        let metrics = scrape().await?;
-        let held = metrics
-            .lines()
-            .find(|l| l.starts_with("pgcdc_slot_wal_held_bytes{cause=\"transaction\""))?
-            .rsplit(' ')
-            .next()?
-            .parse::<f64>()
-            .ok()?;
-        (sample(&metrics, "pgcdc_slot_oldest_xact_age_seconds")? >= 0.0
-            && held >= 16.0 * 1024.0 * 1024.0)
-            .then_some(())
-    })
+    wait_until(
+        "the oldest transaction's age is exported",
+        DEADLINE,
+        || async {
+            let metrics = scrape().await?;
+            let held = metrics
+                .lines()
+                .find(|l| l.starts_with("pgcdc_slot_wal_held_bytes{cause=\"transaction\""))?
+                .rsplit(' ')
+                .next()?
+                .parse::<f64>()
+                .ok()?;
+            (sample(&metrics, "pgcdc_slot_oldest_xact_age_seconds")? >= 0.0
+                && held >= 16.0 * 1024.0 * 1024.0)
+                .then_some(())
+        },
+    )
     .await;
 
     holder.batch_execute("commit").await.expect("commit");

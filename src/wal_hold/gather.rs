@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use super::{Facts, QUERY_CHARS, OtherSlot, SlotFacts, Transaction, TransactionKind, Walsender};
+use super::{Facts, OtherSlot, QUERY_CHARS, SlotFacts, Transaction, TransactionKind, Walsender};
 use crate::lsn::Lsn;
 
 /// The statement behind [`gather`]. A query keeps 81 characters of its first line: one more
@@ -69,13 +69,16 @@ pub fn facts_from_json(json: &Value) -> Facts {
     let lsn = |v: &Value| v.as_str().and_then(|s| s.parse::<Lsn>().ok());
     let text = |v: &Value| v.as_str().map(str::to_owned);
     let pid = |v: &Value| v.as_i64().and_then(|p| i32::try_from(p).ok());
-    let slot = json.get("slot").filter(|s| s.is_object()).map(|s| SlotFacts {
-        active: s["active"].as_bool().unwrap_or(false),
-        active_pid: pid(&s["active_pid"]),
-        restart_lsn: lsn(&s["restart_lsn"]),
-        confirmed_flush_lsn: lsn(&s["confirmed_flush_lsn"]),
-        catalog_xmin_age: s["catalog_xmin_age"].as_i64(),
-    });
+    let slot = json
+        .get("slot")
+        .filter(|s| s.is_object())
+        .map(|s| SlotFacts {
+            active: s["active"].as_bool().unwrap_or(false),
+            active_pid: pid(&s["active_pid"]),
+            restart_lsn: lsn(&s["restart_lsn"]),
+            confirmed_flush_lsn: lsn(&s["confirmed_flush_lsn"]),
+            catalog_xmin_age: s["catalog_xmin_age"].as_i64(),
+        });
     let walsender = json
         .get("walsender")
         .filter(|w| w.is_object())
@@ -133,7 +136,10 @@ pub fn facts_from_json(json: &Value) -> Facts {
         })
         .collect();
     Facts {
-        current_wal_lsn: json.get("current_wal_lsn").and_then(lsn).unwrap_or_default(),
+        current_wal_lsn: json
+            .get("current_wal_lsn")
+            .and_then(lsn)
+            .unwrap_or_default(),
         slot,
         walsender,
         transactions,
@@ -144,7 +150,12 @@ pub fn facts_from_json(json: &Value) -> Facts {
 /// The first line of a statement, without control characters, cut at [`QUERY_CHARS`] with a
 /// `…` that says so. The server already sent no more than the first line.
 fn first_line(query: &str) -> String {
-    let line = query.trim_start().lines().next().unwrap_or_default().trim_end();
+    let line = query
+        .trim_start()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_end();
     let mut out: String = line
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -208,12 +219,18 @@ mod tests {
 
     #[test]
     fn a_query_shows_only_its_first_line_cut_short() {
-        assert_eq!(first_line("\n  update t set v = 1\nwhere secret = 'x'"), "update t set v = 1");
+        assert_eq!(
+            first_line("\n  update t set v = 1\nwhere secret = 'x'"),
+            "update t set v = 1"
+        );
         let long = "x".repeat(QUERY_CHARS + 1);
         let shown = first_line(&long);
         assert_eq!(shown.chars().count(), QUERY_CHARS + 1);
         assert!(shown.ends_with('…'));
-        assert_eq!(first_line(&"y".repeat(QUERY_CHARS)), "y".repeat(QUERY_CHARS));
+        assert_eq!(
+            first_line(&"y".repeat(QUERY_CHARS)),
+            "y".repeat(QUERY_CHARS)
+        );
         assert_eq!(first_line("a\tb\u{7}c"), "a b c");
     }
 

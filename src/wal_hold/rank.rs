@@ -176,13 +176,21 @@ mod tests {
         let shares = breakdown(&facts);
         assert_eq!(
             labels(&shares),
-            [("server_sending", 100), ("pgcdc_lag", 200), ("transaction", 600)]
+            [
+                ("server_sending", 100),
+                ("pgcdc_lag", 200),
+                ("transaction", 600)
+            ]
         );
         let total: u64 = shares.iter().map(|c| c.bytes).sum();
         assert_eq!(total, at(1000).saturating_sub(at(100)));
         assert_eq!(
             labels(&causes(&facts)),
-            [("transaction", 600), ("pgcdc_lag", 200), ("server_sending", 100)],
+            [
+                ("transaction", 600),
+                ("pgcdc_lag", 200),
+                ("server_sending", 100)
+            ],
             "biggest first"
         );
     }
@@ -297,7 +305,9 @@ mod tests {
         ];
         let causes = causes(&facts);
         assert_eq!(causes[0].bytes, 990 * MIB);
-        assert!(matches!(&causes[0].holder, Holder::OtherSlot { slot } if slot.name == "abandoned"));
+        assert!(
+            matches!(&causes[0].holder, Holder::OtherSlot { slot } if slot.name == "abandoned")
+        );
         assert_eq!(causes.len(), 4, "{causes:?}");
         let metric = by_label(&breakdown(&facts));
         assert_eq!(metric.len(), Holder::LABELS.len());

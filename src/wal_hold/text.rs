@@ -93,7 +93,7 @@ impl Cause {
                     )
                 }
             },
-            Holder::Transaction { transaction: None } => "usually nothing: restart_lsn moves at the server's next running-transactions record (every 15 s, and at checkpoints) once pgcdc confirms past it; if it stays behind, grant pgcdc's role pg_read_all_stats so the transaction holding it can be named".to_owned(),
+            Holder::Transaction { transaction: None } => "usually nothing: restart_lsn moves at the server's next running-transactions record (every 15 s, and at checkpoints) once pgcdc confirms past it; if it stays behind, look for the oldest transaction in pg_stat_activity (backend_xid) and pg_prepared_xacts".to_owned(),
             Holder::OtherSlot { slot } if slot.active => format!(
                 "its consumer is behind: see who streams from {} in pg_stat_replication",
                 slot.name
@@ -221,7 +221,11 @@ mod tests {
                 transaction: Some(running("", None)),
             },
         };
-        assert!(hidden.summary().contains("open for an unknown time, xid 740 keeps"));
+        assert!(
+            hidden
+                .summary()
+                .contains("open for an unknown time, xid 740 keeps")
+        );
     }
 
     #[test]
