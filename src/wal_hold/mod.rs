@@ -32,7 +32,7 @@ mod rank;
 mod text;
 
 pub use gather::{facts_from_json, gather};
-pub use rank::{MIN_BYTES, breakdown, by_label, causes, holder};
+pub use rank::{HOLD_MIN_SECONDS, MIN_BYTES, breakdown, by_label, causes, holder};
 pub use text::{Explained, explain, render};
 
 use serde::Serialize;
@@ -63,10 +63,6 @@ pub struct SlotFacts {
     pub active_pid: Option<i32>,
     pub restart_lsn: Option<Lsn>,
     pub confirmed_flush_lsn: Option<Lsn>,
-    /// `age(catalog_xmin)`: how many xids ago the oldest transaction the slot still decodes
-    /// began. A transaction at least that old was open when the slot last moved, so it is the
-    /// one holding `restart_lsn`.
-    pub catalog_xmin_age: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -82,7 +78,7 @@ pub struct Walsender {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Transaction {
     pub xid: String,
-    /// `age(xid)`, comparable with [`SlotFacts::catalog_xmin_age`].
+    /// `age(xid)`: the larger, the earlier its first write.
     pub xid_age: i64,
     /// Seconds since it began (running) or was prepared; `None` when pgcdc's role may not see
     /// another user's session details (it needs `pg_read_all_stats`).

@@ -84,16 +84,24 @@ pub fn causes(facts: &Facts) -> Vec<Cause> {
     causes
 }
 
-/// The transaction that holds the slot's decoding position: the oldest open one with an xid that
-/// is at least as old as the slot's `catalog_xmin`. The slot takes `catalog_xmin` and the
-/// candidate `restart_lsn` from the same running-transactions record, so a transaction that old
-/// was open when the slot last moved, and decoding must restart at or before its first change.
-/// A younger one began after that point and holds nothing yet.
+/// The running-transactions interval of the server (`LOG_SNAPSHOT_INTERVAL_MS`): `restart_lsn`
+/// only moves at those records, so it trails the confirmed position by up to this much anyway,
+/// and a transaction younger than that cannot be told apart from the usual trail.
+pub const HOLD_MIN_SECONDS: f64 = 15.0;
+
+/// The transaction that holds the slot's decoding position: the oldest open one with an xid,
+/// running or prepared. An xid is assigned at a transaction's first write, so the oldest xid has
+/// the earliest first change, which is where decoding must restart until it ends; one that has
+/// not written (no xid) holds nothing. Not named while younger than [`HOLD_MIN_SECONDS`]; named
+/// when its age is unknown (pgcdc's role may not see other users' `xact_start`).
+///
+/// The slot's `catalog_xmin` does not single it out: it is pinned to the snapshot the holder
+/// was first decoded with, which is older than the holder's own xid.
 pub fn holder(facts: &Facts) -> Option<&Transaction> {
-    let slot = facts.slot.as_ref()?;
+    facts.slot.as_ref()?;
     let oldest = facts.transactions.iter().max_by_key(|t| t.xid_age)?;
-    match slot.catalog_xmin_age {
-        Some(catalog_xmin_age) if oldest.xid_age < catalog_xmin_age => None,
+    match oldest.age_seconds {
+        Some(age) if age < HOLD_MIN_SECONDS => None,
         _ => Some(oldest),
     }
 }
@@ -135,7 +143,6 @@ mod tests {
                 active_pid: Some(41),
                 restart_lsn: Some(at(100)),
                 confirmed_flush_lsn: Some(at(700)),
-                catalog_xmin_age: Some(12),
             }),
             walsender: Some(Walsender {
                 pid: 41,
@@ -196,7 +203,7 @@ mod tests {
     }
 
     #[test]
-    fn the_oldest_transaction_at_least_as_old_as_catalog_xmin_is_named() {
+    fn the_oldest_transaction_with_an_xid_is_named() {
         let mut facts = streaming();
         facts.transactions = vec![running(7, 3), running(9, 12)];
         let causes = causes(&facts);
@@ -211,9 +218,11 @@ mod tests {
     }
 
     #[test]
-    fn a_transaction_younger_than_catalog_xmin_holds_nothing_yet() {
+    fn a_transaction_younger_than_the_running_xacts_interval_is_not_named() {
         let mut facts = streaming();
-        facts.transactions = vec![running(7, 3)];
+        let mut young = running(7, 3);
+        young.age_seconds = Some(HOLD_MIN_SECONDS - 1.0);
+        facts.transactions = vec![young.clone()];
         assert_eq!(holder(&facts), None);
         let causes = causes(&facts);
         assert_eq!(
@@ -221,6 +230,10 @@ mod tests {
             Holder::Transaction { transaction: None },
             "the share is still there, unnamed"
         );
+        // Another user's session whose start pgcdc may not see: named, its age unknown.
+        young.age_seconds = None;
+        facts.transactions = vec![young.clone()];
+        assert_eq!(holder(&facts), Some(&young));
     }
 
     #[test]
