@@ -204,6 +204,11 @@ async fn slot_status_names_the_open_transaction_that_holds_the_wal() {
 
     // A transaction with an xid (it wrote to an unpublished table), open before the burst.
     let holder = cluster.client("shop").await;
+    let pid: i32 = holder
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .expect("pid")
+        .get(0);
     for sql in [
         "set application_name = 'audit_job'",
         "begin",
@@ -211,11 +216,6 @@ async fn slot_status_names_the_open_transaction_that_holds_the_wal() {
     ] {
         holder.batch_execute(sql).await.expect(sql);
     }
-    let pid: i32 = holder
-        .query_one("select pg_backend_pid()", &[])
-        .await
-        .expect("pid")
-        .get(0);
     // Well over a WAL segment (the smallest cause shown), which pgcdc streams and confirms.
     cluster
         .execute(
