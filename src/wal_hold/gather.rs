@@ -120,7 +120,7 @@ pub fn facts_from_json(json: &Value) -> Facts {
         transaction(&t, kind)
     });
     let mut transactions: Vec<Transaction> = running.chain(prepared).collect();
-    transactions.sort_by(|a, b| b.xid_age.cmp(&a.xid_age));
+    transactions.sort_by_key(|t| std::cmp::Reverse(t.xid_age));
     let other_slots = list("other_slots")
         .iter()
         .filter_map(|s| {

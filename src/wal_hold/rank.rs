@@ -80,7 +80,7 @@ pub fn causes(facts: &Facts) -> Vec<Cause> {
         .into_iter()
         .filter(|c| c.bytes >= MIN_BYTES || c.holder == Holder::PgcdcStopped)
         .collect();
-    causes.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+    causes.sort_by_key(|c| std::cmp::Reverse(c.bytes));
     causes
 }
 
