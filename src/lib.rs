@@ -30,6 +30,7 @@ pub mod snapshot;
 pub mod source;
 pub mod streamed;
 pub mod tls;
+pub mod wal_hold;
 
 /// Which module may import which: the layering the module docs state, checked on the source so
 /// that a convenient import does not quietly undo it.
@@ -122,6 +123,10 @@ mod layering {
         ] {
             assert_never_uses(module, &io);
         }
+        // What holds the WAL is ranked and said without a server: only `gather` reads one.
+        for module in ["wal_hold/rank", "wal_hold/text"] {
+            assert_never_uses(module, &io);
+        }
         assert_never_uses(
             "run/ack",
             &["tokio", "crate::sink", "crate::checkpoint", "metrics"],
@@ -145,6 +150,7 @@ mod layering {
             "source",
             "streamed",
             "slot_admin",
+            "wal_hold",
         ] {
             assert_never_uses(module, &["crate::run"]);
         }

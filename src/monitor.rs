@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::lsn::Lsn;
 use crate::metrics;
 use crate::slot_forecast::{self, Limits, RATE_WINDOW, WalRate};
+use crate::wal_hold;
 
 const SLOT_STATS: &[&str] = &[
     "spill_txns",
@@ -105,8 +106,24 @@ async fn tick(interval: &mut Option<tokio::time::Interval>) {
     }
 }
 
-/// Reads the slot's figures into the metrics; returns why the slot is invalidated, if it is.
+/// Both reads, each whatever the other did: what holds the WAL must not cost the slot's figures,
+/// nor the other way round. Returns why the slot is invalidated, if it is.
 async fn poll(
+    client: &tokio_postgres::Client,
+    slot: &str,
+    wal_rate: &mut WalRate,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    let figures = poll_slot(client, slot, wal_rate).await;
+    let holds = record_holds(client, slot).await;
+    match (figures, holds) {
+        // A lost slot is news even if the second read failed.
+        (Ok(Some(lost)), _) => Ok(Some(lost)),
+        (figures, holds) => holds.and(figures),
+    }
+}
+
+/// Reads the slot's figures into the metrics; returns why the slot is invalidated, if it is.
+async fn poll_slot(
     client: &tokio_postgres::Client,
     slot: &str,
     wal_rate: &mut WalRate,
@@ -204,4 +221,29 @@ async fn poll(
         json["invalidation_reason"].as_str(),
         json["conflicting"].as_bool(),
     ))
+}
+
+/// What holds the WAL (`crate::wal_hold`): the retained WAL by cause, and the age of the
+/// transaction holding the slot's decoding position, which alerts can watch before the bytes pile up.
+async fn record_holds(
+    client: &tokio_postgres::Client,
+    slot: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let m = metrics::get();
+    let facts = wal_hold::gather(client, slot).await?;
+    for (cause, bytes) in wal_hold::by_label(&wal_hold::breakdown(&facts)) {
+        m.wal_held
+            .with_label_values(&[cause])
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+    match wal_hold::holder(&facts).and_then(|t| t.age_seconds) {
+        Some(age) => m
+            .oldest_xact_age
+            .with_label_values(metrics::NO_LABELS)
+            .set(age),
+        None => {
+            let _ = m.oldest_xact_age.remove_label_values(metrics::NO_LABELS);
+        }
+    }
+    Ok(())
 }

@@ -414,3 +414,139 @@ async fn the_idle_timeout_is_checked_against_the_maintenance_window_and_counted_
         "{summary}"
     );
 }
+
+/// `slot status` in a blocking thread: the command waits on its own process, not on the runtime.
+async fn slot_async(config: &Path, args: &[&str]) -> (bool, String) {
+    let config = config.to_owned();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        slot(&config, &args)
+    })
+    .await
+    .expect("slot command thread")
+}
+
+/// The `transaction` causes in `slot status --json` that name session `pid`.
+fn json_names_pid(text: &str, pid: i32) -> bool {
+    let status: serde_json::Value = serde_json::from_str(text).expect("status JSON");
+    status["what_holds_the_wal"]
+        .as_array()
+        .expect("what_holds_the_wal is a list")
+        .iter()
+        .any(|c| c["cause"] == "transaction" && c["transaction"]["pid"] == pid)
+}
+
+// Issue 23: retained WAL grows and the user does not know why; `slot status` names the open
+// transaction that keeps restart_lsn behind, and stops naming it once it commits.
+#[tokio::test(flavor = "multi_thread")]
+async fn slot_status_names_the_open_transaction_that_holds_the_wal() {
+    use common::http::{get, sample};
+
+    let setup = Fixture::builder()
+        .ddl(
+            "create table public.t (id int primary key, v text);
+             create table public.audit (id int);
+             create publication pgcdc_pub for table public.t;",
+        )
+        .setting("metrics.poll_interval = \"200ms\"")
+        .start()
+        .await;
+    let cluster = &setup.cluster;
+    let config = setup.config.clone();
+    let addr = metrics_listen(&config);
+    let mut pgcdc = setup.run(&config);
+    pgcdc.wait_output("Streaming changes", DEADLINE).await;
+
+    // A transaction with an xid (it wrote to an unpublished table), open before the burst.
+    let holder = cluster.client("shop").await;
+    let pid: i32 = holder
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .expect("pid")
+        .get(0);
+    for sql in [
+        "set application_name = 'audit_job'",
+        "begin",
+        "insert into public.audit values (1)",
+    ] {
+        holder.batch_execute(sql).await.expect(sql);
+    }
+    // Well over a WAL segment (the smallest cause shown), which pgcdc streams and confirms.
+    cluster
+        .execute(
+            "insert into public.t select g, repeat('x', 200) from generate_series(1, 150000) g",
+        )
+        .await;
+    cluster
+        .wait_slot_confirms_now("pgcdc", "pgcdc confirms the burst", DEADLINE)
+        .await;
+    // Named once it is older than the server's running-transactions interval (15 s), which is
+    // how far restart_lsn trails anyway.
+    let named = format!("transaction pid {pid} (audit_job");
+    let text = wait_until(
+        "slot status names the open transaction",
+        DEADLINE,
+        || async {
+            let (ok, text) = slot_async(&config, &["status"]).await;
+            if ok && text.contains(&named) {
+                Ok(text)
+            } else {
+                Err(text)
+            }
+        },
+    )
+    .await;
+    assert!(
+        text.contains("what holds the WAL   biggest first"),
+        "{text}"
+    );
+    assert!(
+        text.contains("insert into public.audit values (1)"),
+        "its first line of query: {text}"
+    );
+    assert!(
+        text.contains(&format!("select pg_terminate_backend({pid})")),
+        "what to do: {text}"
+    );
+    let (ok, json) = slot_async(&config, &["status", "--json"]).await;
+    assert!(ok && json_names_pid(&json, pid), "{json}");
+    // The monitor says the same: the age of the transaction holding the decoding position.
+    let scrape = || async { get(&addr, "/metrics").await.map(|(_, body)| body) };
+    wait_until(
+        "the oldest transaction's age is exported",
+        DEADLINE,
+        || async {
+            let metrics = scrape().await?;
+            let held = metrics
+                .lines()
+                .find(|l| l.starts_with("pgcdc_slot_wal_held_bytes{cause=\"transaction\""))?
+                .rsplit(' ')
+                .next()?
+                .parse::<f64>()
+                .ok()?;
+            (sample(&metrics, "pgcdc_slot_oldest_xact_age_seconds")? >= 0.0
+                && held >= 16.0 * 1024.0 * 1024.0)
+                .then_some(())
+        },
+    )
+    .await;
+
+    holder.batch_execute("commit").await.expect("commit");
+    let (ok, text) = slot_async(&config, &["status"]).await;
+    assert!(ok, "{text}");
+    assert!(
+        !text.contains(&format!("pid {pid} (")),
+        "a committed transaction holds nothing: {text}"
+    );
+    let (ok, json) = slot_async(&config, &["status", "--json"]).await;
+    assert!(ok && !json_names_pid(&json, pid), "{json}");
+    wait_until("the age is gone once it commits", DEADLINE, || async {
+        let metrics = scrape().await?;
+        sample(&metrics, "pgcdc_slot_oldest_xact_age_seconds")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    pgcdc.stop_cleanly(DEADLINE).await;
+}

@@ -42,6 +42,8 @@ pub mod names {
     pub const SLOT_ACTIVE: &str = "pgcdc_slot_active";
     pub const SLOT_FAILOVER: &str = "pgcdc_slot_failover";
     pub const SLOT_STATS: &str = "pgcdc_slot_stats";
+    pub const WAL_HELD: &str = "pgcdc_slot_wal_held_bytes";
+    pub const OLDEST_XACT_AGE: &str = "pgcdc_slot_oldest_xact_age_seconds";
     pub const STREAMING: &str = "pgcdc_streaming";
     pub const WINDOW_AGE: &str = "pgcdc_window_age_seconds";
     pub const UPLOAD_SECONDS: &str = "pgcdc_upload_duration_seconds";
@@ -107,6 +109,11 @@ pub struct Metrics {
     /// Absent before PostgreSQL 17, which has no failover slots.
     pub slot_failover: IntGaugeVec,
     pub slot_stats: IntGaugeVec,
+    /// The slot's retained WAL split by what holds it (`crate::wal_hold`), one series per cause.
+    pub wal_held: IntGaugeVec,
+    /// No labels, but a vector so it is absent while no transaction holds the slot's decoding
+    /// position: "0 seconds" would claim a transaction that does not exist.
+    pub oldest_xact_age: GaugeVec,
     pub streaming: IntGauge,
     pub window_age: Gauge,
     pub upload_seconds: Histogram,
@@ -280,6 +287,20 @@ fn build(slot: &str) -> Result<Metrics, prometheus::Error> {
             IntGaugeVec::new(
                 Opts::new(SLOT_STATS, "pg_stat_replication_slots counters (PostgreSQL 14+): spill_txns, spill_count, spill_bytes, stream_txns, stream_count, stream_bytes, total_txns, total_bytes, mem_exceeded_count (19+)"),
                 &["stat"],
+            )?,
+        )?,
+        wal_held: register(
+            r,
+            IntGaugeVec::new(
+                Opts::new(WAL_HELD, "WAL held, by cause: pgcdc_stopped, pgcdc_lag (not durable yet), server_sending (not sent yet) and transaction (an open transaction holds restart_lsn) add up to the slot's retained WAL; other_slot is what the oldest other slot retains when it is more"),
+                &["cause"],
+            )?,
+        )?,
+        oldest_xact_age: register(
+            r,
+            GaugeVec::new(
+                Opts::new(OLDEST_XACT_AGE, "Age of the oldest open transaction (running or prepared) that holds the slot's decoding position; absent when none does"),
+                &[],
             )?,
         )?,
         streaming: register(r, int(STREAMING, "1 while the replication stream is connected")?)?,
@@ -461,6 +482,8 @@ mod tests {
         m.slot_invalidation_eta
             .with_label_values(NO_LABELS)
             .set(3600.0);
+        m.wal_held.with_label_values(&["transaction"]).set(1);
+        m.oldest_xact_age.with_label_values(NO_LABELS).set(1.0);
         let text = String::from_utf8(render()).unwrap();
         for name in [
             names::ROWS,
@@ -480,6 +503,8 @@ mod tests {
             names::SLOT_ACTIVE,
             names::SLOT_FAILOVER,
             names::SLOT_STATS,
+            names::WAL_HELD,
+            names::OLDEST_XACT_AGE,
             names::STREAMING,
             names::WINDOW_AGE,
             names::UPLOAD_SECONDS,

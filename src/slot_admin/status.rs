@@ -22,6 +22,8 @@ pub struct SlotStatus {
     pub wal_status: Option<String>,
     pub safe_wal_size: Option<i64>,
     pub checkpoint: Option<Checkpoint>,
+    /// Why the retained WAL is what it is, biggest cause first (`crate::wal_hold`).
+    pub what_holds_the_wal: Vec<crate::wal_hold::Explained>,
     /// Only from `status_with_forecast` (`pgcdc slot status`), which measures the WAL rate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub invalidation: Option<Invalidation>,
@@ -51,6 +53,13 @@ impl SlotAdmin<'_> {
             source,
         })?;
         let checkpoint = Checkpoint::load(self.sink.as_ref(), self.slot())?;
+        let holds = self
+            .handle
+            .block_on(crate::wal_hold::gather(&self.client, self.slot()))
+            .map_err(|source| SlotAdminError::Sql {
+                what: "reading what holds the WAL".to_owned(),
+                source,
+            })?;
         let mut status = SlotStatus {
             slot: self.slot().to_owned(),
             exists: row.is_some(),
@@ -63,6 +72,7 @@ impl SlotAdmin<'_> {
             wal_status: None,
             safe_wal_size: None,
             checkpoint,
+            what_holds_the_wal: crate::wal_hold::explain(crate::wal_hold::causes(&holds)),
             invalidation: None,
         };
         if let Some(row) = row {
@@ -125,6 +135,8 @@ pub fn render_status(status: &SlotStatus) -> String {
         if let Some(invalidation) = &status.invalidation {
             lines.push(format!("invalidation         {}", invalidation.summary));
         }
+        let holds = crate::wal_hold::render(&status.what_holds_the_wal);
+        lines.push(holds.trim_end().to_owned());
     }
     match &status.checkpoint {
         Some(ck) => lines.push(format!(
