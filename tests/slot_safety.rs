@@ -49,6 +49,49 @@ async fn promptly(cluster: &PgCluster, what: &str, sql: &str) -> (Duration, Opti
     }
 }
 
+const ETA: &str = "pgcdc_slot_invalidation_eta_seconds";
+
+/// The shipped alert rules, run by promtool over the scraped forecast (one sample a minute): the
+/// page fires. Rule files are checked against ALERTS, so the annotations' wording is not pinned.
+fn the_alert_fires_on(etas: &[f64]) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rules =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("grafana/alerts/pgcdc.rules.yml");
+    let values: Vec<String> = etas.iter().map(|v| format!("{v:.3}")).collect();
+    let last = etas.len() - 1;
+    let test = format!(
+        "rule_files: ['{rules}']
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: '{ETA}{{job=\"pgcdc\", instance=\"pgcdc:9464\", slot=\"pgcdc\"}}'
+        values: '{values}'
+    promql_expr_test:
+      - expr: ALERTS{{alertname=\"PgcdcSlotInvalidationImminent\", alertstate=\"firing\"}}
+        eval_time: {last}m
+        exp_samples:
+          - labels: 'ALERTS{{alertname=\"PgcdcSlotInvalidationImminent\", alertstate=\"firing\", severity=\"critical\", job=\"pgcdc\", instance=\"pgcdc:9464\", slot=\"pgcdc\"}}'
+            value: 1
+",
+        rules = rules.display(),
+        values = values.join(" "),
+    );
+    let file = dir.path().join("scraped.test.yml");
+    std::fs::write(&file, test).expect("promtool test file");
+    let out = std::process::Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(&file)
+        .output()
+        .expect("promtool (scripts/install-deps.sh installs it)");
+    assert!(
+        out.status.success(),
+        "the page did not fire over the scraped forecast:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_s3_outage_never_holds_the_primary_and_the_invalidated_slot_stops_pgcdc() {
     let setup = Fixture::builder()
@@ -72,6 +115,23 @@ async fn an_s3_outage_never_holds_the_primary_and_the_invalidated_slot_stops_pgc
         .cluster
         .wait_slot_confirms_now("pgcdc", "the first copy is confirmed", DEADLINE)
         .await;
+
+    // The forecast, scraped all through the outage.
+    let addr = metrics_listen(&config);
+    let etas = std::sync::Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
+    let sampler = tokio::spawn({
+        let etas = etas.clone();
+        async move {
+            loop {
+                if let Some((_, body)) = common::http::get(&addr, "/metrics").await
+                    && let Some(eta) = common::http::sample(&body, ETA)
+                {
+                    etas.lock().expect("etas").push(eta);
+                }
+                tokio::time::sleep(POLL_INTERVAL).await;
+            }
+        }
+    });
 
     outage.take_down().await;
     let mut checkpoints = Vec::new();
@@ -125,6 +185,15 @@ async fn an_s3_outage_never_holds_the_primary_and_the_invalidated_slot_stops_pgc
         pgcdc.output_text()
     );
     eprintln!("checkpoints while S3 was down took {checkpoints:?}");
+    sampler.abort();
+    let etas = etas.lock().expect("etas").clone();
+    eprintln!("{ETA} while S3 was down: {etas:?}");
+    assert!(etas.len() >= 3, "the forecast was exported: {etas:?}");
+    assert!(
+        etas.last() < etas.first(),
+        "the forecast falls while pgcdc waits on the sink: {etas:?}"
+    );
+    the_alert_fires_on(&etas);
     // pgcdc gave its connection up while S3 was down, or was terminated; either way it did not
     // hold the server.
     assert!(
