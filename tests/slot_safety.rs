@@ -335,3 +335,50 @@ async fn an_idle_timeout_invalidation_stops_pgcdc_naming_it() {
     assert!(output.contains("idle_replication_slot_timeout"), "{output}");
     assert!(output.contains("pgcdc slot reset --yes"), "{output}");
 }
+
+/// The same error on every reconnect (here: another consumer took the slot while pgcdc was
+/// away) stops pgcdc after `source.max_retries` tries with that error, instead of a silent loop
+/// while WAL piles up behind the slot.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_error_on_every_reconnect_stops_pgcdc_after_max_retries() {
+    let setup = Fixture::builder()
+        .ddl(FILLER_DDL)
+        .table("public.filler", &["id"])
+        .setting("source.max_retries = 2")
+        .deadline(DEADLINE)
+        .start()
+        .await;
+    let mut pgcdc = setup.run(&setup.config);
+    pgcdc.wait_output("Streaming changes", DEADLINE).await;
+    setup
+        .cluster
+        .wait_slot_confirms_now("pgcdc", "the first copy is confirmed", DEADLINE)
+        .await;
+
+    // pgcdc is frozen; its walsender is ended; another consumer takes the slot.
+    pgcdc.signal("STOP");
+    let walsender = setup
+        .cluster
+        .query_scalar("select active_pid::text from pg_replication_slots where slot_name = 'pgcdc'")
+        .await
+        .expect("pgcdc's walsender");
+    setup
+        .cluster
+        .execute(&format!("select pg_terminate_backend({walsender}, 10000)"))
+        .await;
+    let other_sink = setup.dir.path().join("other-stage");
+    let other = setup.config_variant("other", |c| c.local_sink(&other_sink));
+    let mut intruder = setup.run(&other);
+    intruder.wait_output("Streaming changes", DEADLINE).await;
+
+    pgcdc.signal("CONT");
+    let status = pgcdc.wait_exit(DEADLINE).await;
+    let output = pgcdc.output_text();
+    assert_eq!(status.code(), Some(1), "{output}");
+    assert!(output.contains("is in use by another process"), "{output}");
+    assert!(
+        output.contains("the same error ended 2 connections in a row"),
+        "{output}"
+    );
+    intruder.stop_cleanly(DEADLINE).await;
+}
