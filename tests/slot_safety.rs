@@ -364,7 +364,15 @@ async fn the_same_error_on_every_reconnect_stops_pgcdc_after_max_retries() {
         .expect("pgcdc's walsender");
     setup
         .cluster
-        .execute(&format!("select pg_terminate_backend({walsender}, 10000)"))
+        .execute(&format!("select pg_terminate_backend({walsender})"))
+        .await;
+    setup
+        .cluster
+        .wait_true(
+            "pgcdc's walsender is gone",
+            DEADLINE,
+            "select not active from pg_replication_slots where slot_name = 'pgcdc'",
+        )
         .await;
     let other_sink = setup.dir.path().join("other-stage");
     let other = setup.config_variant("other", |c| c.local_sink(&other_sink));

@@ -103,6 +103,14 @@ pub(super) fn initial_snapshot(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "Snapshot complete"
     );
+    // The same line the chunked path writes when a table's copy is durable, so an operator (or
+    // a script) waits for one thing whichever way a table was copied.
+    for table in &tables {
+        let folder = table.folder();
+        if !deferred.contains(&folder) {
+            info!(table = %folder, whole = true, "Copy of the table complete");
+        }
+    }
     Ok(ck)
 }
 

@@ -69,7 +69,7 @@ impl SlotAdmin<'_> {
         })
     }
 
-    fn current_wal_lsn(&self) -> Result<Lsn, SlotAdminError> {
+    pub(super) fn current_wal_lsn(&self) -> Result<Lsn, SlotAdminError> {
         let text: String = self
             .handle
             .block_on(

@@ -31,18 +31,7 @@ pub struct SlotStatus {
 
 impl SlotAdmin<'_> {
     pub fn status(&self) -> Result<SlotStatus, SlotAdminError> {
-        let current: String = self
-            .handle
-            .block_on(
-                self.client
-                    .query_one("select pg_current_wal_lsn()::text", &[]),
-            )
-            .map_err(|source| SlotAdminError::Sql {
-                what: "reading the current WAL position".to_owned(),
-                source,
-            })?
-            .get(0);
-        let current = current.parse().unwrap_or_default();
+        let current = self.current_wal_lsn()?;
         // to_jsonb(s) keeps this working whatever columns the server version has.
         let row = self.handle.block_on(self.client.query_opt(
             "select to_jsonb(s)::text from pg_catalog.pg_replication_slots s where slot_name = $1",

@@ -86,18 +86,7 @@ impl SourceError {
     /// shutting down (SQLSTATE class 57), a connection exception (class 08), or the slot is
     /// still held by our own previous, not yet terminated walsender (55006).
     pub fn is_transient(&self) -> bool {
-        match self {
-            SourceError::Connect { .. }
-            | SourceError::Io(_)
-            | SourceError::Closed
-            | SourceError::Stalled(_)
-            | SourceError::NotPrimary { .. }
-            | SourceError::NoUsableHost { .. } => true,
-            SourceError::Server(e) => {
-                e.code.starts_with("57") || e.code.starts_with("08") || e.code == "55006"
-            }
-            _ => false,
-        }
+        self.is_unreachable() || self.code() == Some("55006")
     }
 
     /// Whether the server could not be reached or went away (down, restarting, a standby, the
