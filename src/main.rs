@@ -72,7 +72,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            runtime.block_on(serve(config))
+            let result = runtime.block_on(serve(config));
+            // A pipeline thread still waiting on the sink (a slot lost during an S3 outage)
+            // must not hold the exit, nor outlive the runtime's timers it waits on.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            result
         }
         Command::Slot { action } => slot(action),
         Command::Snapshot { common, tables } => {

@@ -383,7 +383,7 @@ async fn the_idle_timeout_is_checked_against_the_maintenance_window_and_counted_
     setup.cluster.execute("select pg_reload_conf()").await;
     let line = check_line(&[]);
     assert!(
-        line.starts_with("WARN  idle timeout idle_replication_slot_timeout = 12 h is shorter than source.maintenance_window = 1 d: a pgcdc stopped for longer than 12 h loses its slot")
+        line.starts_with("WARN  idle timeout idle_replication_slot_timeout = 12 h is shorter than source.maintenance_window = 1 d: a pgcdc stopped, or waiting out an S3 outage, for longer than 12 h loses its slot")
             && line.contains("ALTER SYSTEM SET idle_replication_slot_timeout = '1d'"),
         "{line}"
     );

@@ -31,7 +31,7 @@ pub(super) fn judge(timeout_seconds: f64, window: Duration) -> Finding {
         Finding::warn(
             what,
             format!(
-                "idle_replication_slot_timeout = {} is shorter than source.maintenance_window = {}: a pgcdc stopped for longer than {} loses its slot (the server invalidates it, and `pgcdc slot reset` with a fresh copy of every table follows). Set it to at least the window (ALTER SYSTEM SET idle_replication_slot_timeout = '{}'; SELECT pg_reload_conf()), or 0 to turn it off",
+                "idle_replication_slot_timeout = {} is shorter than source.maintenance_window = {}: a pgcdc stopped, or waiting out an S3 outage, for longer than {} loses its slot (the server invalidates it, and `pgcdc slot reset` with a fresh copy of every table follows). Set it to at least the window (ALTER SYSTEM SET idle_replication_slot_timeout = '{}'; SELECT pg_reload_conf()), or 0 to turn it off",
                 about(timeout_seconds),
                 about(window_seconds),
                 about(timeout_seconds),
@@ -75,7 +75,7 @@ mod tests {
         assert!(f.ok(), "a warning does not fail the check");
         assert!(
             f.detail.starts_with(
-                "idle_replication_slot_timeout = 12 h is shorter than source.maintenance_window = 1 d: a pgcdc stopped for longer than 12 h loses its slot"
+                "idle_replication_slot_timeout = 12 h is shorter than source.maintenance_window = 1 d: a pgcdc stopped, or waiting out an S3 outage, for longer than 12 h loses its slot"
             ),
             "{}",
             f.detail

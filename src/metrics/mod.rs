@@ -10,7 +10,7 @@
 //! ([`Live`]): the open window's age and the replication lag in seconds.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 
 use crate::lsn::Lsn;
 use prometheus::{
@@ -151,7 +151,13 @@ pub struct Live {
     /// 0 while the sink answers. The replication stream reads it to tell a sink outage (close
     /// the connection at once, so the server is never held) from a slow upload (wait).
     pub sink_failing_since_us: AtomicI64,
+    /// Failed sink requests since the last one that succeeded.
+    pub sink_failures: AtomicU32,
 }
+
+/// Failed requests in a row that make a sink "down": one reset connection followed by a long,
+/// successful retry is a working sink, and must not end the replication stream.
+pub const SINK_DOWN_AFTER_FAILURES: u32 = 3;
 
 impl Live {
     /// Records a failed sink request; the outage started at the first of a run of failures.
@@ -163,17 +169,21 @@ impl Live {
             Ordering::Relaxed,
             Ordering::Relaxed,
         );
+        self.sink_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records a sink request that succeeded: any outage is over.
     pub fn sink_answered(&self) {
         self.sink_failing_since_us.store(0, Ordering::Relaxed);
+        self.sink_failures.store(0, Ordering::Relaxed);
     }
 
-    /// How long the sink has been failing without a success in between; `None` while it answers.
+    /// How long the sink has been down: failing, [`SINK_DOWN_AFTER_FAILURES`] requests or more
+    /// in a row, without a success in between; `None` while it answers.
     pub fn sink_failing_for(&self) -> Option<std::time::Duration> {
         let since = self.sink_failing_since_us.load(Ordering::Relaxed);
-        (since > 0).then(|| {
+        let failures = self.sink_failures.load(Ordering::Relaxed);
+        (since > 0 && failures >= SINK_DOWN_AFTER_FAILURES).then(|| {
             let micros = (crate::pg_time::now_unix_micros() - since).max(0);
             std::time::Duration::from_micros(micros.unsigned_abs())
         })
@@ -258,6 +268,28 @@ pub fn render() -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sink_is_down_only_after_failures_in_a_row() {
+        let live = Live::default();
+        live.sink_failed();
+        assert_eq!(
+            live.sink_failing_for(),
+            None,
+            "one failed request is not an outage"
+        );
+        live.sink_failed();
+        live.sink_failed();
+        assert!(live.sink_failing_for().is_some());
+        live.sink_answered();
+        assert_eq!(live.sink_failing_for(), None);
+        live.sink_failed();
+        assert_eq!(
+            live.sink_failing_for(),
+            None,
+            "a success starts the count over"
+        );
+    }
 
     #[test]
     fn every_named_metric_is_exported() {

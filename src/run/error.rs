@@ -80,7 +80,7 @@ impl std::fmt::Display for Durable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
             Some(lsn) => write!(f, "{lsn}"),
-            None => f.write_str("unknown (no checkpoint)"),
+            None => f.write_str("unknown (pgcdc had not read its checkpoint yet)"),
         }
     }
 }
@@ -124,8 +124,21 @@ impl RunError {
     pub fn counts_as_a_retry(&self) -> bool {
         match self {
             RunError::Source(e) => !e.is_unreachable(),
-            RunError::Sink(_) => false,
+            // The copies' SQL connections: a busy server (too many clients, starting up, a
+            // timeout) is waited out like an unreachable one.
+            RunError::Sink(_) | RunError::SqlConnect(_) => false,
             _ => true,
+        }
+    }
+
+    /// What makes two failures "the same error" for `source.max_retries`: the kind of failure,
+    /// not details that change from one try to the next (a pid, a position).
+    pub fn repeat_key(&self) -> String {
+        match self {
+            RunError::SlotInUse { slot, .. } => format!("slot {slot} in use"),
+            RunError::Source(SourceError::Server(e)) => format!("server error {}", e.code),
+            RunError::GaveUp { source, .. } => source.repeat_key(),
+            other => other.to_string(),
         }
     }
 }

@@ -66,7 +66,9 @@ pub fn run(
             Err(e) => e,
         };
         streamed_before |= streamed;
-        if !streamed_before || !error.is_transient() {
+        // Stopping while the sink was away is a failure to report, not one to ride out: the
+        // open window was not made durable.
+        if !streamed_before || !error.is_transient() || *shutdown.borrow() {
             return Err(error);
         }
         let progressed = metrics::get().acknowledged_lsn.get() > acknowledged;
@@ -78,7 +80,9 @@ pub fn run(
                 source: Box::new(error),
             });
         }
-        if streamed {
+        // Only a connection that made something durable starts the backoff over: one that
+        // streamed and failed straight away (a busy server) must not retry at full speed.
+        if progressed {
             backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         }
         let delay = backoff.next_delay();
@@ -86,8 +90,9 @@ pub fn run(
         metrics::get().reconnects.inc();
         let stop = handle.block_on(async {
             tokio::select! {
-                _ = tokio::time::sleep(delay) => false,
+                biased;
                 _ = shutdown.wait_for(|stop| *stop) => true,
+                _ = tokio::time::sleep(delay) => false,
             }
         });
         if stop {

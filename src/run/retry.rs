@@ -24,7 +24,7 @@ impl Repeats {
         if !error.counts_as_a_retry() {
             return 0;
         }
-        let text = error.to_string();
+        let text = error.repeat_key();
         if self.last.as_deref() == Some(text.as_str()) {
             self.tries += 1;
         } else {
@@ -57,8 +57,15 @@ mod tests {
         assert_eq!(repeats.record(&in_use(7), false), 1);
         assert_eq!(repeats.record(&in_use(7), false), 2);
         assert_eq!(repeats.record(&in_use(7), false), 3);
+        // Another consumer (another pid) holding it is still the same error.
+        assert_eq!(repeats.record(&in_use(8), false), 4);
         // Another error starts a new count.
-        assert_eq!(repeats.record(&in_use(8), false), 1);
+        let invalidated = RunError::SlotInvalidated {
+            slot: "pgcdc".to_owned(),
+            reason: "wal_removed".to_owned(),
+            durable: super::super::error::Durable(None),
+        };
+        assert_eq!(repeats.record(&invalidated, false), 1);
     }
 
     #[test]
@@ -67,6 +74,15 @@ mod tests {
         repeats.record(&in_use(7), false);
         repeats.record(&in_use(7), false);
         assert_eq!(repeats.record(&in_use(7), true), 1);
+    }
+
+    #[test]
+    fn a_busy_server_refusing_the_copies_connections_is_not_counted() {
+        let mut repeats = Repeats::default();
+        let busy = RunError::SqlConnect(tokio_postgres::Error::__private_api_timeout());
+        for _ in 0..100 {
+            assert_eq!(repeats.record(&busy, false), 0);
+        }
     }
 
     #[test]

@@ -179,6 +179,15 @@ impl S3Sink {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         let mut shutdown = self.shutdown.clone();
         loop {
+            if *shutdown.borrow() {
+                return Err(SinkError {
+                    kind: SinkErrorKind::Retriable("shutdown"),
+                    op,
+                    key: self.full_key(key),
+                    location: format!("bucket {}", self.target.bucket),
+                    message: "not tried: pgcdc is shutting down (nothing past the last checkpoint was acknowledged)".to_owned(),
+                });
+            }
             let err = match self.handle.block_on(attempt()) {
                 Ok(value) => {
                     metrics::live().sink_answered();
@@ -199,9 +208,12 @@ impl S3Sink {
             let delay = backoff.next_delay();
             warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "S3 request failed; retrying");
             let stopped = self.handle.block_on(async {
+                // Shutdown first: once it is set the runtime may be going away, and its timers
+                // with it.
                 tokio::select! {
-                    _ = tokio::time::sleep(delay) => false,
+                    biased;
                     _ = shutdown.wait_for(|stop| *stop) => true,
+                    _ = tokio::time::sleep(delay) => false,
                 }
             });
             if stopped {
