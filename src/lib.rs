@@ -155,4 +155,35 @@ mod layering {
             assert_never_uses(module, &["crate::run"]);
         }
     }
+
+    /// Every connection that reads row values prints them with pgcdc's session settings: the
+    /// replication one (`source::conn`) and the SQL ones, all opened by `source::sql_connect`.
+    /// Nothing else may open a connection of its own.
+    #[test]
+    fn one_place_opens_sql_connections() {
+        let opening = ["tokio_postgres::connect(", ".connect(source", "connect.connect("];
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut pending = vec![src.clone()];
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir).expect("src") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    pending.push(path);
+                    continue;
+                }
+                let relative = path.strip_prefix(&src).expect("under src");
+                if relative == Path::new("source/mod.rs") || relative == Path::new("lib.rs") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).expect("source file");
+                for f in opening {
+                    assert!(
+                        !text.contains(f),
+                        "{} opens a connection itself ({f}); use source::sql_connect",
+                        relative.display()
+                    );
+                }
+            }
+        }
+    }
 }

@@ -15,7 +15,7 @@ pub use copy_text::{CopyTextError, CopyTextParser, Transcoder};
 use crate::changes::type_name::{FIRST_USER_OID, sql_type};
 use crate::changes::{ColumnInfo, Table};
 use crate::publication::{Entry, ProjectionError, Publications, copy_statement};
-use crate::source::conn::{SESSION_SETTINGS, quote_ident, quote_literal};
+use crate::source::conn::{quote_ident, quote_literal};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -138,14 +138,11 @@ pub async fn enter(
     client: &tokio_postgres::Client,
     snapshot_name: &str,
 ) -> Result<(), SnapshotError> {
-    let mut setup = String::new();
-    for (name, value) in SESSION_SETTINGS {
-        setup.push_str(&format!("set {name} = {}; ", quote_literal(value)));
-    }
-    setup.push_str(&format!(
+    // The session settings came with the connection (`source::sql_connect`).
+    let setup = format!(
         "begin isolation level repeatable read read only; set transaction snapshot {}",
         quote_literal(snapshot_name)
-    ));
+    );
     client.batch_execute(&setup).await?;
     Ok(())
 }

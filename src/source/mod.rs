@@ -27,12 +27,33 @@ pub type SqlConnection = tokio_postgres::Connection<
     <tokio_postgres_rustls::MakeRustlsConnect as MakeTlsConnect<tokio_postgres::Socket>>::Stream,
 >;
 
-/// An ordinary SQL connection (snapshot COPY, slot queries) with the same URL and TLS settings
-/// as the replication connection.
+/// An ordinary SQL connection (copies, point reads, slot queries, `check`) with the same URL,
+/// TLS and session settings as the replication connection: the one way pgcdc opens one.
+///
+/// The settings go in the startup packet (`options`), after any the URL brings, so they win
+/// over the database's and the role's (`ALTER DATABASE … SET TimeZone`): a value read by a copy
+/// prints exactly as the stream prints it, and a key matches across the two.
 pub async fn sql_connect(
     source: &SourceConfig,
 ) -> Result<(tokio_postgres::Client, SqlConnection), tokio_postgres::Error> {
-    source.connect.connect(source.tls.sql_connector()).await
+    with_session_settings(&source.connect)
+        .connect(source.tls.sql_connector())
+        .await
+}
+
+/// `config` with [`conn::SESSION_SETTINGS`] appended to its `options` (`-c name=value`; the
+/// last of a name wins, so ours do).
+fn with_session_settings(config: &tokio_postgres::Config) -> tokio_postgres::Config {
+    let mut options = config.get_options().unwrap_or_default().to_owned();
+    for (name, value) in conn::SESSION_SETTINGS {
+        if !options.is_empty() {
+            options.push(' ');
+        }
+        options.push_str(&format!("-c {name}={value}"));
+    }
+    let mut config = config.clone();
+    config.options(&options);
+    config
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +147,22 @@ impl SourceError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sql_connections_carry_the_session_settings_after_the_users_options() {
+        let mut user: tokio_postgres::Config = "host=db user=u dbname=d".parse().unwrap();
+        user.options("-c statement_timeout=0 -c TimeZone=Asia/Kolkata");
+        let config = with_session_settings(&user);
+        let options = config.get_options().unwrap();
+        assert!(options.starts_with("-c statement_timeout=0 -c TimeZone=Asia/Kolkata "));
+        // Later -c of a name wins: ours come last.
+        assert!(options.ends_with("-c lc_monetary=C"), "{options}");
+        for (name, value) in conn::SESSION_SETTINGS {
+            assert!(options.contains(&format!("-c {name}={value}")), "{options}");
+        }
+        // Nothing else of the user's config is lost.
+        assert_eq!(config.get_dbname(), Some("d"));
+    }
 
     fn server(code: &str) -> SourceError {
         SourceError::Server(ServerError {

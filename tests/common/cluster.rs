@@ -919,12 +919,19 @@ pub fn percent_encode(s: &str) -> String {
 /// A connection to `db` on 127.0.0.1:`port` as the `postgres` superuser, for callers that must
 /// not panic when the server is down (readiness polls, a workload that outlives restarts). The
 /// connection task runs on the current runtime; it ends when the server goes away.
+/// The harness reads values in one form whatever the database's or role's settings (a test
+/// may set `ALTER DATABASE … SET TimeZone`): the form the file format promises, ISO dates in UTC,
+/// hex bytea, round-tripping floats. Written here, not taken from pgcdc: it is the expectation.
+const CANONICAL_SESSION: &str = "-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=postgres \
+     -c extra_float_digits=3 -c bytea_output=hex -c lc_monetary=C";
+
 pub async fn try_client(port: u16, db: &str) -> Result<Client, tokio_postgres::Error> {
     let (client, connection) = tokio_postgres::Config::new()
         .host("127.0.0.1")
         .port(port)
         .user(SUPERUSER)
         .dbname(db)
+        .options(CANONICAL_SESSION)
         .application_name("pgcdc-test-harness")
         .connect_timeout(Duration::from_secs(5))
         .connect(NoTls)

@@ -1,0 +1,116 @@
+//! What production databases do that the other suites' fresh clusters do not (HAZARDS.md,
+//! "Session and server settings"): each test provokes one hazard against a real cluster while
+//! pgcdc copies and streams, and asserts the files replay to exactly the table.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::*;
+
+const DEADLINE: Duration = Duration::from_secs(240);
+
+/// A database whose every default differs from pgcdc's session settings, and a table keyed by a
+/// `timestamptz` (the DBLog rule matches copied and streamed rows by the key's bytes).
+const FOREIGN_SETTINGS_DDL: &str = "
+    create table public.events (
+        at timestamptz not null,
+        id int not null,
+        span interval,
+        payload bytea,
+        ratio float8,
+        day date,
+        local timestamp,
+        note text,
+        primary key (at, id)
+    );
+    insert into public.events
+    select timestamptz '2026-01-01 00:00:00.5+00' + g * interval '1 minute', g,
+           g * interval '1 hour 2 minutes 3.25 seconds', decode(md5(g::text), 'hex'), g / 3.0,
+           date '2026-01-01' + g % 400, timestamp '2026-01-01 12:00' + g * interval '1 second',
+           'row ' || g
+    from generate_series(1, 20000) g;
+    analyze public.events;
+    create publication pgcdc_pub for table public.events;
+    alter database shop set timezone = 'Asia/Kolkata';
+    alter database shop set datestyle = 'SQL, DMY';
+    alter database shop set intervalstyle = 'sql_standard';
+    alter database shop set bytea_output = 'escape';
+    alter database shop set extra_float_digits = 0;
+";
+
+/// Updates, deletes and re-inserts of random keys, in small transactions, until stopped; on
+/// a connection with the database's own (foreign) settings, as an application would have.
+async fn writer(url: String, stop: Arc<AtomicBool>) -> u64 {
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("writer connection");
+    tokio::spawn(connection);
+    let mut done = 0u64;
+    let mut n: i64 = 7;
+    while !stop.load(Ordering::Relaxed) {
+        n = (n * 7919 + 13) % 20000 + 1;
+        let sql = format!(
+            "begin;
+             update public.events set note = 'changed ' || now(), ratio = ratio * 2,
+                    span = span + interval '1 day' where id = {n};
+             delete from public.events where id = {m};
+             insert into public.events (at, id, span, payload, ratio, day, local, note)
+             values (now(), {fresh}, interval '-3 days 4 hours', '\\x00ff'::bytea, 0.1,
+                     current_date, localtimestamp, 'inserted at ' || now());
+             commit;",
+            m = (n * 31) % 20000 + 1,
+            fresh = 100_000 + done as i64,
+        );
+        client
+            .batch_execute(&sql)
+            .await
+            .expect("writer transaction");
+        done += 1;
+    }
+    done
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_whose_settings_differ_replays_exactly_through_copy_and_stream() {
+    let setup = Fixture::builder()
+        .ddl(FOREIGN_SETTINGS_DDL)
+        .setting("snapshot.workers = 2")
+        .setting("snapshot.chunk_size = \"64KiB\"")
+        .table("public.events", &["at", "id"])
+        .deadline(DEADLINE)
+        .start()
+        .await;
+    // The fixture's own connection reads in the canonical form; an application's does not.
+    assert_eq!(
+        setup.cluster.query_scalar("show timezone").await.as_deref(),
+        Some("UTC")
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writing = tokio::spawn(writer(
+        setup.cluster.url(SUPERUSER, None, SHOP_DB),
+        stop.clone(),
+    ));
+    let mut pgcdc = setup.run(&setup.config);
+    pgcdc
+        .wait_output("Copy of the table complete", DEADLINE)
+        .await;
+    stop.store(true, Ordering::Relaxed);
+    let transactions = writing.await.expect("writer");
+    assert!(transactions > 0);
+
+    let rows = setup
+        .wait_replay_matches("every copied and streamed row as the table holds it")
+        .await;
+    assert_eq!(duplicate_keys(&rows), 0);
+    // Both paths wrote rows, and both in the file format's form.
+    assert!(rows.iter().any(|r| r.op == 'R') && rows.iter().any(|r| r.op == 'U'));
+    for row in rows.iter().filter(|r| r.op == 'R' || r.op == 'I') {
+        let at = row.get("at").expect("at");
+        assert!(at.ends_with("+00:00") && at.contains('T'), "{at}");
+    }
+    pgcdc.stop_cleanly(DEADLINE).await;
+}
