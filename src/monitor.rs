@@ -149,6 +149,12 @@ async fn poll_slot(
         return Ok(None);
     };
     let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    // Decided before any further query, so a failing one cannot hide a lost slot.
+    let invalidated = crate::source::slot::invalidation(
+        json["wal_status"].as_str(),
+        json["invalidation_reason"].as_str(),
+        json["conflicting"].as_bool(),
+    );
     let lsn = |key: &str| json[key].as_str().and_then(|s| s.parse::<Lsn>().ok());
     m.slot_active
         .set(i64::from(json["active"].as_bool().unwrap_or(false)));
@@ -177,6 +183,9 @@ async fn poll_slot(
         None => {
             let _ = m.safe_wal_size.remove_label_values(metrics::NO_LABELS);
         }
+    }
+    if invalidated.is_some() {
+        return Ok(invalidated);
     }
     let limits = client
         .query_one(slot_forecast::LIMITS_SQL, &[&slot])
@@ -216,11 +225,7 @@ async fn poll_slot(
             }
         }
     }
-    Ok(crate::source::slot::invalidation(
-        json["wal_status"].as_str(),
-        json["invalidation_reason"].as_str(),
-        json["conflicting"].as_bool(),
-    ))
+    Ok(invalidated)
 }
 
 /// What holds the WAL (`crate::wal_hold`): the retained WAL by cause, and the age of the
