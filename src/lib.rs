@@ -161,7 +161,11 @@ mod layering {
     /// Nothing else may open a connection of its own.
     #[test]
     fn one_place_opens_sql_connections() {
-        let opening = ["tokio_postgres::connect(", ".connect(source", "connect.connect("];
+        let opening = [
+            "tokio_postgres::connect(",
+            ".connect(source",
+            "connect.connect(",
+        ];
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
         let mut pending = vec![src.clone()];
         while let Some(dir) = pending.pop() {

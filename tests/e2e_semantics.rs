@@ -226,18 +226,46 @@ async fn schema_changes_flow_through_without_a_restart() {
             }
         }
     };
-    let mut seen = wait_until("the writer's rows land", DEADLINE, items_rows(210)).await;
-    for ddl in [
-        "alter table public.items add column d text default 'x'",
-        "alter table public.items rename column b to b2",
-        "alter table public.items drop column c",
-        "alter table public.items alter column b2 type bigint using b2 * 10",
+    let schema_dir = setup.sink.join("public.items/_schema");
+    wait_until("the writer's rows land", DEADLINE, items_rows(210)).await;
+    // After each change, wait for a file of the new shape (its schema file), not for any rows:
+    // rows of the old shape still in flight would satisfy a row count, and the next change
+    // could then come before the writer wrote a row of this shape at all.
+    for (ddl, shape) in [
+        (
+            "alter table public.items add column d text default 'x'",
+            &[
+                "id bigint",
+                "a text",
+                "b integer",
+                "c numeric(8,2)",
+                "d text",
+            ][..],
+        ),
+        (
+            "alter table public.items rename column b to b2",
+            &[
+                "id bigint",
+                "a text",
+                "b2 integer",
+                "c numeric(8,2)",
+                "d text",
+            ][..],
+        ),
+        (
+            "alter table public.items drop column c",
+            &["id bigint", "a text", "b2 integer", "d text"][..],
+        ),
+        (
+            "alter table public.items alter column b2 type bigint using b2 * 10",
+            &["id bigint", "a text", "b2 bigint", "d text"][..],
+        ),
     ] {
         setup.cluster.execute(ddl).await;
-        seen = wait_until(
-            &format!("rows written after `{ddl}` land"),
+        wait_until(
+            &format!("a file of the shape after `{ddl}` lands"),
             DEADLINE,
-            items_rows(seen + 20),
+            || async { schema_shapes(&schema_dir).0.iter().any(|s| s == shape) },
         )
         .await;
     }
@@ -264,32 +292,7 @@ async fn schema_changes_flow_through_without_a_restart() {
         pgcdc.output_text()
     );
 
-    let schema_dir = setup.sink.join("public.items/_schema");
-    let mut documents: Vec<serde_json::Value> = std::fs::read_dir(&schema_dir)
-        .expect("schema folder")
-        .map(|e| {
-            let path = e.expect("entry").path();
-            serde_json::from_slice(&std::fs::read(&path).expect("schema file")).expect("json")
-        })
-        .collect();
-    documents.sort_by_key(|d| d["version"].as_str().unwrap_or_default().to_owned());
-    let shapes: Vec<Vec<String>> = documents
-        .iter()
-        .map(|d| {
-            d["columns"]
-                .as_array()
-                .expect("columns")
-                .iter()
-                .map(|c| {
-                    format!(
-                        "{} {}",
-                        c["name"].as_str().unwrap(),
-                        c["type"].as_str().unwrap()
-                    )
-                })
-                .collect()
-        })
-        .collect();
+    let (shapes, documents) = schema_shapes(&schema_dir);
     assert_eq!(
         shapes,
         vec![
@@ -541,4 +544,39 @@ async fn logical_decoding_messages_are_written_when_asked() {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The column lists (`name type`) of the schema files in `dir`, in version order, and the
+/// documents themselves.
+fn schema_shapes(dir: &std::path::Path) -> (Vec<Vec<String>>, Vec<serde_json::Value>) {
+    let mut documents: Vec<serde_json::Value> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| std::fs::read(e.ok()?.path()).ok())
+                .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    documents.sort_by_key(|d| d["version"].as_str().unwrap_or_default().to_owned());
+    let shapes = documents
+        .iter()
+        .map(|d| {
+            d["columns"]
+                .as_array()
+                .map(|columns| {
+                    columns
+                        .iter()
+                        .map(|c| {
+                            format!(
+                                "{} {}",
+                                c["name"].as_str().unwrap_or_default(),
+                                c["type"].as_str().unwrap_or_default()
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .collect();
+    (shapes, documents)
 }

@@ -66,15 +66,17 @@ pub fn invalidation(
         other => other.to_owned(),
     }
     };
-    match (reason.filter(|r| !r.is_empty()), conflicting, wal_status) {
+    // On 16, `conflicting` is true for an invalidation of any kind; only 17 narrowed it to
+    // recovery conflicts and added the reason. So `lost` WAL is asked before the flag.
+    match (reason.filter(|r| !r.is_empty()), wal_status, conflicting) {
         (Some(reason), _, _) => Some(explained(reason)),
-        (None, Some(true), _) => {
-            Some("conflicting: a recovery conflict on this standby invalidated it".to_owned())
-        }
-        (None, _, Some("lost")) => Some(
+        (None, Some("lost"), _) => Some(
             "wal_status is lost: the WAL it still needed was removed (max_slot_wal_keep_size)"
                 .to_owned(),
         ),
+        (None, _, Some(true)) => {
+            Some("conflicting: a recovery conflict on this standby invalidated it".to_owned())
+        }
         _ => None,
     }
 }
@@ -392,6 +394,13 @@ mod tests {
             reason
                 .as_deref()
                 .is_some_and(|r| r.starts_with("idle_timeout:"))
+        );
+        // 16 marks every invalidation conflicting: lost WAL is named as such.
+        let lost16 = invalidation(Some("lost"), None, Some(true));
+        assert!(
+            lost16
+                .as_deref()
+                .is_some_and(|r| r.starts_with("wal_status is lost"))
         );
         // 16 on a standby: only the conflict flag.
         let conflict = invalidation(Some("reserved"), None, Some(true));
