@@ -2,9 +2,10 @@
 //!
 //! Pure: no I/O. It keeps the relation cache (pgoutput sends a Relation message before the first
 //! change of a table in a session and again after its schema changes), numbers the changes of a
-//! transaction, and resolves unchanged TOAST values from the old tuple when REPLICA IDENTITY FULL
-//! sent one.
+//! transaction, resolves unchanged TOAST values from the old tuple when REPLICA IDENTITY FULL
+//! sent one, and writes a key change as a delete of the old key and the new row ([`key`]).
 
+mod key;
 pub mod normalise;
 mod row;
 pub mod type_name;
@@ -12,6 +13,7 @@ pub mod type_name;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+pub use key::use_primary_key;
 pub use row::{ChangeRow, ColumnInfo, Field, Op, Table, TxnMeta};
 
 use crate::lsn::Lsn;
@@ -165,11 +167,22 @@ impl Assembler {
             }
             Message::Update(update) => {
                 let table = self.relation("Update", update.relation_id)?;
-                // PostgreSQL sends the old key ('K') only when the update changed the replica
-                // identity. The row then moved to a new key: write a delete of the old key
-                // first, so a replay by key does not keep the old row alive.
-                if let Some(OldTuple::Key(old_key)) = &update.old {
-                    let fields = fields(&table, "Update", old_key, None)?;
+                // A key change is written as a delete of the old key, then the new row at the
+                // next `_seq`, so a replay by key does not keep the old row alive. PostgreSQL
+                // sends the old key ('K') only when the update changed the replica identity;
+                // under REPLICA IDENTITY FULL it sends the whole old row ('O') with every
+                // update, and the key columns ([`key`]) of both rows tell. The delete of a FULL
+                // table then carries the whole old row.
+                let moved_from = match &update.old {
+                    Some(OldTuple::Key(old_key)) => Some(old_key),
+                    Some(OldTuple::Full(old)) => {
+                        key::key_changed(table.columns.iter().map(|c| c.is_key), old, &update.new)
+                            .then_some(old)
+                    }
+                    None => None,
+                };
+                if let Some(old) = moved_from {
+                    let fields = fields(&table, "Update", old, None)?;
                     self.push_row(out, "Update", table.clone(), Op::Delete, fields)?;
                 }
                 // Only a full old tuple (REPLICA IDENTITY FULL) holds the values an unchanged
