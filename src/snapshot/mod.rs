@@ -5,12 +5,14 @@
 //! created the slot stays open and idle: the exported snapshot lives only that long.
 
 mod copy_text;
+mod primary_key;
 
 use std::sync::Arc;
 
 use futures_util::{StreamExt, pin_mut};
 
 pub use copy_text::{CopyTextError, CopyTextParser, Transcoder};
+pub use primary_key::primary_key;
 
 use crate::changes::type_name::{FIRST_USER_OID, sql_type};
 use crate::changes::{ColumnInfo, Table};
@@ -247,10 +249,7 @@ async fn published_tables_where(
         // `attnames` already says. Virtual generated columns are never sent.
         let rows = client
             .query(
-                "select a.attname::text, a.atttypid, a.atttypmod, \
-                        exists(select 1 from pg_catalog.pg_index i \
-                               where i.indrelid = a.attrelid and i.indisprimary \
-                                 and a.attnum = any(i.indkey)), \
+                "select a.attname::text, a.atttypid, a.atttypmod, c.oid, \
                         n.nspname::text, t.typname::text, t.oid, a.attgenerated <> '', \
                         c.relkind = 'p' \
                  from pg_catalog.pg_attribute a \
@@ -271,6 +270,10 @@ async fn published_tables_where(
             )
             .await?;
         let partitioned = rows.first().is_some_and(|c| c.get::<_, bool>(8));
+        let primary_key = match rows.first() {
+            Some(c) => primary_key(client, c.get(3)).await?,
+            None => Vec::new(),
+        };
         let key: Vec<String> = client
             .query_one(
                 "select array(select a.attname::text \
@@ -300,12 +303,13 @@ async fn published_tables_where(
                 let named_oid: u32 = c.get(6);
                 let user_type = (named_oid >= FIRST_USER_OID)
                     .then_some((namespace.as_str(), type_name.as_str()));
+                let name: String = c.get(0);
                 ColumnInfo {
-                    name: c.get(0),
                     type_name: sql_type(named_oid, type_modifier, user_type),
                     type_oid,
                     type_modifier,
-                    is_key: c.get(3),
+                    is_key: primary_key.contains(&name),
+                    name,
                 }
             })
             .collect();
