@@ -659,17 +659,22 @@ async fn key_changes_replay_under_every_replica_identity() {
         }
     }
     pgcdc.stop_cleanly(DEADLINE).await;
-    // The schema file names the primary key as the FULL table's key, as its D and U rows use.
-    let schema_dir = setup.sink.join("public.k_full/_schema");
-    for entry in std::fs::read_dir(&schema_dir).expect("schema folder") {
-        let path = entry.expect("entry").path();
-        let doc: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&path).expect("schema file")).expect("json");
+    // One schema file per table: the copy's and the stream's name the same key, the one the D
+    // and U rows use (the primary key of the FULL table, not every column).
+    for (table, _, key) in tables {
+        let schema_dir = setup.sink.join(format!("{table}/_schema"));
+        let documents: Vec<serde_json::Value> = std::fs::read_dir(&schema_dir)
+            .expect("schema folder")
+            .map(|entry| {
+                let path = entry.expect("entry").path();
+                serde_json::from_slice(&std::fs::read(&path).expect("schema file")).expect("json")
+            })
+            .collect();
+        assert_eq!(documents.len(), 1, "{table}: {documents:?}");
         assert_eq!(
-            doc["key_columns"],
-            serde_json::json!(["id"]),
-            "{}",
-            path.display()
+            documents[0]["key_columns"],
+            serde_json::json!(key),
+            "{table}"
         );
     }
 }

@@ -251,7 +251,7 @@ async fn published_tables_where(
             .query(
                 "select a.attname::text, a.atttypid, a.atttypmod, c.oid, \
                         n.nspname::text, t.typname::text, t.oid, a.attgenerated <> '', \
-                        c.relkind = 'p' \
+                        c.relkind = 'p', c.relreplident = 'f' \
                  from pg_catalog.pg_attribute a \
                  join pg_catalog.pg_class c on c.oid = a.attrelid \
                  join pg_catalog.pg_type d on d.oid = a.atttypid \
@@ -291,6 +291,20 @@ async fn published_tables_where(
             )
             .await?
             .get(0);
+        // The key the stream's Relation messages name, so the copy's schema file and the
+        // stream's agree: the replica-identity index (the primary key under the default
+        // identity), else the primary key (REPLICA IDENTITY FULL, see `run/keys.rs`), else
+        // under FULL every column.
+        let full = rows.first().is_some_and(|c| c.get::<_, bool>(9));
+        let named_key: Option<&[String]> = if !key.is_empty() {
+            Some(&key)
+        } else if !primary_key.is_empty() {
+            Some(&primary_key)
+        } else if full {
+            None
+        } else {
+            Some(&[])
+        };
         let has_generated = rows.iter().any(|c| c.get::<_, bool>(7));
         let columns: Vec<ColumnInfo> = rows
             .iter()
@@ -308,7 +322,7 @@ async fn published_tables_where(
                     type_name: sql_type(named_oid, type_modifier, user_type),
                     type_oid,
                     type_modifier,
-                    is_key: primary_key.contains(&name),
+                    is_key: named_key.is_none_or(|k| k.contains(&name)),
                     name,
                 }
             })
