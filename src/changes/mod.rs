@@ -5,6 +5,7 @@
 //! transaction, resolves unchanged TOAST values from the old tuple when REPLICA IDENTITY FULL
 //! sent one, and writes a key change as a delete of the old key and the new row ([`key`]).
 
+mod fields;
 mod key;
 pub mod normalise;
 mod row;
@@ -20,7 +21,8 @@ use crate::lsn::Lsn;
 use bytes::Bytes;
 
 use crate::control::{self, Control};
-use crate::pgoutput::{LogicalMessage, Message, OldTuple, RelationId, Tuple, TupleData};
+use crate::pgoutput::{LogicalMessage, Message, OldTuple, RelationId};
+use fields::fields;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ChangesError {
@@ -345,53 +347,14 @@ fn messages_table() -> Table {
     }
 }
 
-fn fields(
-    table: &Table,
-    kind: &'static str,
-    tuple: &Tuple,
-    old: Option<&Tuple>,
-) -> Result<Vec<Field>, ChangesError> {
-    let values = tuple.columns();
-    if values.len() != table.columns.len() {
-        return Err(ChangesError::ColumnCount {
-            table: table.to_string(),
-            kind,
-            got: values.len(),
-            expected: table.columns.len(),
-        });
-    }
-    values
-        .iter()
-        .zip(&table.columns)
-        .enumerate()
-        .map(|(i, (value, column))| match value {
-            TupleData::Null => Ok(Field::Null),
-            TupleData::Text(bytes) => Ok(Field::Text(normalise::value(
-                column.type_oid,
-                bytes.clone(),
-            ))),
-            TupleData::UnchangedToast => match old.and_then(|t| t.columns().get(i)) {
-                Some(TupleData::Text(bytes)) => Ok(Field::Text(normalise::value(
-                    column.type_oid,
-                    bytes.clone(),
-                ))),
-                _ => Ok(Field::Unchanged),
-            },
-            TupleData::Binary(_) => Err(ChangesError::BinaryValue {
-                table: table.to_string(),
-                column: column.name.clone(),
-            }),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
 
     use super::*;
     use crate::pgoutput::{
-        Begin, Column, Commit, Delete, Insert, Relation, ReplicaIdentity, Truncate, Update,
+        Begin, Column, Commit, Delete, Insert, Relation, ReplicaIdentity, Truncate, Tuple,
+        TupleData, Update,
     };
 
     fn relation(id: u32) -> Message {
