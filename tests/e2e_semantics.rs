@@ -580,3 +580,139 @@ fn schema_shapes(dir: &std::path::Path) -> (Vec<Vec<String>>, Vec<serde_json::Va
         .collect();
     (shapes, documents)
 }
+
+/// Issue 24: a key change is written the same way under every replica identity (the old key's
+/// `D`, then the new row at the next `_seq`), so a replay by key drops the old key. Under
+/// `REPLICA IDENTITY FULL` pgoutput sends the whole old row with every update and flags every
+/// column as key; pgcdc keys the table by its primary key and its `D` carries the old row.
+#[tokio::test(flavor = "multi_thread")]
+async fn key_changes_replay_under_every_replica_identity() {
+    // (table, key column that changes, replay key)
+    let tables: [(&str, &str, &[&str]); 3] = [
+        ("public.k_default", "id", &["id"]),
+        ("public.k_index", "a", &["a", "b"]),
+        ("public.k_full", "id", &["id"]),
+    ];
+    // `big` is stored out of line (TOAST), so updates that leave it alone do not send it.
+    let big = |seed: &str| {
+        format!(
+            "(select string_agg(md5(g::text || {seed}::text), '') from generate_series(1, 300) g)"
+        )
+    };
+    let big_i = big("i");
+    let setup = fixture(
+        &[],
+        &format!(
+            "create table public.k_default (id int primary key, v text, big text);
+             create table public.k_index (a int not null, b int not null default 7, v text,
+                                          big text);
+             create unique index k_index_ab on public.k_index (a, b);
+             alter table public.k_index replica identity using index k_index_ab;
+             create table public.k_full (id int primary key, v text, big text);
+             alter table public.k_full replica identity full;
+             insert into public.k_default (id, v, big) select i, 'v' || i, {big_i} from generate_series(1, 6) i;
+             insert into public.k_index (a, v, big) select i, 'v' || i, {big_i} from generate_series(1, 6) i;
+             insert into public.k_full (id, v, big) select i, 'v' || i, {big_i} from generate_series(1, 6) i;
+             create publication pgcdc_pub for table public.k_default, public.k_index, public.k_full;"
+        ),
+    )
+    .await;
+    let mut pgcdc = Pgcdc::run(&setup.config);
+    pgcdc.wait_output("Streaming changes", DEADLINE).await;
+    for (table, k, _) in tables {
+        let statements = [
+            // One statement, one row.
+            format!("update {table} set {k} = 10 where {k} = 3"),
+            // Chained in one transaction.
+            format!(
+                "begin;
+                 update {table} set {k} = 100 where {k} = 1;
+                 update {table} set {k} = 101 where {k} = 100;
+                 update {table} set {k} = 102 where {k} = 101;
+                 commit;"
+            ),
+            // Across transactions.
+            format!("update {table} set {k} = 200 where {k} = 2"),
+            format!("update {table} set {k} = 201 where {k} = 200"),
+            // Ordinary updates (the TOASTed value unchanged), then one statement moving two
+            // rows with the TOASTed value unchanged.
+            format!("update {table} set v = 'ordinary' where {k} = 4"),
+            format!("update {table} set v = 'moved', {k} = {k} + 1000 where {k} in (4, 5)"),
+            // A delete, a re-insert of the deleted key and of a key moved away.
+            format!("delete from {table} where {k} = 1004"),
+            format!("insert into {table} ({k}, v, big) values (1004, 'back', 'small')"),
+            format!(
+                "insert into {table} ({k}, v, big) values (3, 'again', {})",
+                big("3")
+            ),
+            // Ordinary updates around a key change in one transaction.
+            format!(
+                "begin;
+                 update {table} set v = 'before' where {k} = 10;
+                 update {table} set {k} = 11 where {k} = 10;
+                 update {table} set v = 'after' where {k} = 11;
+                 update {table} set big = 'rewritten' where {k} = 6;
+                 commit;"
+            ),
+        ];
+        for sql in statements {
+            setup.cluster.execute(&sql).await;
+        }
+    }
+    for (table, _, key) in tables {
+        let rows = setup
+            .wait_table_matches(table, key, &format!("{table} replays to the table"))
+            .await;
+        let deletes: Vec<&ChangeRow> = rows.iter().filter(|r| r.op == 'D').collect();
+        // 3→10, 1→100→101→102, 2→200→201, 4 and 5 moved, the delete of 1004, 10→11.
+        assert_eq!(
+            deletes.len(),
+            10,
+            "{table}: one D per key change and delete"
+        );
+        if table != "public.k_full" {
+            for d in &deletes {
+                assert_eq!(d.get("v"), None, "{table}: a D carries only the key: {d:?}");
+            }
+        }
+        if table == "public.k_full" {
+            for d in &deletes {
+                assert!(
+                    d.get("v").is_some() && d.get("big").is_some_and(|b| b.len() > 2000),
+                    "a D of the FULL table carries the whole old row: {d:?}"
+                );
+            }
+            // The ordinary updates stay one U row each: every D is followed by the U of the
+            // new key at the next `_seq`, except the plain delete.
+            let moves = deletes
+                .iter()
+                .filter(|d| {
+                    rows.iter()
+                        .any(|r| r.op == 'U' && r.commit_lsn == d.commit_lsn && r.seq == d.seq + 1)
+                })
+                .count();
+            assert_eq!(moves, 9, "nine key changes, each a D then a U");
+            let updates = rows.iter().filter(|r| r.op == 'U').count();
+            assert_eq!(updates, 9 + 4, "nine moved rows and four ordinary updates");
+        }
+    }
+    pgcdc.stop_cleanly(DEADLINE).await;
+    // One schema file per table: the copy's and the stream's name the same key, the one the D
+    // and U rows use (the primary key of the FULL table, not every column).
+    for (table, _, key) in tables {
+        let schema_dir = setup.sink.join(format!("{table}/_schema"));
+        let documents: Vec<serde_json::Value> = std::fs::read_dir(&schema_dir)
+            .expect("schema folder")
+            .map(|entry| {
+                let path = entry.expect("entry").path();
+                serde_json::from_slice(&std::fs::read(&path).expect("schema file")).expect("json")
+            })
+            .collect();
+        assert_eq!(documents.len(), 1, "{table}: {documents:?}");
+        assert_eq!(
+            documents[0]["key_columns"],
+            serde_json::json!(key),
+            "{table}"
+        );
+    }
+}

@@ -2,9 +2,11 @@
 //!
 //! Pure: no I/O. It keeps the relation cache (pgoutput sends a Relation message before the first
 //! change of a table in a session and again after its schema changes), numbers the changes of a
-//! transaction, and resolves unchanged TOAST values from the old tuple when REPLICA IDENTITY FULL
-//! sent one.
+//! transaction, resolves unchanged TOAST values from the old tuple when REPLICA IDENTITY FULL
+//! sent one, and writes a key change as a delete of the old key and the new row ([`key`]).
 
+mod fields;
+mod key;
 pub mod normalise;
 mod row;
 pub mod type_name;
@@ -12,13 +14,15 @@ pub mod type_name;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+pub use key::use_primary_key;
 pub use row::{ChangeRow, ColumnInfo, Field, Op, Table, TxnMeta};
 
 use crate::lsn::Lsn;
 use bytes::Bytes;
 
 use crate::control::{self, Control};
-use crate::pgoutput::{LogicalMessage, Message, OldTuple, RelationId, Tuple, TupleData};
+use crate::pgoutput::{LogicalMessage, Message, OldTuple, RelationId};
+use fields::fields;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ChangesError {
@@ -165,11 +169,22 @@ impl Assembler {
             }
             Message::Update(update) => {
                 let table = self.relation("Update", update.relation_id)?;
-                // PostgreSQL sends the old key ('K') only when the update changed the replica
-                // identity. The row then moved to a new key: write a delete of the old key
-                // first, so a replay by key does not keep the old row alive.
-                if let Some(OldTuple::Key(old_key)) = &update.old {
-                    let fields = fields(&table, "Update", old_key, None)?;
+                // A key change is written as a delete of the old key, then the new row at the
+                // next `_seq`, so a replay by key does not keep the old row alive. PostgreSQL
+                // sends the old key ('K') only when the update changed the replica identity;
+                // under REPLICA IDENTITY FULL it sends the whole old row ('O') with every
+                // update, and the key columns ([`key`]) of both rows tell. The delete of a FULL
+                // table then carries the whole old row.
+                let moved_from = match &update.old {
+                    Some(OldTuple::Key(old_key)) => Some(old_key),
+                    Some(OldTuple::Full(old)) => {
+                        key::key_changed(table.columns.iter().map(|c| c.is_key), old, &update.new)
+                            .then_some(old)
+                    }
+                    None => None,
+                };
+                if let Some(old) = moved_from {
+                    let fields = fields(&table, "Update", old, None)?;
                     self.push_row(out, "Update", table.clone(), Op::Delete, fields)?;
                 }
                 // Only a full old tuple (REPLICA IDENTITY FULL) holds the values an unchanged
@@ -332,53 +347,14 @@ fn messages_table() -> Table {
     }
 }
 
-fn fields(
-    table: &Table,
-    kind: &'static str,
-    tuple: &Tuple,
-    old: Option<&Tuple>,
-) -> Result<Vec<Field>, ChangesError> {
-    let values = tuple.columns();
-    if values.len() != table.columns.len() {
-        return Err(ChangesError::ColumnCount {
-            table: table.to_string(),
-            kind,
-            got: values.len(),
-            expected: table.columns.len(),
-        });
-    }
-    values
-        .iter()
-        .zip(&table.columns)
-        .enumerate()
-        .map(|(i, (value, column))| match value {
-            TupleData::Null => Ok(Field::Null),
-            TupleData::Text(bytes) => Ok(Field::Text(normalise::value(
-                column.type_oid,
-                bytes.clone(),
-            ))),
-            TupleData::UnchangedToast => match old.and_then(|t| t.columns().get(i)) {
-                Some(TupleData::Text(bytes)) => Ok(Field::Text(normalise::value(
-                    column.type_oid,
-                    bytes.clone(),
-                ))),
-                _ => Ok(Field::Unchanged),
-            },
-            TupleData::Binary(_) => Err(ChangesError::BinaryValue {
-                table: table.to_string(),
-                column: column.name.clone(),
-            }),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
 
     use super::*;
     use crate::pgoutput::{
-        Begin, Column, Commit, Delete, Insert, Relation, ReplicaIdentity, Truncate, Update,
+        Begin, Column, Commit, Delete, Insert, Relation, ReplicaIdentity, Truncate, Tuple,
+        TupleData, Update,
     };
 
     fn relation(id: u32) -> Message {

@@ -1,6 +1,7 @@
 //! Why the pipeline stopped, and whether reconnecting may cure it.
 
 use super::journal::JournalError;
+use super::keys::KeyLookupError;
 use crate::changes::ChangesError;
 use crate::checkpoint::CheckpointError;
 use crate::lsn::Lsn;
@@ -70,6 +71,13 @@ pub enum RunError {
     },
     #[error("cannot open a SQL connection for the snapshot: {0}")]
     SqlConnect(tokio_postgres::Error),
+    #[error(
+        "cannot read the primary key of {table} from the catalog (a REPLICA IDENTITY FULL table: pgcdc tells its key changes by it): {source}"
+    )]
+    PrimaryKey {
+        table: String,
+        source: KeyLookupError,
+    },
 }
 
 /// pgcdc's last durable position, where it is known.
@@ -89,7 +97,7 @@ impl RunError {
     /// A short, bounded label for `pgcdc_errors_total`.
     pub fn kind(&self) -> &'static str {
         match self {
-            RunError::Source(_) | RunError::SqlConnect(_) => "source",
+            RunError::Source(_) | RunError::SqlConnect(_) | RunError::PrimaryKey { .. } => "source",
             RunError::Decode { .. } | RunError::Changes { .. } => "decode",
             RunError::Sink(_) | RunError::Spool { .. } | RunError::Journal(_) => "sink",
             RunError::Checkpoint(_) => "checkpoint",
@@ -111,7 +119,9 @@ impl RunError {
             RunError::Source(e) => e.is_transient(),
             // Only a sink that stopped answering; one that refuses stops pgcdc at once.
             RunError::Sink(e) => e.is_retriable(),
-            RunError::SqlConnect(_) | RunError::SlotInUse { .. } => true,
+            RunError::SqlConnect(_) | RunError::SlotInUse { .. } | RunError::PrimaryKey { .. } => {
+                true
+            }
             _ => false,
         }
     }

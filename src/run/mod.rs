@@ -22,6 +22,7 @@ mod backfill;
 mod copy;
 mod error;
 mod journal;
+mod keys;
 mod pipeline;
 mod publish;
 mod retry;

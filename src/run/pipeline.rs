@@ -16,6 +16,7 @@ use super::added::{AddedTables, TableCopy};
 use super::backfill::{self, Backfill, Placement};
 use super::error::RunError;
 use super::journal::{Entry, Journal};
+use super::keys::PrimaryKeys;
 use super::publish::{self, Outcome, Upload};
 use crate::batch::Batcher;
 use crate::changes::{Assembler, Change, Op, Table, TxnMeta};
@@ -89,6 +90,7 @@ pub(super) fn run(
             window_opened: VecDeque::new(),
             batcher,
             assembler: Assembler::new(config.source.messages == Messages::Write),
+            primary_keys: PrimaryKeys::new(&config.source, handle),
             streamed,
             record: Vec::new(),
             row_target: None,
@@ -142,6 +144,9 @@ struct Pipeline<'a> {
     scratch: Vec<u8>,
     batcher: Batcher,
     assembler: Assembler,
+    /// The keys of REPLICA IDENTITY FULL tables, set on their Relation messages before the
+    /// assembler (or a streamed transaction's) sees them.
+    primary_keys: PrimaryKeys,
     /// Streamed transactions (protocol 2) waiting for their Stream Commit or Abort: their
     /// spool files, and what decoding them needs.
     streamed: StreamedTxns,
@@ -304,11 +309,12 @@ impl Pipeline<'_> {
     /// Runs one decoded message through the assembler and the window.
     fn apply_message(
         &mut self,
-        message: Message,
+        mut message: Message,
         lsn: Lsn,
         stream: &Stream,
     ) -> Result<(), RunError> {
         self.notice_relation(&message);
+        self.primary_keys.resolve(&mut message)?;
         self.changes.clear();
         self.assembler
             .apply(message, &mut self.changes)
@@ -322,8 +328,9 @@ impl Pipeline<'_> {
     }
 
     /// A message inside a stream block: decoded and encoded now, written at its commit.
-    fn spool_streamed(&mut self, message: Message, lsn: Lsn) -> Result<(), RunError> {
+    fn spool_streamed(&mut self, mut message: Message, lsn: Lsn) -> Result<(), RunError> {
         self.notice_relation(&message);
+        self.primary_keys.resolve(&mut message)?;
         let subxid = message.stream_xid();
         let Some(txn) = self.streamed.current_txn() else {
             return Ok(());

@@ -5,12 +5,14 @@
 //! created the slot stays open and idle: the exported snapshot lives only that long.
 
 mod copy_text;
+mod primary_key;
 
 use std::sync::Arc;
 
 use futures_util::{StreamExt, pin_mut};
 
 pub use copy_text::{CopyTextError, CopyTextParser, Transcoder};
+pub use primary_key::primary_key;
 
 use crate::changes::type_name::{FIRST_USER_OID, sql_type};
 use crate::changes::{ColumnInfo, Table};
@@ -244,12 +246,9 @@ async fn published_tables_where(
         // `attnames` already says. Virtual generated columns are never sent.
         let rows = client
             .query(
-                "select a.attname::text, a.atttypid, a.atttypmod, \
-                        exists(select 1 from pg_catalog.pg_index i \
-                               where i.indrelid = a.attrelid and i.indisprimary \
-                                 and a.attnum = any(i.indkey)), \
+                "select a.attname::text, a.atttypid, a.atttypmod, c.oid, \
                         n.nspname::text, t.typname::text, t.oid, a.attgenerated <> '', \
-                        c.relkind = 'p' \
+                        c.relkind = 'p', c.relreplident = 'f' \
                  from pg_catalog.pg_attribute a \
                  join pg_catalog.pg_class c on c.oid = a.attrelid \
                  join pg_catalog.pg_type d on d.oid = a.atttypid \
@@ -268,6 +267,10 @@ async fn published_tables_where(
             )
             .await?;
         let partitioned = rows.first().is_some_and(|c| c.get::<_, bool>(8));
+        let primary_key = match rows.first() {
+            Some(c) => primary_key(client, c.get(3)).await?,
+            None => Vec::new(),
+        };
         let key: Vec<String> = client
             .query_one(
                 "select array(select a.attname::text \
@@ -285,6 +288,20 @@ async fn published_tables_where(
             )
             .await?
             .get(0);
+        // The key the stream's Relation messages name, so the copy's schema file and the
+        // stream's agree: the replica-identity index (the primary key under the default
+        // identity), else the primary key (REPLICA IDENTITY FULL, see `run/keys.rs`), else
+        // under FULL every column.
+        let full = rows.first().is_some_and(|c| c.get::<_, bool>(9));
+        let named_key: Option<&[String]> = if !key.is_empty() {
+            Some(&key)
+        } else if !primary_key.is_empty() {
+            Some(&primary_key)
+        } else if full {
+            None
+        } else {
+            Some(&[])
+        };
         let has_generated = rows.iter().any(|c| c.get::<_, bool>(7));
         let columns: Vec<ColumnInfo> = rows
             .iter()
@@ -297,12 +314,13 @@ async fn published_tables_where(
                 let named_oid: u32 = c.get(6);
                 let user_type = (named_oid >= FIRST_USER_OID)
                     .then_some((namespace.as_str(), type_name.as_str()));
+                let name: String = c.get(0);
                 ColumnInfo {
-                    name: c.get(0),
                     type_name: sql_type(named_oid, type_modifier, user_type),
                     type_oid,
                     type_modifier,
-                    is_key: c.get(3),
+                    is_key: named_key.is_none_or(|k| k.contains(&name)),
+                    name,
                 }
             })
             .collect();
