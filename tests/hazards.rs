@@ -114,3 +114,44 @@ async fn a_database_whose_settings_differ_replays_exactly_through_copy_and_strea
     }
     pgcdc.stop_cleanly(DEADLINE).await;
 }
+
+/// A key column whose value is stored out of line and an update that leaves it alone: the
+/// server sends the old key with the update, changed or not (HAZARDS.md, "Keys and values").
+/// The row must stay, with its key, under the default identity and under FULL.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unchanged_out_of_line_key_keeps_its_row() {
+    let setup = Fixture::builder()
+        .ddl(
+            "create table public.tk (id text primary key, v int, body text);
+             alter table public.tk alter column id set storage external;
+             create table public.tkf (id text primary key, v int, body text);
+             alter table public.tkf alter column id set storage external;
+             alter table public.tkf replica identity full;
+             create publication pgcdc_pub for table public.tk, public.tkf;",
+        )
+        .table("public.tk", &["id"])
+        .deadline(DEADLINE)
+        .start()
+        .await;
+    let mut pgcdc = setup.run(&setup.config);
+    pgcdc.wait_output("Streaming changes", DEADLINE).await;
+    for table in ["public.tk", "public.tkf"] {
+        setup
+            .cluster
+            .execute(&format!(
+                "insert into {table} select repeat(md5(g::text), 80) || g, g, 'b' from generate_series(1, 5) g;
+                 update {table} set v = v + 10;
+                 update {table} set v = v + 1, body = repeat('x', 3000) where v % 2 = 0;
+                 update {table} set id = 'short ' || v where v = 11;
+                 delete from {table} where v = 15;"
+            ))
+            .await;
+    }
+    for table in ["public.tk", "public.tkf"] {
+        let rows = setup
+            .wait_table_matches(table, &["id"], "the rows keep their out-of-line keys")
+            .await;
+        assert_eq!(duplicate_keys(&rows), 0);
+    }
+    pgcdc.stop_cleanly(DEADLINE).await;
+}

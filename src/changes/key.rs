@@ -205,6 +205,62 @@ mod tests {
             assert_eq!(schema_key, [true, false, false]);
         }
 
+        /// Default identity, key `id` stored out of line: PostgreSQL sends the old key ('K')
+        /// with every update, changed or not, and the new row leaves the key unchanged.
+        #[test]
+        fn an_unchanged_out_of_line_key_sent_as_old_key_is_no_key_change() {
+            let mut a = Assembler::new(false);
+            let mut out = Vec::new();
+            let mut r = relation(ReplicaIdentity::Default, &["id", "v"]);
+            r.columns[1].is_key = false;
+            a.apply(Message::Relation(r), &mut out).unwrap();
+            a.apply(
+                Message::Begin(Begin {
+                    final_lsn: Lsn::new(100),
+                    commit_ts: 0,
+                    xid: 7,
+                }),
+                &mut out,
+            )
+            .unwrap();
+            let key_tuple = |id: &str| Tuple(vec![text(id), TupleData::Null]);
+            for (old, new) in [
+                // The key unchanged: one update, the key taken from the old key.
+                (
+                    key_tuple("long id"),
+                    vec![TupleData::UnchangedToast, text("2")],
+                ),
+                // The key changed: the old key's delete, then the new row.
+                (key_tuple("long id"), vec![text("other id"), text("3")]),
+            ] {
+                a.apply(
+                    Message::Update(Update {
+                        xid: None,
+                        relation_id: 1,
+                        old: Some(OldTuple::Key(old)),
+                        new: Tuple(new),
+                    }),
+                    &mut out,
+                )
+                .unwrap();
+            }
+            let rows: Vec<(Op, Vec<Field>)> = out
+                .into_iter()
+                .filter_map(|c| match c {
+                    Change::Row(r) => Some((r.op, r.fields)),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                rows,
+                [
+                    (Op::Update, vec![field("long id"), field("2")]),
+                    (Op::Delete, vec![field("long id"), Field::Null]),
+                    (Op::Update, vec![field("other id"), field("3")]),
+                ]
+            );
+        }
+
         #[test]
         fn an_ordinary_update_stays_one_row_and_chained_changes_follow_each_other() {
             let rows = rows_of(vec![

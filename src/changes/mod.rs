@@ -171,28 +171,22 @@ impl Assembler {
                 let table = self.relation("Update", update.relation_id)?;
                 // A key change is written as a delete of the old key, then the new row at the
                 // next `_seq`, so a replay by key does not keep the old row alive. PostgreSQL
-                // sends the old key ('K') only when the update changed the replica identity;
-                // under REPLICA IDENTITY FULL it sends the whole old row ('O') with every
-                // update, and the key columns ([`key`]) of both rows tell. The delete of a FULL
-                // table then carries the whole old row.
-                let moved_from = match &update.old {
-                    Some(OldTuple::Key(old_key)) => Some(old_key),
-                    Some(OldTuple::Full(old)) => {
-                        key::key_changed(table.columns.iter().map(|c| c.is_key), old, &update.new)
-                            .then_some(old)
-                    }
-                    None => None,
-                };
+                // sends the old key ('K') when the update changed the replica identity, and
+                // also when a key value is stored out of line, changed or not; under REPLICA
+                // IDENTITY FULL it sends the whole old row ('O') with every update. So the key
+                // columns ([`key`]) of both rows tell, whichever was sent; the delete of a
+                // FULL table then carries the whole old row.
+                let old = update.old.as_ref().map(OldTuple::tuple);
+                let moved_from = old.filter(|old| {
+                    key::key_changed(table.columns.iter().map(|c| c.is_key), old, &update.new)
+                });
                 if let Some(old) = moved_from {
                     let fields = fields(&table, "Update", old, None)?;
                     self.push_row(out, "Update", table.clone(), Op::Delete, fields)?;
                 }
-                // Only a full old tuple (REPLICA IDENTITY FULL) holds the values an unchanged
-                // TOAST column had; a key tuple carries the key columns alone.
-                let old = match &update.old {
-                    Some(OldTuple::Full(tuple)) => Some(tuple),
-                    _ => None,
-                };
+                // An unchanged TOAST value of the new row is taken from the old tuple where it
+                // has one: every column of a full row, the key columns of a key tuple (its other
+                // columns are NULL there, and stay unchanged).
                 let fields = fields(&table, "Update", &update.new, old)?;
                 self.push_row(out, "Update", table, Op::Update, fields)?;
             }

@@ -292,10 +292,16 @@ async fn published_tables_where(
         // stream's agree: the replica-identity index (the primary key under the default
         // identity), else the primary key (REPLICA IDENTITY FULL, see `run/keys.rs`), else
         // under FULL every column.
+        // Only under FULL, and only when every primary-key column is published (the stream's
+        // rule, `changes::key`): REPLICA IDENTITY NOTHING, or an identity index that was
+        // dropped, names no key in the stream, and so not here either.
         let full = rows.first().is_some_and(|c| c.get::<_, bool>(9));
+        let pk_published = primary_key
+            .iter()
+            .all(|k| rows.iter().any(|c| c.get::<_, &str>(0) == k.as_str()));
         let named_key: Option<&[String]> = if !key.is_empty() {
             Some(&key)
-        } else if !primary_key.is_empty() {
+        } else if full && !primary_key.is_empty() && pk_published {
             Some(&primary_key)
         } else if full {
             None
