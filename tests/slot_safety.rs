@@ -92,14 +92,15 @@ tests:
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_s3_outage_never_holds_the_primary_and_the_invalidated_slot_stops_pgcdc() {
+/// `public.filler` published, pgcdc streaming it to moto through an outage proxy (`server`:
+/// extra postgresql.conf settings, `metrics`: lines for its `[metrics]`), the first copy confirmed.
+async fn streaming_to_s3_behind_a_proxy(
+    server: &[(&str, &str)],
+    metrics: &str,
+) -> (Fixture, Outage, std::path::PathBuf, Pgcdc) {
     let setup = Fixture::builder()
         .ddl(FILLER_DDL)
-        .settings(&[
-            ("max_slot_wal_keep_size", "64MB"),
-            ("max_wal_size", "256MB"),
-        ])
+        .settings(server)
         .table("public.filler", &["id"])
         .moto("pgcdc-test", "cdc")
         .window("1s")
@@ -108,13 +109,28 @@ async fn an_s3_outage_never_holds_the_primary_and_the_invalidated_slot_stops_pgc
         .await;
     let outage = Outage::start(setup.moto().port()).await;
     let config = setup.s3_config(&outage.endpoint(), "");
-    add_settings(&config, "metrics", "poll_interval = \"250ms\"");
+    if !metrics.is_empty() {
+        add_settings(&config, "metrics", metrics);
+    }
     let mut pgcdc = setup.run(&config);
     pgcdc.wait_output("Streaming changes", DEADLINE).await;
     setup
         .cluster
         .wait_slot_confirms_now("pgcdc", "the first copy is confirmed", DEADLINE)
         .await;
+    (setup, outage, config, pgcdc)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_s3_outage_never_holds_the_primary_and_the_invalidated_slot_stops_pgcdc() {
+    let (setup, outage, config, mut pgcdc) = streaming_to_s3_behind_a_proxy(
+        &[
+            ("max_slot_wal_keep_size", "64MB"),
+            ("max_wal_size", "256MB"),
+        ],
+        "poll_interval = \"250ms\"",
+    )
+    .await;
 
     // The forecast, scraped all through the outage.
     let addr = metrics_listen(&config);
@@ -229,22 +245,7 @@ async fn an_s3_outage_never_holds_the_primary_and_the_invalidated_slot_stops_pgc
 /// doubled.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_connection_given_up_during_an_outage_resumes_exactly_when_s3_returns() {
-    let setup = Fixture::builder()
-        .ddl(FILLER_DDL)
-        .table("public.filler", &["id"])
-        .moto("pgcdc-test", "cdc")
-        .window("1s")
-        .deadline(DEADLINE)
-        .start()
-        .await;
-    let outage = Outage::start(setup.moto().port()).await;
-    let config = setup.s3_config(&outage.endpoint(), "");
-    let mut pgcdc = setup.run(&config);
-    pgcdc.wait_output("Streaming changes", DEADLINE).await;
-    setup
-        .cluster
-        .wait_slot_confirms_now("pgcdc", "the first copy is confirmed", DEADLINE)
-        .await;
+    let (setup, outage, _, mut pgcdc) = streaming_to_s3_behind_a_proxy(&[], "").await;
 
     outage.take_down().await;
     // pgcdc fills its windows until the upload queue is full, then stops taking changes: keep

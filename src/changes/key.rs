@@ -159,11 +159,16 @@ mod tests {
         /// The rows `updates` become in one transaction of table `s (id, body, note)` under
         /// REPLICA IDENTITY FULL with primary key `id`.
         fn rows_of(updates: Vec<Message>) -> Vec<ChangeRow> {
-            let mut a = Assembler::new(false);
-            let mut out = Vec::new();
             let mut r = relation(ReplicaIdentity::Full, &["id", "body", "note"]);
             assert!(use_primary_key(&mut r, &["id".into()]));
-            a.apply(Message::Relation(r), &mut out).unwrap();
+            rows_in_one_transaction(r, updates)
+        }
+
+        /// The rows `messages` become in one transaction of the table `relation` describes.
+        fn rows_in_one_transaction(relation: Relation, messages: Vec<Message>) -> Vec<ChangeRow> {
+            let mut a = Assembler::new(false);
+            let mut out = Vec::new();
+            a.apply(Message::Relation(relation), &mut out).unwrap();
             a.apply(
                 Message::Begin(Begin {
                     final_lsn: Lsn::new(100),
@@ -173,8 +178,8 @@ mod tests {
                 &mut out,
             )
             .unwrap();
-            for u in updates {
-                a.apply(u, &mut out).unwrap();
+            for m in messages {
+                a.apply(m, &mut out).unwrap();
             }
             out.into_iter()
                 .filter_map(|c| match c {
@@ -209,48 +214,30 @@ mod tests {
         /// with every update, changed or not, and the new row leaves the key unchanged.
         #[test]
         fn an_unchanged_out_of_line_key_sent_as_old_key_is_no_key_change() {
-            let mut a = Assembler::new(false);
-            let mut out = Vec::new();
             let mut r = relation(ReplicaIdentity::Default, &["id", "v"]);
             r.columns[1].is_key = false;
-            a.apply(Message::Relation(r), &mut out).unwrap();
-            a.apply(
-                Message::Begin(Begin {
-                    final_lsn: Lsn::new(100),
-                    commit_ts: 0,
-                    xid: 7,
-                }),
-                &mut out,
-            )
-            .unwrap();
             let key_tuple = |id: &str| Tuple(vec![text(id), TupleData::Null]);
-            for (old, new) in [
-                // The key unchanged: one update, the key taken from the old key.
-                (
-                    key_tuple("long id"),
-                    vec![TupleData::UnchangedToast, text("2")],
-                ),
-                // The key changed: the old key's delete, then the new row.
-                (key_tuple("long id"), vec![text("other id"), text("3")]),
-            ] {
-                a.apply(
-                    Message::Update(Update {
-                        xid: None,
-                        relation_id: 1,
-                        old: Some(OldTuple::Key(old)),
-                        new: Tuple(new),
-                    }),
-                    &mut out,
-                )
-                .unwrap();
-            }
-            let rows: Vec<(Op, Vec<Field>)> = out
-                .into_iter()
-                .filter_map(|c| match c {
-                    Change::Row(r) => Some((r.op, r.fields)),
-                    _ => None,
+            let update = |old: Tuple, new: Vec<TupleData>| {
+                Message::Update(Update {
+                    xid: None,
+                    relation_id: 1,
+                    old: Some(OldTuple::Key(old)),
+                    new: Tuple(new),
                 })
-                .collect();
+            };
+            let rows = rows_in_one_transaction(
+                r,
+                vec![
+                    // The key unchanged: one update, the key taken from the old key.
+                    update(
+                        key_tuple("long id"),
+                        vec![TupleData::UnchangedToast, text("2")],
+                    ),
+                    // The key changed: the old key's delete, then the new row.
+                    update(key_tuple("long id"), vec![text("other id"), text("3")]),
+                ],
+            );
+            let rows: Vec<(Op, Vec<Field>)> = rows.into_iter().map(|r| (r.op, r.fields)).collect();
             assert_eq!(
                 rows,
                 [
