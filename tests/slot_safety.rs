@@ -14,6 +14,8 @@ use common::s3::Outage;
 use common::*;
 
 const DEADLINE: Duration = Duration::from_secs(120);
+/// The fixtures' window (`1s`) and half as much again.
+const WINDOW_AND_A_HALF: Duration = Duration::from_millis(1500);
 /// What "promptly" means for a checkpoint or a termination while pgcdc waits on S3. Without
 /// the stall rule they never finish (the walsender blocks on a full socket for ever).
 const PROMPTLY: Duration = Duration::from_secs(15);
@@ -248,17 +250,22 @@ async fn a_connection_given_up_during_an_outage_resumes_exactly_when_s3_returns(
     let (setup, outage, _, mut pgcdc) = streaming_to_s3_behind_a_proxy(&[], "").await;
 
     outage.take_down().await;
-    // pgcdc fills its windows until the upload queue is full, then stops taking changes: keep
-    // writing until it gives the connection up (a bounded number of rounds).
-    for _ in 0..20 {
+    // pgcdc fills its windows until the upload queue is full, then stops taking changes. A
+    // window closes only once it is older than `window` (1 s), so the rounds come at most one per
+    // window and a half: a burst that pgcdc reads into one or two windows leaves its queue with
+    // room, and it rightly keeps its connection (nothing is left unread). Bounded: ~20 MB a round.
+    let mut rounds = 0;
+    while rounds < 30 {
         setup.cluster.execute(FILL_ROUND).await;
+        rounds += 1;
         if pgcdc
-            .output_text()
-            .contains("closed the replication connection")
+            .output_within("closed the replication connection", WINDOW_AND_A_HALF)
+            .await
         {
             break;
         }
     }
+    eprintln!("pgcdc gave the connection up after {rounds} rounds");
     pgcdc
         .wait_output("closed the replication connection", DEADLINE)
         .await;

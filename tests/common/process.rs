@@ -187,6 +187,21 @@ impl Pgcdc {
         .await;
     }
 
+    /// Whether pgcdc's output comes to contain `needle` within `within`; for paced loads that
+    /// stop as soon as pgcdc reacts.
+    pub async fn output_within(&self, needle: &str, within: Duration) -> bool {
+        let started = Instant::now();
+        loop {
+            if self.output_text().contains(needle) {
+                return true;
+            }
+            if started.elapsed() >= within {
+                return false;
+            }
+            tokio::time::sleep(POLL_INTERVAL.min(within - started.elapsed())).await;
+        }
+    }
+
     pub fn stdout(&self) -> String {
         read_lossy(&self.stdout)
     }
