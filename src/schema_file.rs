@@ -167,6 +167,15 @@ impl KnownSchemas {
             .is_some_and(|s| s.contains(&fingerprint(table)))
     }
 
+    /// Records that the sink holds the schema file of `table` (written by the caller, from
+    /// [`render`]).
+    pub fn learn(&mut self, table: &Table) {
+        self.by_folder
+            .entry(table.folder())
+            .or_default()
+            .insert(fingerprint(table));
+    }
+
     /// Writes the schema file of `table` unless the sink has it already.
     pub fn ensure(
         &mut self,
@@ -180,10 +189,7 @@ impl KnownSchemas {
         let (key, json) = render(table, first_row);
         sink.write(&key, &json)?;
         tracing::info!(key = %key, "Schema file written");
-        self.by_folder
-            .entry(table.folder())
-            .or_default()
-            .insert(fingerprint(table));
+        self.learn(table);
         Ok(())
     }
 }

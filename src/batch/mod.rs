@@ -7,8 +7,13 @@
 //! gets its own file per window, with a header of its current columns; a schema change in the
 //! middle of a window also starts a new part, so one file has one header.
 //!
+//! At most `open_files` of a window's files are open at once ([`pool`]): writing to another
+//! parks the least recently written one, so memory is bounded by that setting and not by the
+//! number of tables a window touches.
+//!
 //! No tokio, no network: the clock is passed in, which keeps the window logic testable.
 
+mod pool;
 mod spool;
 
 use std::collections::BTreeMap;
@@ -22,6 +27,7 @@ use crate::encode as csv;
 use crate::layout::FileFormat;
 use crate::layout::{ObjectKey, Part};
 use crate::lsn::Lsn;
+use pool::OpenSet;
 use spool::SpoolWriter;
 
 /// A finished file waiting in the spool to be published.
@@ -84,14 +90,22 @@ pub struct Batcher {
     /// The folder name of the table of the last row, so a run of rows of one table does not
     /// build the same string once per row.
     last_folder: Option<(Arc<Table>, String)>,
+    /// The tables whose current file is open (not parked).
+    open: OpenSet,
+    /// The folder last marked in `open`: a run of rows of one table touches it once.
+    last_touched: Option<String>,
+    /// A parked file had reached `max_file_bytes`: the window closes at the next commit.
+    parked_full: bool,
 }
 
 impl Batcher {
+    /// `open_files` bounds the files open at once (at least one).
     pub fn new(
         spool_dir: PathBuf,
         format: FileFormat,
         max_file_bytes: u64,
         window: Duration,
+        open_files: usize,
     ) -> Batcher {
         Batcher {
             spool_dir,
@@ -106,6 +120,9 @@ impl Batcher {
             next_file: 0,
             line: Vec::with_capacity(4096),
             last_folder: None,
+            open: OpenSet::new(open_files),
+            last_touched: None,
+            parked_full: false,
         }
     }
 
@@ -167,6 +184,17 @@ impl Batcher {
             self.last_folder = Some((table.clone(), table.folder()));
         }
         let folder = self.last_folder.as_ref().map_or("", |(_, f)| f.as_str());
+        if self.last_touched.as_deref() != Some(folder) {
+            // The file this row goes to is (re)opened below; first make room for it.
+            if let Some(evicted) = self.open.touch(folder)
+                && let Some(output) = self.tables.get_mut(&evicted)
+                && let Some((_, _, writer)) = &mut output.current
+            {
+                writer.park()?;
+                self.parked_full |= writer.bytes() >= self.max_file_bytes;
+            }
+            self.last_touched = Some(folder.to_owned());
+        }
         if !self.tables.contains_key(folder) {
             self.tables.insert(
                 folder.to_owned(),
@@ -230,11 +258,15 @@ impl Batcher {
     pub fn commit(&mut self, commit_lsn: Lsn, end_lsn: Lsn, now: Instant) -> bool {
         let split = self.txn.take().is_some_and(|t| t.split);
         self.last_commit = Some((commit_lsn, end_lsn));
-        let full = self.tables.values().any(|t| {
-            t.current
-                .as_ref()
-                .is_some_and(|(_, _, w)| w.bytes() >= self.max_file_bytes)
-        });
+        // Parked files were measured when parked; only the open ones (a bounded few) can have
+        // grown since.
+        let full = self.parked_full
+            || self.open.keys().any(|folder| {
+                self.tables
+                    .get(folder)
+                    .and_then(|t| t.current.as_ref())
+                    .is_some_and(|(_, _, w)| w.bytes() >= self.max_file_bytes)
+            });
         self.seal_at_commit |= split || full;
         self.is_due(now)
     }
@@ -276,6 +308,9 @@ impl Batcher {
         }
         self.opened_at = None;
         self.seal_at_commit = false;
+        self.open.clear();
+        self.last_touched = None;
+        self.parked_full = false;
         Ok(Sealed {
             files,
             last_commit: self.last_commit,
@@ -300,250 +335,15 @@ fn roll(output: &mut TableOutput) -> io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::io::Read;
-
-    use bytes::Bytes;
-
-    use super::*;
-    use crate::changes::{ColumnInfo, Field, Op};
-
-    fn table(columns: &[&str]) -> Arc<Table> {
-        Arc::new(Table {
-            schema: "public".into(),
-            name: "t".into(),
-            columns: columns
-                .iter()
-                .map(|c| ColumnInfo {
-                    name: (*c).into(),
-                    type_name: "text".into(),
-                    type_oid: 25,
-                    type_modifier: -1,
-                    is_key: false,
-                })
-                .collect(),
-        })
-    }
-
-    fn row(table: &Arc<Table>, seq: u64, value: &str) -> ChangeRow {
-        ChangeRow {
-            table: table.clone(),
-            op: Op::Insert,
-            seq,
-            fields: table
-                .columns
-                .iter()
-                .map(|_| Field::Text(Bytes::copy_from_slice(value.as_bytes())))
-                .collect(),
-        }
-    }
-
-    fn meta(lsn: u64) -> TxnMeta {
-        TxnMeta {
-            xid: Some(1),
-            commit_lsn: Lsn::new(lsn),
-            commit_ts: 0,
-        }
-    }
-
-    fn read(path: &std::path::Path, format: FileFormat) -> String {
-        let bytes = std::fs::read(path).unwrap();
-        match format {
-            FileFormat::Csv => String::from_utf8(bytes).unwrap(),
-            FileFormat::CsvGz => {
-                let mut s = String::new();
-                flate2::read::GzDecoder::new(&bytes[..])
-                    .read_to_string(&mut s)
-                    .unwrap();
-                s
-            }
-        }
-    }
-
-    #[test]
-    fn window_closes_on_time_at_a_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut b = Batcher::new(
-            dir.path().to_owned(),
-            FileFormat::CsvGz,
-            1 << 20,
-            Duration::from_secs(10),
-        );
-        let t0 = Instant::now();
-        let t = table(&["id"]);
-        assert_eq!(b.deadline(), None);
-        b.begin(meta(100));
-        b.push(&row(&t, 0, "1"), t0).unwrap();
-        assert!(!b.commit(Lsn::new(100), Lsn::new(110), t0 + Duration::from_secs(1)));
-        b.begin(meta(200));
-        b.push(&row(&t, 0, "2"), t0 + Duration::from_secs(2))
-            .unwrap();
-        assert!(b.commit(Lsn::new(200), Lsn::new(210), t0 + Duration::from_secs(10)));
-        let sealed = b.seal().unwrap();
-        assert_eq!(sealed.last_commit, Some((Lsn::new(200), Lsn::new(210))));
-        assert_eq!(sealed.files.len(), 1);
-        let file = &sealed.files[0];
-        assert_eq!(file.rows, 2);
-        assert_eq!(
-            file.key.as_str(),
-            "public.t/dt=2000-01-01/hour=00/0000000000000064-00000000000000C8.csv.gz"
-        );
-        let text = read(&file.spool_path, FileFormat::CsvGz);
-        assert_eq!(
-            text,
-            "_op,_commit_lsn,_seq,_xid,_commit_ts,_unchanged,id\n\
-             I,100,0,1,2000-01-01T00:00:00.000000Z,,1\n\
-             I,200,0,1,2000-01-01T00:00:00.000000Z,,2\n"
-        );
-        assert!(b.is_empty());
-        assert_eq!(b.deadline(), None);
-    }
-
-    #[test]
-    fn parts_are_cut_at_the_same_rows_on_every_replay() {
-        // Compressed output lags behind a compression thread, so only a split on uncompressed
-        // bytes gives a replay the same parts under the same names. Large enough to leave the
-        // inline stage and compress on the thread.
-        let cut = |pause: bool| -> Vec<u64> {
-            let dir = tempfile::tempdir().unwrap();
-            let mut b = Batcher::new(
-                dir.path().to_owned(),
-                FileFormat::CsvGz,
-                512 * 1024,
-                Duration::from_secs(3600),
-            );
-            let now = Instant::now();
-            let t = table(&["id", "body"]);
-            b.begin(meta(70));
-            let mut seed = 7u64;
-            for seq in 0..20_000 {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-                b.push(&row(&t, seq, &format!("{seed:x}{seed:o}")), now)
-                    .unwrap();
-                if pause && seq % 2_000 == 0 {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-            b.commit(Lsn::new(70), Lsn::new(80), now);
-            b.seal().unwrap().files.iter().map(|f| f.rows).collect()
-        };
-        let first = cut(false);
-        assert!(first.len() >= 2, "parts: {first:?}");
-        assert_eq!(first, cut(true));
-    }
-
-    #[test]
-    fn oversized_transaction_is_split_into_parts_and_closes_the_window() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut b = Batcher::new(
-            dir.path().to_owned(),
-            FileFormat::Csv,
-            1024,
-            Duration::from_secs(3600),
-        );
-        let now = Instant::now();
-        let t = table(&["id", "body"]);
-        b.begin(meta(50));
-        b.push(&row(&t, 0, "small"), now).unwrap();
-        assert!(!b.commit(Lsn::new(50), Lsn::new(60), now));
-        b.begin(meta(70));
-        let payload = "x".repeat(100);
-        for seq in 0..40 {
-            b.push(&row(&t, seq, &payload), now).unwrap();
-        }
-        assert!(
-            b.commit(Lsn::new(70), Lsn::new(80), now),
-            "a split closes the window"
-        );
-        let sealed = b.seal().unwrap();
-        let n = sealed.files.len();
-        assert!(n >= 4, "expected several parts, got {n}");
-        let mut total_rows = 0;
-        for (i, f) in sealed.files.iter().enumerate() {
-            assert_eq!(
-                f.key.part,
-                Some(Part {
-                    index: i as u32 + 1,
-                    count: n as u32
-                })
-            );
-            assert_eq!((f.key.first, f.key.last), (Lsn::new(50), Lsn::new(70)));
-            let text = read(&f.spool_path, FileFormat::Csv);
-            assert!(text.starts_with("_op,_commit_lsn,_seq,_xid,_commit_ts,_unchanged,id,body\n"));
-            total_rows += f.rows;
-        }
-        assert_eq!(total_rows, 41);
-    }
-
-    #[test]
-    fn schema_change_starts_a_new_part_with_the_new_header() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut b = Batcher::new(
-            dir.path().to_owned(),
-            FileFormat::Csv,
-            1 << 20,
-            Duration::from_secs(60),
-        );
-        let now = Instant::now();
-        let v1 = table(&["id"]);
-        let v2 = table(&["id", "added"]);
-        b.begin(meta(10));
-        b.push(&row(&v1, 0, "1"), now).unwrap();
-        b.commit(Lsn::new(10), Lsn::new(11), now);
-        b.begin(meta(20));
-        b.push(&row(&v2, 0, "2"), now).unwrap();
-        b.commit(Lsn::new(20), Lsn::new(21), now);
-        let sealed = b.seal().unwrap();
-        assert_eq!(sealed.files.len(), 2);
-        let second = read(&sealed.files[1].spool_path, FileFormat::Csv);
-        assert!(second.starts_with("_op,_commit_lsn,_seq,_xid,_commit_ts,_unchanged,id,added\n"));
-    }
-
-    #[test]
-    fn type_change_alone_starts_a_new_part_described_by_the_new_table() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut b = Batcher::new(
-            dir.path().to_owned(),
-            FileFormat::Csv,
-            1 << 20,
-            Duration::from_secs(60),
-        );
-        let now = Instant::now();
-        let int4 = table(&["id"]);
-        let mut retyped = (*int4).clone();
-        retyped.columns[0].type_name = "bigint".into();
-        retyped.columns[0].type_oid = 20;
-        let int8 = Arc::new(retyped);
-        b.begin(meta(10));
-        b.push(&row(&int4, 0, "1"), now).unwrap();
-        b.commit(Lsn::new(10), Lsn::new(11), now);
-        b.begin(meta(20));
-        b.push(&row(&int8, 0, "20"), now).unwrap();
-        b.commit(Lsn::new(20), Lsn::new(21), now);
-        let sealed = b.seal().unwrap();
-        assert_eq!(sealed.files.len(), 2, "one part per shape");
-        assert!(Arc::ptr_eq(&sealed.files[0].table, &int4));
-        assert!(Arc::ptr_eq(&sealed.files[1].table, &int8));
-        assert_eq!(sealed.files[1].first_row, (Lsn::new(20), 0));
-    }
-
-    #[test]
-    fn empty_transactions_advance_the_last_commit_without_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut b = Batcher::new(
-            dir.path().to_owned(),
-            FileFormat::Csv,
-            1 << 20,
-            Duration::from_secs(60),
-        );
-        let now = Instant::now();
-        b.begin(meta(5));
-        assert!(b.in_transaction());
-        assert!(b.seal().is_err(), "no window closes inside a transaction");
-        assert!(!b.commit(Lsn::new(5), Lsn::new(6), now));
-        assert!(b.is_empty());
-        let sealed = b.seal().unwrap();
-        assert!(sealed.files.is_empty());
-        assert_eq!(sealed.last_commit, Some((Lsn::new(5), Lsn::new(6))));
+impl Batcher {
+    /// How many of the window's files are open (not parked).
+    fn open_count(&self) -> usize {
+        self.tables
+            .values()
+            .filter(|t| t.current.as_ref().is_some_and(|(_, _, w)| w.is_open()))
+            .count()
     }
 }
+
+#[cfg(test)]
+mod tests;

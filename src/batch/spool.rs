@@ -1,12 +1,19 @@
 //! A change file being written: rows stream to disk as they arrive, so memory does not grow
 //! with transaction size. The file is fsynced when finished; publishing it is the sink's job.
 //!
+//! A file can be parked (see [`super::pool`]): its encoder is finished and dropped and the file
+//! closed, so a parked file costs no deflate state, no buffers and no descriptor. The next row
+//! reopens it for appending. For gzip, each stretch between a reopen and a park is a gzip member
+//! of its own: RFC 1952 (section 2.2) defines a gzip file as a series of members, and gunzip,
+//! Python's `gzip`, flate2's `MultiGzDecoder`, DuckDB and Snowflake read the concatenation as the
+//! one text it is. The rows, and so the file's name, stay the same whatever was parked when.
+//!
 //! Compression is the most expensive step per byte, so a gzip file that outgrows its first
 //! buffer hands compression to a thread of its own: the pipeline thread keeps decoding and
 //! encoding while the previous buffer is deflated. Two buffers in flight bound the memory; a
 //! small file never starts a thread.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,6 +30,9 @@ use crate::layout::FileFormat;
 const CHUNK: usize = 256 * 1024;
 /// Chunks queued for the compressor thread.
 const IN_FLIGHT: usize = 2;
+/// The buffer in front of the file. Compressed output reaches it in pieces of flate2's 32 KiB
+/// buffer, so a larger one saves few system calls and costs memory per open file.
+const FILE_BUFFER: usize = 64 * 1024;
 
 /// Counts the bytes that reach the file (after compression), which is what `max_file_bytes`
 /// limits. Shared, so the pipeline sees the compressor thread's progress.
@@ -71,7 +81,9 @@ enum GzStage {
 
 pub struct SpoolWriter {
     path: PathBuf,
-    encoder: Encoder,
+    format: FileFormat,
+    /// `None` while parked: the file is closed and its last member complete.
+    encoder: Option<Encoder>,
     rows: u64,
     /// Uncompressed bytes written: unlike `bytes`, a function of the rows alone.
     input: u64,
@@ -80,28 +92,44 @@ pub struct SpoolWriter {
 
 impl SpoolWriter {
     pub fn create(path: PathBuf, format: FileFormat) -> io::Result<SpoolWriter> {
-        let file = BufWriter::with_capacity(256 * 1024, File::create(&path)?);
         let bytes = Arc::new(AtomicU64::new(0));
-        let counting = Counting {
-            inner: file,
-            bytes: bytes.clone(),
-        };
-        let encoder = match format {
-            FileFormat::Csv => Encoder::Plain(counting),
-            // The fastest level: CDC files are read once by the loader, and the walsender, not
-            // the compressor, should set the pace.
-            FileFormat::CsvGz => Encoder::Gzip {
-                pending: Vec::with_capacity(CHUNK),
-                stage: GzStage::Inline(GzEncoder::new(counting, Compression::fast()), 0),
-            },
-        };
+        let encoder = open_encoder(File::create(&path)?, format, &bytes);
         Ok(SpoolWriter {
             path,
-            encoder,
+            format,
+            encoder: Some(encoder),
             rows: 0,
             input: 0,
             bytes,
         })
+    }
+
+    /// Whether the file is open (not parked).
+    #[cfg(test)]
+    pub fn is_open(&self) -> bool {
+        self.encoder.is_some()
+    }
+
+    /// Completes the current gzip member (or flushes the plain file) and closes the file, freeing
+    /// its encoder and buffers. Not fsynced: [`SpoolWriter::finish`] does that once. Parking a
+    /// parked file does nothing.
+    pub fn park(&mut self) -> io::Result<()> {
+        if let Some(encoder) = self.encoder.take() {
+            let counting = finish_encoder(encoder)?;
+            counting.inner.into_inner().map_err(|e| e.into_error())?;
+        }
+        Ok(())
+    }
+
+    /// The encoder, reopening a parked file for appending (a new gzip member).
+    fn encoder(&mut self) -> io::Result<&mut Encoder> {
+        if self.encoder.is_none() {
+            let file = OpenOptions::new().append(true).open(&self.path)?;
+            self.encoder = Some(open_encoder(file, self.format, &self.bytes));
+        }
+        self.encoder
+            .as_mut()
+            .ok_or_else(|| io::Error::other("spool encoder lost"))
     }
 
     pub fn write_header(&mut self, line: &[u8]) -> io::Result<()> {
@@ -115,7 +143,7 @@ impl SpoolWriter {
 
     fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.input += bytes.len() as u64;
-        match &mut self.encoder {
+        match self.encoder()? {
             Encoder::Plain(w) => w.write_all(bytes),
             Encoder::Gzip { pending, stage } => {
                 pending.extend_from_slice(bytes);
@@ -145,24 +173,57 @@ impl SpoolWriter {
 
     /// Completes the file and fsyncs it. Returns its path and size.
     pub fn finish(self) -> io::Result<(PathBuf, u64)> {
-        let counting = match self.encoder {
-            Encoder::Plain(w) => w,
-            Encoder::Gzip { pending, stage } => {
-                let mut gz = match stage {
-                    GzStage::Inline(gz, _) => gz,
-                    GzStage::Threaded { chunks, thread, .. } => {
-                        drop(chunks);
-                        join(thread)?
-                    }
-                    GzStage::Switching => return Err(io::Error::other("compressor lost")),
-                };
-                gz.write_all(&pending)?;
-                gz.finish()?
+        let file = match self.encoder {
+            Some(encoder) => {
+                let counting = finish_encoder(encoder)?;
+                counting.inner.into_inner().map_err(|e| e.into_error())?
             }
+            // Parked: complete on disk but not yet synced (fsync works on a read-only handle).
+            None => File::open(&self.path)?,
         };
-        let file = counting.inner.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         Ok((self.path, self.bytes.load(Ordering::Relaxed)))
+    }
+}
+
+/// An encoder writing to `file` (new, or opened for appending), counting into `bytes`.
+fn open_encoder(file: File, format: FileFormat, bytes: &Arc<AtomicU64>) -> Encoder {
+    let counting = Counting {
+        inner: BufWriter::with_capacity(FILE_BUFFER, file),
+        bytes: bytes.clone(),
+    };
+    match format {
+        FileFormat::Csv => Encoder::Plain(counting),
+        // The fastest level: CDC files are read once by the loader, and the walsender, not
+        // the compressor, should set the pace.
+        FileFormat::CsvGz => Encoder::Gzip {
+            pending: Vec::new(),
+            stage: GzStage::Inline(GzEncoder::new(counting, Compression::fast()), 0),
+        },
+    }
+}
+
+/// Writes what the encoder still holds and completes its gzip member; the file is not synced.
+fn finish_encoder(encoder: Encoder) -> io::Result<Counting<BufWriter<File>>> {
+    match encoder {
+        Encoder::Plain(mut w) => {
+            w.flush()?;
+            Ok(w)
+        }
+        Encoder::Gzip { pending, stage } => {
+            let mut gz = match stage {
+                GzStage::Inline(gz, _) => gz,
+                GzStage::Threaded { chunks, thread, .. } => {
+                    drop(chunks);
+                    join(thread)?
+                }
+                GzStage::Switching => return Err(io::Error::other("compressor lost")),
+            };
+            gz.write_all(&pending)?;
+            let mut counting = gz.finish()?;
+            counting.flush()?;
+            Ok(counting)
+        }
     }
 }
 

@@ -184,6 +184,10 @@ pub struct BatchConfig {
     /// larger than this is split into numbered parts.
     pub max_file_bytes: u64,
     pub format: FileFormat,
+    /// Files of a window open at once; writing to another parks the least recently written one
+    /// (its gzip member finished, the file closed). Bounds memory whatever the number of tables
+    /// a window touches: each open gzip file costs about a third of a MiB.
+    pub open_files: usize,
 }
 
 /// How existing rows are copied (first start, `slot reset`, `pgcdc snapshot`, tables added later).

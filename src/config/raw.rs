@@ -112,7 +112,10 @@ const KNOWN: &[(&str, &[&str])] = &[
             "spool_dir",
         ],
     ),
-    ("batch", &["window", "max_file_bytes", "format"]),
+    (
+        "batch",
+        &["window", "max_file_bytes", "format", "open_files"],
+    ),
     ("snapshot", &["workers", "chunk_size"]),
     (
         "metrics",

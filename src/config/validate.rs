@@ -12,6 +12,12 @@ use crate::conninfo::{RootCert, SslMode, take_tls_params};
 use crate::publication::Publications;
 use crate::tls::Tls;
 
+/// `batch.open_files` when unset: enough for the tables a busy window writes in turn, few enough
+/// that they stay a few MiB (see `BatchConfig::open_files`).
+const DEFAULT_OPEN_FILES: usize = 16;
+/// Beyond this the bound no longer bounds much (a GiB of encoders) and descriptors run out.
+const MAX_OPEN_FILES: usize = 4096;
+
 pub(super) fn value_error(key: &str, origin: &Origin, message: impl Into<String>) -> ConfigError {
     ConfigError::Value {
         key: key.to_owned(),
@@ -167,6 +173,22 @@ pub(super) fn validate(mut raw: RawTable, libpq: ProcessEnv) -> Result<Config, C
         raw.take_or("batch.format", "csv.gz"),
         &[("csv.gz", FileFormat::CsvGz), ("csv", FileFormat::Csv)],
     )?;
+    let open_files = match raw.take("batch.open_files") {
+        None => DEFAULT_OPEN_FILES,
+        Some((value, origin)) => match value.trim().parse::<usize>() {
+            Ok(n @ 1..=MAX_OPEN_FILES) => n,
+            _ => {
+                return Err(value_error(
+                    "batch.open_files",
+                    &origin,
+                    format!(
+                        "{value:?} is not a number of files from 1 to {MAX_OPEN_FILES} (each open \
+                         gzip file holds about a third of a MiB)"
+                    ),
+                ));
+            }
+        },
+    };
 
     let workers = match raw.take("snapshot.workers") {
         None => None,
@@ -235,6 +257,7 @@ pub(super) fn validate(mut raw: RawTable, libpq: ProcessEnv) -> Result<Config, C
             window,
             max_file_bytes,
             format,
+            open_files,
         },
         snapshot: SnapshotConfig {
             workers,

@@ -134,6 +134,7 @@ fn copy(
         config.batch.format,
         config.batch.max_file_bytes,
         config.batch.window,
+        config.batch.open_files,
     );
     let rows = copy_into_batcher(
         handle,

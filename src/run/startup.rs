@@ -98,6 +98,7 @@ pub(super) fn start(
         config.batch.format,
         config.batch.max_file_bytes,
         config.batch.window,
+        config.batch.open_files,
     );
 
     let checkpoint = match (existing, checkpoint) {
