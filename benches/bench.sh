@@ -10,6 +10,9 @@
 #   benches/bench.sh --rows 200000 --rows-per-txn 10 --width 200
 #
 # Each scenario is measured twice, once with each drain first, and averaged.
+# The breadth phase: 10, 500 and 5,000 tables of 20 rows (BENCH_BREADTH_TABLES), their first copy
+# and then one transaction updating two rows in every table, into S3 (moto): peak RSS and time
+# to durable of each.
 # Drain time for pgcdc runs until its checkpoint covers the last transaction (a marker row after
 # the load), with a 200 ms window, so it includes making the files durable.
 set -euo pipefail
@@ -37,7 +40,7 @@ else
 fi
 
 say() { printf '%s\n' "$*" >&2; }
-# BENCH_ONLY=scenarios|latency|snapshot runs one phase (default: all).
+# BENCH_ONLY=scenarios|latency|snapshot|breadth runs one phase (default: all).
 want() { [[ -z "${BENCH_ONLY:-}" || "${BENCH_ONLY}" == "$1" ]]; }
 die() { say "bench: $*"; exit 1; }
 [[ -x "$pgcdc_bin" ]] || die "no pgcdc binary at $pgcdc_bin (make build-release)"
@@ -65,8 +68,9 @@ trap cleanup EXIT
 
 # The helper's settings with the benchmark's own on top: durable commits and full-page writes as
 # on a real server (only fsync stays off), and room for million-row transactions.
+# (The lock table must hold the breadth phase's one transaction over 5,000 tables and indexes.)
 cluster_start "$work/pg" "synchronous_commit = on" "full_page_writes = on" \
-    "shared_buffers = '256MB'" "max_wal_size = '4GB'"
+    "shared_buffers = '256MB'" "max_wal_size = '4GB'" "max_locks_per_transaction = 256"
 port=$PG_PORT
 sql() { psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres "$@"; }
 sql -d postgres -c 'create database shop'
@@ -344,5 +348,99 @@ printf '{"date":"%s","host":"%s","cores":%s,"scenario":"snapshot","workers":%s,"
 done
 
 fi
+if want breadth; then
+# --- Breadth: many tables in one window, and their first copy -------------------------------
+# A publication FOR ALL TABLES over N tables of 20 rows, into S3 (moto). Copy: from pgcdc's
+# start until every table's copy is durable (its "Copy of the table complete" line), peak RSS
+# meanwhile. Window: one transaction updating two rows in every table, from its commit until the
+# checkpoint covers a marker committed after it; peak RSS from the copy's end on (the high-water
+# mark is reset through /proc/PID/clear_refs, proc(5)).
+say ""
+read_breadth_checkpoint() { "$venv/bin/python" "$repo/scripts/s3util.py" "http://127.0.0.1:$s3_port" get bench breadth/_pgcdc/breadth/checkpoint.json; }
+for tables in ${BENCH_BREADTH_TABLES:-10 500 5000}; do
+    db=breadth_$tables
+    sql -d postgres -q -c "drop database if exists $db" >/dev/null
+    sql -d postgres -q -c "create database $db" >/dev/null
+    # Created in batches: one transaction over 5,000 tables would outgrow the lock table.
+    sql -d "$db" -q <<SQL >/dev/null
+do \$\$
+begin
+    for i in 0..$tables - 1 loop
+        execute format('create table public.b%s (id bigint primary key, v text)', i);
+        execute format('insert into public.b%s select g, ''row '' || g from generate_series(1, 20) g', i);
+        if i % 200 = 199 then commit; end if;
+    end loop;
+end \$\$;
+create publication breadth_pub for all tables;
+SQL
+    "$venv/bin/python" - "http://127.0.0.1:$s3_port" <<'PY' 2>/dev/null || true
+import sys, boto3
+from botocore.config import Config
+s3 = boto3.resource("s3", endpoint_url=sys.argv[1], config=Config(s3={"addressing_style": "path"}))
+s3.Bucket("bench").objects.filter(Prefix="breadth/").delete()
+PY
+    rm -rf "$work/spool-breadth"
+    cat >"$work/breadth.toml" <<TOML
+[source]
+url = "postgres://postgres@127.0.0.1:$port/$db"
+slot = "breadth"
+publication = "breadth_pub"
+status_interval = "1s"
+[sink]
+url = "s3://bench/breadth"
+endpoint = "http://127.0.0.1:$s3_port"
+force_path_style = true
+spool_dir = "$work/spool-breadth"
+[batch]
+window = "200ms"
+format = "csv.gz"
+[metrics]
+listen = "127.0.0.1:0"
+TOML
+    start=$(now)
+    PGCDC_LOG=info "$pgcdc_bin" run --config "$work/breadth.toml" 2>"$work/breadth.log" &
+    pgcdc_pid=$!
+    copy_hwm=0
+    until (($(grep -c 'Copy of the table complete' "$work/breadth.log") >= tables)); do
+        kill -0 "$pgcdc_pid" 2>/dev/null || { tail -n 50 "$work/breadth.log" >&2; die "pgcdc exited"; }
+        copy_hwm=$(hwm_of "$pgcdc_pid")
+        sleep 0.05
+    done
+    copy_s=$(echo "$(now) - $start" | bc)
+    copy_hwm=$(hwm_of "$pgcdc_pid")
+    echo 5 >"/proc/$pgcdc_pid/clear_refs"
+    sql -d "$db" -q <<SQL >/dev/null
+do \$\$
+begin
+    for i in 0..$tables - 1 loop
+        execute format('update public.b%s set v = v || '' updated'' where id in (1, 2)', i);
+    end loop;
+end \$\$;
+SQL
+    committed=$(now)
+    window_marker=$(sql -d "$db" -At <<SQL
+begin;
+insert into public.b0 values (1000000, 'marker');
+select pg_current_wal_insert_lsn();
+commit;
+SQL
+)
+    until read_breadth_checkpoint | covers "$window_marker"; do
+        kill -0 "$pgcdc_pid" 2>/dev/null || { tail -n 50 "$work/breadth.log" >&2; die "pgcdc exited"; }
+        sleep 0.02
+    done
+    window_s=$(echo "$(now) - $committed" | bc)
+    window_hwm=$(hwm_of "$pgcdc_pid")
+    kill -TERM "$pgcdc_pid"; wait "$pgcdc_pid" || true; pgcdc_pid=
+    [[ -z "${BENCH_KEEP_LOG:-}" ]] || cp "$work/breadth.log" "$BENCH_KEEP_LOG.breadth-$tables"
+    sql -d "$db" -At -c "select pg_drop_replication_slot('breadth')" >/dev/null
+    sql -d postgres -q -c "drop database $db" >/dev/null
+    say "breadth: $tables tables of 20 rows to S3 (moto): first copy durable in ${copy_s}s, peak RSS $(echo "scale=1; $copy_hwm / 1024" | bc) MiB; one transaction over every table durable ${window_s}s after its commit, peak RSS $(echo "scale=1; $window_hwm / 1024" | bc) MiB"
+    printf '{"date":"%s","host":"%s","cores":%s,"scenario":"breadth","tables":%s,"rows_per_table":20,"sink":"s3","copy_s":%.3f,"copy_peak_rss_kib":%s,"window_s":%.3f,"window_peak_rss_kib":%s,"binary":"%s"}\n' \
+        "$(date -u +%FT%TZ)" "$(hostname)" "$(nproc)" "$tables" "$copy_s" "$copy_hwm" "$window_s" "$window_hwm" \
+        "${BENCH_LABEL:-$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)}" >>"$results"
+done
+fi
+
 say ""
 say "appended to $results"
