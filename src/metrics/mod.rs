@@ -20,8 +20,10 @@ use prometheus::{
 
 mod http;
 mod registry;
+pub mod tables;
 pub use http::{bind, serve};
 use registry::build;
+pub use tables::{TableCounters, TableSeries};
 
 /// Every metric name, so dashboards, alert rules and tests can be checked against one list.
 pub mod names {
@@ -87,10 +89,9 @@ pub const ROW_OPS: &[&str] = &["I", "U", "D", "T", "R"];
 
 pub struct Metrics {
     pub registry: Registry,
-    pub rows: IntCounterVec,
+    /// Per table: rows by op, files, bytes and chunks read again (see [`tables`]).
+    pub tables: TableCounters,
     pub transactions: IntCounter,
-    pub files: IntCounterVec,
-    pub bytes: IntCounterVec,
     pub received_lsn: IntGauge,
     pub written_lsn: IntGauge,
     pub acknowledged_lsn: IntGauge,
@@ -131,8 +132,6 @@ pub struct Metrics {
     pub copy_chunks_done: IntGaugeVec,
     pub copy_chunks: IntGaugeVec,
     pub copy_eta_seconds: IntGaugeVec,
-    /// Chunks read again (a change the watermark rule cannot settle), by table.
-    pub copy_chunks_redone: IntCounterVec,
 }
 
 /// Timestamps and flags the pipeline updates and the scrape turns into gauges.
@@ -196,12 +195,7 @@ impl Live {
 pub fn init_tables(tables: &[String]) {
     let m = get();
     for table in tables {
-        for op in ROW_OPS {
-            m.rows.with_label_values(&[table.as_str(), *op]);
-        }
-        m.files.with_label_values(&[table]);
-        m.bytes.with_label_values(&[table]);
-        m.copy_chunks_redone.with_label_values(&[table]);
+        m.tables.table(table);
     }
 }
 
@@ -295,9 +289,9 @@ mod tests {
     fn every_named_metric_is_exported() {
         init("test_slot");
         let m = get();
-        m.rows.with_label_values(&["public.t", "I"]).inc();
-        m.files.with_label_values(&["public.t"]).inc();
-        m.bytes.with_label_values(&["public.t"]).inc();
+        let t = m.tables.table("public.t");
+        t.files.inc();
+        t.bytes.inc();
         m.wal_status.with_label_values(&["reserved"]).set(1);
         m.slot_stats.with_label_values(&["spill_bytes"]).set(0);
         m.safe_wal_size.with_label_values(NO_LABELS).set(1);

@@ -9,6 +9,7 @@ use prometheus::{
     Opts, Registry,
 };
 
+use super::tables::TableCounters;
 use super::{ERROR_KINDS, Metrics, SINK_ERROR_KINDS, names};
 
 fn register<C: Collector + Clone + 'static>(
@@ -37,27 +38,21 @@ pub(super) fn build(slot: &str) -> Result<Metrics, prometheus::Error> {
         .set(1);
     register(r, build_info)?;
     let metrics = Metrics {
-        rows: register(
+        tables: register(
             r,
-            IntCounterVec::new(
-                Opts::new(ROWS, "Change rows written, by table and op (I, U, D, T, R)"),
-                &["table", "op"],
+            TableCounters::new(
+                [ROWS, FILES, BYTES, COPY_CHUNKS_REDONE],
+                [
+                    "Change rows written, by table and op (I, U, D, T, R)",
+                    "Change files made durable",
+                    "Bytes of change files made durable",
+                    "Chunks read again because the stream changed them in a way the watermarks cannot settle",
+                ],
             )?,
         )?,
         transactions: register(
             r,
             IntCounter::new(TRANSACTIONS, "Transactions received from the server")?,
-        )?,
-        files: register(
-            r,
-            IntCounterVec::new(Opts::new(FILES, "Change files made durable"), &["table"])?,
-        )?,
-        bytes: register(
-            r,
-            IntCounterVec::new(
-                Opts::new(BYTES, "Bytes of change files made durable"),
-                &["table"],
-            )?,
         )?,
         received_lsn: register(r, int(RECEIVED_LSN, "WAL position of the last message received")?)?,
         written_lsn: register(
@@ -204,10 +199,6 @@ pub(super) fn build(slot: &str) -> Result<Metrics, prometheus::Error> {
         copy_eta_seconds: register(
             r,
             IntGaugeVec::new(Opts::new(COPY_ETA_SECONDS, "Seconds the table copy under way still needs at its rate so far (the copy lag)"), &["table"])?,
-        )?,
-        copy_chunks_redone: register(
-            r,
-            IntCounterVec::new(Opts::new(COPY_CHUNKS_REDONE, "Chunks read again because the stream changed them in a way the watermarks cannot settle"), &["table"])?,
         )?,
         registry,
     };

@@ -430,14 +430,12 @@ impl Pipeline<'_> {
             .is_some_and(|t| t.op == op && Arc::ptr_eq(&t.table, table))
         {
             let folder = table.folder();
-            let counter = metrics::get()
-                .rows
-                .with_label_values(&[folder.as_str(), op.code()]);
+            let series = metrics::get().tables.table(&folder);
             self.row_target = Some(RowTarget {
                 table: table.clone(),
                 folder,
                 op,
-                counter,
+                series,
             });
         }
         let Some(target) = &self.row_target else {
@@ -463,7 +461,9 @@ impl Pipeline<'_> {
                 source,
             });
         }
-        target.counter.inc();
+        if let Some(rows) = target.series.rows(target.op.code()) {
+            rows.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.txn_has_rows = true;
         Ok(())
     }
@@ -847,7 +847,7 @@ struct RowTarget {
     table: Arc<Table>,
     folder: String,
     op: Op,
-    counter: prometheus::IntCounter,
+    series: Arc<metrics::TableSeries>,
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

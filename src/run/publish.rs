@@ -132,7 +132,10 @@ fn publish_table<'a>(
     table: &TableFiles<'a>,
     learned: &Mutex<Vec<&'a Table>>,
 ) -> Result<(), RunError> {
-    let m = metrics::get();
+    let series = table
+        .files
+        .first()
+        .map(|(file, _)| metrics::get().tables.table(&file.key.folder));
     for (file, schema) in &table.files {
         if let Some(first) = schema {
             let (key, json) = crate::schema_file::render(&first.table, first.first_row);
@@ -144,10 +147,10 @@ fn publish_table<'a>(
                 .push(&first.table);
         }
         sink.publish(&file.spool_path, file.key.as_str())?;
-        m.files.with_label_values(&[&file.key.folder]).inc();
-        m.bytes
-            .with_label_values(&[&file.key.folder])
-            .inc_by(file.bytes);
+        if let Some(series) = &series {
+            series.files.inc();
+            series.bytes.inc_by(file.bytes);
+        }
         info!(key = %file.key.as_str(), rows = file.rows, bytes = file.bytes, "File written");
     }
     Ok(())

@@ -460,8 +460,9 @@ impl Backfill {
             window::Verdict::Redo(reason) => {
                 info!(table = %rows.folder, chunk = rows.index, reason, "Reading a chunk again");
                 metrics::get()
+                    .tables
+                    .table(&rows.folder)
                     .copy_chunks_redone
-                    .with_label_values(&[rows.folder.as_str()])
                     .inc();
                 self.shared.push(
                     Job::Chunk {
