@@ -18,9 +18,11 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+pub mod copies;
 mod http;
 mod registry;
 pub mod tables;
+pub use copies::{CopyGauges, CopySeries};
 pub use http::{bind, serve};
 use registry::build;
 pub use tables::{TableCounters, TableSeries};
@@ -127,11 +129,7 @@ pub struct Metrics {
     pub repeated_failures: IntGauge,
     /// Per table being copied: rows durable, the planner's estimate, chunks durable and planned,
     /// seconds left at the current rate.
-    pub copy_rows: IntGaugeVec,
-    pub copy_rows_estimated: IntGaugeVec,
-    pub copy_chunks_done: IntGaugeVec,
-    pub copy_chunks: IntGaugeVec,
-    pub copy_eta_seconds: IntGaugeVec,
+    pub copies: CopyGauges,
 }
 
 /// Timestamps and flags the pipeline updates and the scrape turns into gauges.

@@ -9,6 +9,7 @@ use prometheus::{
     Opts, Registry,
 };
 
+use super::copies::CopyGauges;
 use super::tables::TableCounters;
 use super::{ERROR_KINDS, Metrics, SINK_ERROR_KINDS, names};
 
@@ -180,25 +181,18 @@ pub(super) fn build(slot: &str) -> Result<Metrics, prometheus::Error> {
             r,
             int(REPEATED_FAILURES, "Reconnects in a row that ended in the same error (0 once one makes progress); pgcdc stops when it reaches source.max_retries")?,
         )?,
-        copy_rows: register(
+        copies: register(
             r,
-            IntGaugeVec::new(Opts::new(COPY_ROWS, "Rows of the table copy under way that are durable"), &["table"])?,
-        )?,
-        copy_rows_estimated: register(
-            r,
-            IntGaugeVec::new(Opts::new(COPY_ROWS_ESTIMATED, "Rows the table copy under way expects (pg_class.reltuples when it began)"), &["table"])?,
-        )?,
-        copy_chunks_done: register(
-            r,
-            IntGaugeVec::new(Opts::new(COPY_CHUNKS_DONE, "Chunks of the table copy under way that are durable"), &["table"])?,
-        )?,
-        copy_chunks: register(
-            r,
-            IntGaugeVec::new(Opts::new(COPY_CHUNKS, "Chunks the table copy under way reads in all"), &["table"])?,
-        )?,
-        copy_eta_seconds: register(
-            r,
-            IntGaugeVec::new(Opts::new(COPY_ETA_SECONDS, "Seconds the table copy under way still needs at its rate so far (the copy lag)"), &["table"])?,
+            CopyGauges::new(
+                [COPY_ROWS, COPY_ROWS_ESTIMATED, COPY_CHUNKS_DONE, COPY_CHUNKS, COPY_ETA_SECONDS],
+                [
+                    "Rows of the table copy under way that are durable",
+                    "Rows the table copy under way expects (pg_class.reltuples when it began)",
+                    "Chunks of the table copy under way that are durable",
+                    "Chunks the table copy under way reads in all",
+                    "Seconds the table copy under way still needs at its rate so far (the copy lag)",
+                ],
+            )?,
         )?,
         registry,
     };

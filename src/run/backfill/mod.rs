@@ -553,16 +553,7 @@ impl Drop for Backfill {
 
 /// Removes a table's copy gauges: a copy that is over (or whose process stops) shows none.
 fn hide_copy_metrics(table: &str) {
-    let m = metrics::get();
-    for gauge in [
-        &m.copy_rows,
-        &m.copy_rows_estimated,
-        &m.copy_chunks_done,
-        &m.copy_chunks,
-        &m.copy_eta_seconds,
-    ] {
-        let _ = gauge.remove_label_values(&[table]);
-    }
+    metrics::get().copies.remove(table);
 }
 
 impl Live {
@@ -589,9 +580,9 @@ impl Live {
         let eta = if rate > 0.0 { left as f64 / rate } else { 0.0 };
         let table = &*self.folder;
         metrics::get()
-            .copy_eta_seconds
-            .with_label_values(&[table])
-            .set(eta as i64);
+            .copies
+            .table(table)
+            .set_eta_seconds(eta as i64);
         let chunks = self.plan.map_or(0, |p| p.chunks());
         if finished {
             info!(
@@ -618,21 +609,13 @@ impl Live {
     }
 
     fn show(&self) {
-        let m = metrics::get();
-        let table = &*self.folder;
-        m.copy_rows
-            .with_label_values(&[table])
-            .set(self.progress.rows as i64);
-        m.copy_chunks_done
-            .with_label_values(&[table])
-            .set(i64::from(self.progress.chunks_done()));
+        let copy = metrics::get().copies.table(&self.folder);
+        copy.set_progress(
+            self.progress.rows as i64,
+            i64::from(self.progress.chunks_done()),
+        );
         if let Some(plan) = self.plan {
-            m.copy_rows_estimated
-                .with_label_values(&[table])
-                .set(plan.rows_estimated as i64);
-            m.copy_chunks
-                .with_label_values(&[table])
-                .set(i64::from(plan.chunks()));
+            copy.set_plan(plan.rows_estimated as i64, i64::from(plan.chunks()));
         }
     }
 }
