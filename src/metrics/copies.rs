@@ -16,6 +16,8 @@ pub struct CopySeries {
     rows: AtomicI64,
     chunks_done: AtomicI64,
     eta_seconds: AtomicI64,
+    /// The ETA exists once a rate was measured.
+    eta_known: AtomicBool,
     /// The two below exist only once the copy is planned.
     planned: AtomicBool,
     rows_estimated: AtomicI64,
@@ -36,6 +38,7 @@ impl CopySeries {
 
     pub fn set_eta_seconds(&self, seconds: i64) {
         self.eta_seconds.store(seconds, Ordering::Relaxed);
+        self.eta_known.store(true, Ordering::Relaxed);
     }
 }
 
@@ -124,7 +127,9 @@ impl Collector for CopyGauges {
             let [rows, estimated, done, chunks, eta] = &mut series;
             rows.push(gauge(table, copy.rows.load(Ordering::Relaxed)));
             done.push(gauge(table, copy.chunks_done.load(Ordering::Relaxed)));
-            eta.push(gauge(table, copy.eta_seconds.load(Ordering::Relaxed)));
+            if copy.eta_known.load(Ordering::Relaxed) {
+                eta.push(gauge(table, copy.eta_seconds.load(Ordering::Relaxed)));
+            }
             if copy.planned.load(Ordering::Relaxed) {
                 estimated.push(gauge(table, copy.rows_estimated.load(Ordering::Relaxed)));
                 chunks.push(gauge(table, copy.chunks.load(Ordering::Relaxed)));
@@ -159,6 +164,8 @@ mod tests {
         let names = |g: &CopyGauges| -> Vec<String> {
             g.collect().iter().map(|f| f.name().to_owned()).collect()
         };
+        assert_eq!(names(&gauges), ["a", "c"]);
+        copy.set_eta_seconds(3);
         assert_eq!(names(&gauges), ["a", "c", "e"]);
         copy.set_plan(100, 4);
         assert_eq!(names(&gauges), ["a", "b", "c", "d", "e"]);
