@@ -47,14 +47,14 @@ async fn two_thousand_tables_through_eight_open_files_replay_exactly() {
             "do $$ begin
                  for i in 0..{last} loop
                      if i % {KEYED_EVERY} = 0 then
-                         execute format('create table public.w%s (id bigint primary key, v text)',
+                         execute format('create table public.w%s (id bigint primary key, v bigint)',
                                         lpad(i::text, 4, '0'));
                      else
-                         execute format('create table public.w%s (id bigint not null, v text);
+                         execute format('create table public.w%s (id bigint not null, v bigint);
                                          alter table public.w%s replica identity full',
                                         lpad(i::text, 4, '0'), lpad(i::text, 4, '0'));
                      end if;
-                     execute format('insert into public.w%s select g, ''seed '' || g
+                     execute format('insert into public.w%s select g, g * 10
                                      from generate_series(1, 4) g', lpad(i::text, 4, '0'));
                  end loop;
              end $$;
@@ -89,7 +89,7 @@ async fn two_thousand_tables_through_eight_open_files_replay_exactly() {
     let mut update = String::from("do $$ begin\n");
     for i in 0..TABLES {
         update.push_str(&format!(
-            "update {t} set v = 'changed' where id in (1, 2);\n",
+            "update {t} set v = -v where id in (1, 2);\n",
             t = table(i)
         ));
     }
@@ -141,12 +141,17 @@ async fn two_thousand_tables_through_eight_open_files_replay_exactly() {
         "the snapshot file of {} holds one gzip member only",
         table(1)
     );
+    let checked = started.elapsed();
+    drop(pgcdc);
+    drop(setup);
     eprintln!(
         "{TABLES} tables: created in {:.1}s, copied by {:.1}s, every table replayed by {:.1}s, \
-         stopped by {:.1}s",
+         stopped by {:.1}s, checked by {:.1}s, cleaned up by {:.1}s",
         created.as_secs_f64(),
         copied.as_secs_f64(),
         replayed.as_secs_f64(),
-        stopped.as_secs_f64()
+        stopped.as_secs_f64(),
+        checked.as_secs_f64(),
+        started.elapsed().as_secs_f64()
     );
 }
