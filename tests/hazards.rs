@@ -155,3 +155,122 @@ async fn an_unchanged_out_of_line_key_keeps_its_row() {
     }
     pgcdc.stop_cleanly(DEADLINE).await;
 }
+
+/// A table of 200,000 rows (one in fifty with a value stored out of line), big enough that a
+/// copy in 64 KiB chunks takes hundreds of chunks.
+const REWRITE_DDL: &str = "
+    create table public.rw (id int primary key, n int not null, note text, body text);
+    alter table public.rw alter column body set storage external;
+    insert into public.rw
+    select g, g % 1000, 'row ' || g,
+           case when g % 50 = 0 then repeat(md5(g::text), 90) end
+    from generate_series(1, 200000) g;
+    analyze public.rw;
+    create publication pgcdc_pub for table public.rw;
+";
+
+/// Small transactions on `public.rw` until stopped: updates, deletes, and inserts of rows with
+/// an out-of-line value.
+async fn rewrite_writer(url: String, stop: Arc<AtomicBool>) -> u64 {
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("writer connection");
+    tokio::spawn(connection);
+    let mut done = 0u64;
+    let mut k: i64 = 11;
+    while !stop.load(Ordering::Relaxed) {
+        k = (k * 7919 + 17) % 200_000 + 1;
+        let sql = format!(
+            "begin;
+             update public.rw set n = n + 1 where id = {k};
+             delete from public.rw where id = {gone};
+             insert into public.rw values ({fresh}, 1, 'fresh', repeat(md5('{fresh}'), 90));
+             commit;",
+            gone = (k * 31) % 200_000 + 1,
+            fresh = 1_000_000 + done as i64,
+        );
+        client
+            .batch_execute(&sql)
+            .await
+            .expect("writer transaction");
+        done += 1;
+    }
+    done
+}
+
+/// Copies `public.rw` in chunks under a writer; once 40% of the chunks are placed, deletes a
+/// third of the rows and runs `rewrite` (HAZARDS.md, "Maintenance and DDL"): every row moves to
+/// other blocks and logical decoding says nothing. The copy must start over and the files
+/// replay to exactly the table, out-of-line values included.
+async fn a_rewrite_at_40_percent_of_a_copy_loses_nothing(rewrite: &str) {
+    let setup = Fixture::builder()
+        .ddl(REWRITE_DDL)
+        .setting("snapshot.workers = 2")
+        .setting("snapshot.chunk_size = \"64KiB\"")
+        .table("public.rw", &["id"])
+        .deadline(DEADLINE)
+        .start()
+        .await;
+    let addr = metrics_listen(&setup.config);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writing = tokio::spawn(rewrite_writer(
+        setup.cluster.url(SUPERUSER, None, SHOP_DB),
+        stop.clone(),
+    ));
+    let mut pgcdc = setup.run(&setup.config);
+    let (done, chunks) = wait_until("40% of the copy's chunks placed", DEADLINE, || {
+        let addr = addr.clone();
+        async move {
+            let (_, body) = common::http::get(&addr, "/metrics").await?;
+            let done = common::http::sample(&body, "pgcdc_copy_chunks_done")?;
+            let chunks = common::http::sample(&body, "pgcdc_copy_chunks")?;
+            (chunks > 0.0 && done >= 0.4 * chunks).then_some((done, chunks))
+        }
+    })
+    .await;
+    eprintln!("{done} of {chunks} chunks placed: {rewrite}");
+    setup
+        .cluster
+        .execute("delete from public.rw where id % 3 = 0")
+        .await;
+    setup.cluster.execute(rewrite).await;
+    pgcdc
+        .wait_output("Copy of the table complete", DEADLINE)
+        .await;
+    stop.store(true, Ordering::Relaxed);
+    let transactions = writing.await.expect("writer");
+    assert!(transactions > 0);
+    let rows = setup
+        .wait_replay_matches("the replay equals the rewritten table")
+        .await;
+    assert_eq!(duplicate_keys(&rows), 0);
+    let output = pgcdc.output_text();
+    assert!(
+        output.contains("rewritten during its copy"),
+        "the copy saw the rewrite and started over: {output}"
+    );
+    assert_eq!(
+        rows.iter().filter(|r| r.op == 'B').count(),
+        2,
+        "a new B row begins the copy again"
+    );
+    pgcdc.stop_cleanly(DEADLINE).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn vacuum_full_during_a_copy_loses_nothing() {
+    a_rewrite_at_40_percent_of_a_copy_loses_nothing("vacuum full public.rw").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cluster_during_a_copy_loses_nothing() {
+    a_rewrite_at_40_percent_of_a_copy_loses_nothing("cluster public.rw using rw_pkey").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rewriting_alter_type_during_a_copy_loses_nothing() {
+    a_rewrite_at_40_percent_of_a_copy_loses_nothing(
+        "alter table public.rw alter column n type bigint",
+    )
+    .await;
+}

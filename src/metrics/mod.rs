@@ -59,6 +59,7 @@ pub mod names {
     pub const COPY_CHUNKS: &str = "pgcdc_copy_chunks";
     pub const COPY_ETA_SECONDS: &str = "pgcdc_copy_eta_seconds";
     pub const COPY_CHUNKS_REDONE: &str = "pgcdc_copy_chunks_redone_total";
+    pub const COPY_RESTARTS: &str = "pgcdc_copy_restarts_total";
     pub const BUILD_INFO: &str = "pgcdc_build_info";
 }
 
@@ -133,6 +134,7 @@ pub struct Metrics {
     pub copy_eta_seconds: IntGaugeVec,
     /// Chunks read again (a change the watermark rule cannot settle), by table.
     pub copy_chunks_redone: IntCounterVec,
+    pub copy_restarts: IntCounterVec,
 }
 
 /// Timestamps and flags the pipeline updates and the scrape turns into gauges.
@@ -202,6 +204,7 @@ pub fn init_tables(tables: &[String]) {
         m.files.with_label_values(&[table]);
         m.bytes.with_label_values(&[table]);
         m.copy_chunks_redone.with_label_values(&[table]);
+        m.copy_restarts.with_label_values(&[table]);
     }
 }
 

@@ -209,6 +209,10 @@ pub(super) fn build(slot: &str) -> Result<Metrics, prometheus::Error> {
             r,
             IntCounterVec::new(Opts::new(COPY_CHUNKS_REDONE, "Chunks read again because the stream changed them in a way the watermarks cannot settle"), &["table"])?,
         )?,
+        copy_restarts: register(
+            r,
+            IntCounterVec::new(Opts::new(COPY_RESTARTS, "Copies started over because the table was rewritten while they ran (VACUUM FULL, CLUSTER, TRUNCATE, a rewriting ALTER TABLE)"), &["table"])?,
+        )?,
         registry,
     };
     for kind in ERROR_KINDS {

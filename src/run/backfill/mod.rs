@@ -13,6 +13,7 @@
 //! Workers read no further than one chunk ahead of the pipeline each (a permit per chunk, given
 //! back when the pipeline has placed it), so memory is bounded by workers × chunk size.
 
+mod rewrite;
 pub(super) mod window;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -59,6 +60,8 @@ pub(super) enum Progress {
     },
     /// The `E` row is written, or the copy was given up or handed to a whole-table copy.
     Ended(String),
+    /// The table was rewritten during the copy: it begins again, with a new plan and `B` row.
+    Restarted(String),
 }
 
 /// Applies `progress` to the copies a checkpoint records.
@@ -88,6 +91,9 @@ pub(super) fn apply(copies: &mut BTreeMap<String, CopyProgress>, progress: Progr
         Progress::Ended(folder) => {
             copies.remove(&folder);
         }
+        Progress::Restarted(folder) => {
+            copies.insert(folder, CopyProgress::default());
+        }
     }
 }
 
@@ -97,6 +103,9 @@ pub(super) struct ChunkRows {
     pub id: ChunkId,
     pub folder: String,
     pub index: u32,
+    /// The plan the chunk was read under, and the heap file the read saw ([`rewrite`]).
+    pub plan: CopyPlan,
+    pub filenode: Option<u32>,
     pub seen: Visibility,
     /// Each row's `_unchanged` value and fields, as the batcher writes them, back to back.
     pub lines: Vec<u8>,
@@ -453,7 +462,20 @@ impl Backfill {
         };
         self.shared.permits.add_permits(1);
         let live = self.live.get_mut(&rows.folder)?;
+        match rewrite::judge(live.plan, rows.plan, rows.filenode) {
+            rewrite::Generation::Current => {}
+            rewrite::Generation::Stale => {
+                self.windows.forget(chunk);
+                return None;
+            }
+            rewrite::Generation::Rewritten => {
+                self.windows.forget(chunk);
+                self.restart(&rows.folder);
+                return None;
+            }
+        }
         let (Some(published), Some(plan)) = (live.published.clone(), live.plan) else {
+            self.windows.forget(chunk);
             return None;
         };
         match self.windows.high(chunk, &rows.seen) {
@@ -500,6 +522,47 @@ impl Backfill {
                 })
             }
         }
+    }
+
+    /// The table of `folder` was rewritten while its copy ran: the chunks not read yet would
+    /// read another file than the plan's. The copy begins again (new plan, new `B` row, which
+    /// supersedes the rows of this one); chunks of the old plan still queued or read are
+    /// dropped.
+    fn restart(&mut self, folder: &str) {
+        warn!(
+            table = %folder,
+            "The table was rewritten during its copy (VACUUM FULL, CLUSTER, TRUNCATE, a rewriting ALTER TABLE or pg_repack); copying it again from the start"
+        );
+        metrics::get()
+            .copy_restarts
+            .with_label_values(&[folder])
+            .inc();
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|job| !matches!(job, Job::Chunk { published, .. } if published.table.folder() == folder));
+        let read: Vec<ChunkId> = self
+            .ready
+            .iter()
+            .filter(|(_, rows)| rows.folder == folder)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in read {
+            // Their high watermarks find nothing; the permit comes back now.
+            self.ready.remove(&id);
+            self.windows.forget(id);
+            self.shared.permits.add_permits(1);
+        }
+        if let Some(live) = self.live.get_mut(folder) {
+            *live = Live::new(folder, CopyProgress::default(), false);
+        }
+        self.progress.push(Progress::Restarted(folder.to_owned()));
+        self.queue(Job::Plan {
+            folder: folder.to_owned(),
+            plan: None,
+            begin: true,
+        });
     }
 
     /// The copy of `folder` was taken over by a whole-table copy that is now durable.
@@ -714,6 +777,7 @@ async fn plan_copy(
                     .unwrap_or(u32::MAX)
                     .max(1),
                 rows_estimated: size.rows_estimated,
+                filenode: size.filenode,
             }
         }
     };
@@ -784,6 +848,8 @@ async fn read_chunk(
         id,
         folder: folder.clone(),
         index,
+        plan,
+        filenode: None,
         seen,
         lines: Vec::new(),
         line_ends: Vec::new(),
@@ -813,6 +879,8 @@ async fn read_chunk(
         },
     )
     .await?;
+    // In the same transaction, under the read's lock: the file the rows came from.
+    rows.filenode = snapshot::filenode(client, &published.table).await?;
     client
         .batch_execute("commit")
         .await
@@ -864,6 +932,7 @@ mod tests {
             Progress::Planned {
                 folder: "t".into(),
                 plan: CopyPlan {
+                    filenode: Some(1),
                     blocks: 4,
                     chunk_blocks: 2,
                     rows_estimated: 10,
