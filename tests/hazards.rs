@@ -169,8 +169,8 @@ const REWRITE_DDL: &str = "
     create publication pgcdc_pub for table public.rw;
 ";
 
-/// Small transactions on `public.rw` until stopped: updates, deletes, and inserts of rows with
-/// an out-of-line value.
+/// Small transactions on `public.rw` until stopped: updates (some leaving an out-of-line value
+/// unchanged), deletes, and inserts of rows with an out-of-line value.
 async fn rewrite_writer(url: String, stop: Arc<AtomicBool>) -> u64 {
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
@@ -180,9 +180,11 @@ async fn rewrite_writer(url: String, stop: Arc<AtomicBool>) -> u64 {
     let mut k: i64 = 11;
     while !stop.load(Ordering::Relaxed) {
         k = (k * 7919 + 17) % 200_000 + 1;
+        // A row with an out-of-line value: the update leaves it unchanged.
+        let toasted = k - k % 50 + 50;
         let sql = format!(
             "begin;
-             update public.rw set n = n + 1 where id = {k};
+             update public.rw set n = n + 1 where id in ({k}, {toasted});
              delete from public.rw where id = {gone};
              insert into public.rw values ({fresh}, 1, 'fresh', repeat(md5('{fresh}'), 90));
              commit;",

@@ -13,7 +13,7 @@ use tracing::{debug, info};
 
 use super::ack::{Ack, Position};
 use super::added::{AddedTables, TableCopy};
-use super::backfill::{self, Backfill, Placement};
+use super::backfill::{self, Backfill, Placement, window};
 use super::error::RunError;
 use super::journal::{Entry, Journal};
 use super::keys::PrimaryKeys;
@@ -608,12 +608,19 @@ impl Pipeline<'_> {
         } = placement;
         let mut placed = 0;
         for (line, key) in rows.rows() {
-            if !changed.is_empty() && changed.contains(key) {
-                continue;
-            }
             let seq = self.injected_seq;
+            match changed.get(key) {
+                None => {
+                    self.write_row(&table, Op::Read, seq, |out| out.extend_from_slice(line))?;
+                }
+                Some(window::Fate::Settled) => continue,
+                Some(window::Fate::Partial(partials)) => {
+                    self.write_row(&table, Op::Read, seq, |out| {
+                        window::lay_over(line, partials, out)
+                    })?;
+                }
+            }
             self.injected_seq += 1;
-            self.write_row(&table, Op::Read, seq, |out| out.extend_from_slice(line))?;
             placed += 1;
         }
         if ends {
@@ -659,8 +666,9 @@ impl Pipeline<'_> {
             .iter()
             .filter_map(|n| table.columns.iter().position(|c| c.name == *n))
             .collect();
-        if positions.len() != names.len() {
-            // The stream's table lost a key column: the chunk cannot be checked key by key.
+        if positions.len() != names.len() || !self.backfill.same_shape(&folder, table) {
+            // The stream's table is not the one the copy reads (a column added, dropped or
+            // renamed since it was planned): its rows cannot be matched with the chunk's.
             self.backfill.windows.truncated(&folder);
             return;
         }
@@ -668,9 +676,21 @@ impl Pipeline<'_> {
         encode(&mut self.scratch);
         let mut key = Vec::new();
         let unchanged = backfill::encoded_key(&self.scratch, &positions, &mut key);
-        self.backfill
-            .windows
-            .changed(&folder, &key, unchanged && op == Op::Update);
+        let touch = match backfill::unchanged_positions(&self.scratch, table) {
+            Some(left_out) if unchanged && op == Op::Update => {
+                window::Touch::Partial(window::Partial {
+                    line: self.scratch.clone(),
+                    unchanged: left_out,
+                })
+            }
+            None if unchanged => {
+                // `_unchanged` names no column of the table: nothing to lay over safely.
+                self.backfill.windows.truncated(&folder);
+                return;
+            }
+            _ => window::Touch::Whole,
+        };
+        self.backfill.windows.changed(&copying, &key, touch);
     }
 
     /// Closes the window and hands it to the upload thread. Blocks while an earlier window is

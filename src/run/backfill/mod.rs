@@ -168,6 +168,21 @@ pub(super) fn encoded_key(line: &[u8], positions: &[usize], out: &mut Vec<u8>) -
     unchanged
 }
 
+/// The positions of the columns a stream row's `_unchanged` names (its encoded line's first
+/// field, a JSON list of names); `None` if it names a column `table` does not have.
+pub(super) fn unchanged_positions(line: &[u8], table: &Table) -> Option<Vec<usize>> {
+    let field = split_encoded(line).next().unwrap_or_default();
+    if field.is_empty() {
+        return Some(Vec::new());
+    }
+    let json = crate::encode::unquote_field(field);
+    let names: Vec<String> = serde_json::from_slice(&json).ok()?;
+    names
+        .iter()
+        .map(|n| table.columns.iter().position(|c| c.name == *n))
+        .collect()
+}
+
 enum Job {
     Plan {
         folder: String,
@@ -258,7 +273,7 @@ pub(super) struct Backfill {
 pub(super) struct Placement {
     pub table: Arc<Table>,
     pub rows: Box<ChunkRows>,
-    pub changed: std::collections::HashSet<Vec<u8>>,
+    pub changed: HashMap<Vec<u8>, window::Fate>,
     /// The copy's last chunk: an `E` row follows.
     pub ends: bool,
 }
@@ -357,6 +372,22 @@ impl Backfill {
                 .map(|c| c.name.as_str())
                 .collect(),
         )
+    }
+
+    /// Whether the stream's `table` has the columns the copy of `folder` reads, in its order:
+    /// only then can a stream row be laid over a chunk's.
+    pub fn same_shape(&self, folder: &str, table: &Table) -> bool {
+        self.live
+            .get(folder)
+            .and_then(|l| l.published.as_ref())
+            .is_some_and(|p| {
+                p.table.columns.len() == table.columns.len()
+                    && p.table
+                        .columns
+                        .iter()
+                        .zip(&table.columns)
+                        .all(|(a, b)| a.name == b.name)
+            })
     }
 
     /// A worker's report. Returns the tables to copy whole instead.
@@ -498,7 +529,7 @@ impl Backfill {
             window::Verdict::Place { changed } => {
                 let placed = rows.line_ends.len().saturating_sub(
                     rows.rows()
-                        .filter(|(_, k)| !changed.is_empty() && changed.contains(*k))
+                        .filter(|(_, k)| matches!(changed.get(*k), Some(window::Fate::Settled)))
                         .count(),
                 ) as u64;
                 live.progress.mark_done(rows.index, placed);
