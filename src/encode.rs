@@ -85,7 +85,9 @@ pub fn encode_metadata(out: &mut Vec<u8>, meta: &TxnMeta, commit_ts: &str, op: O
     out.push(b',');
     out.extend_from_slice(number.format(seq).as_bytes());
     out.push(b',');
-    if let Some(xid) = meta.xid {
+    // Rows pgcdc writes itself belong to no transaction of the source's, whatever transaction
+    // they are placed in (a chunk's rows sit in its high watermark's).
+    if let Some(xid) = meta.xid.filter(|_| !op.is_written_by_pgcdc()) {
         out.extend_from_slice(number.format(xid).as_bytes());
     }
     out.push(b',');

@@ -256,6 +256,11 @@ async fn a_rewrite_at_40_percent_of_a_copy_loses_nothing(rewrite: &str) {
         2,
         "a new B row begins the copy again"
     );
+    // Copied rows and markers belong to no transaction of the source.
+    for row in rows.iter().filter(|r| matches!(r.op, 'R' | 'B' | 'E')) {
+        assert_eq!(row.xid, None, "{row:?}");
+    }
+    assert!(rows.iter().filter(|r| r.op == 'U').all(|r| r.xid.is_some()));
     pgcdc.stop_cleanly(DEADLINE).await;
 }
 
