@@ -169,8 +169,8 @@ const REWRITE_DDL: &str = "
     create publication pgcdc_pub for table public.rw;
 ";
 
-/// Small transactions on `public.rw` until stopped: updates (some leaving an out-of-line value
-/// unchanged), deletes, and inserts of rows with an out-of-line value.
+/// Small transactions on `public.rw` until stopped: updates and key changes (some leaving an
+/// out-of-line value unchanged), deletes, and inserts of rows with an out-of-line value.
 async fn rewrite_writer(url: String, stop: Arc<AtomicBool>) -> u64 {
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
@@ -185,10 +185,13 @@ async fn rewrite_writer(url: String, stop: Arc<AtomicBool>) -> u64 {
         let sql = format!(
             "begin;
              update public.rw set n = n + 1 where id in ({k}, {toasted});
+             update public.rw set id = -id where id = {moved};
              delete from public.rw where id = {gone};
              insert into public.rw values ({fresh}, 1, 'fresh', repeat(md5('{fresh}'), 90));
              commit;",
             gone = (k * 31) % 200_000 + 1,
+            // A key change of a row with an out-of-line value, left unchanged.
+            moved = (k * 17) % 200_000 / 50 * 50 + 50,
             fresh = 1_000_000 + done as i64,
         );
         client

@@ -16,7 +16,9 @@
 //! the window is the stream's alone ([`Fate::Settled`]). So steady updates never make a chunk
 //! read again, and each key costs only itself.
 //!
-//! A TRUNCATE in the window, or a stream shape other than the copy's, reads the chunk again. And
+//! A TRUNCATE in the window, a stream shape other than the copy's, or a key change that left a
+//! value out (the new key's value would come from the old key's row, which may be in the chunk
+//! and so dropped) reads the chunk again. And
 //! one more guard: a transaction whose commit record precedes the low watermark but that was
 //! still finishing when the snapshot was taken (PostgreSQL makes a commit visible a moment after
 //! writing it) would not be in the chunk although the stream put it before the chunk; the
@@ -160,12 +162,12 @@ impl Windows {
         self.pending.push((folder.clone(), key.to_vec(), touch));
     }
 
-    /// The table was truncated.
-    pub fn truncated(&mut self, folder: &str) {
+    /// Something in the window cannot be settled key by key (a truncate, a column change, a
+    /// key change that left a value out): the open windows on `folder` read their chunks again.
+    pub fn redo(&mut self, folder: &str, reason: &'static str) {
         for open in self.open.values_mut() {
             if open.low.is_some() && &*open.folder == folder {
-                open.redo
-                    .get_or_insert("the table was truncated in the window");
+                open.redo.get_or_insert(reason);
             }
         }
     }
@@ -327,7 +329,7 @@ mod tests {
         w.changed(&t, b"k", partial("[\"v\"],k,", &[1]));
         w.commit(Some(11), Lsn::new(110));
         assert!(matches!(w.high(id(1), &all_seen()), Verdict::Place { .. }));
-        w.truncated("public.t");
+        w.redo("public.t", "the table was truncated in the window");
         assert!(matches!(w.high(id(2), &all_seen()), Verdict::Redo(_)));
         assert!(matches!(w.high(id(3), &all_seen()), Verdict::Redo(_)));
     }
