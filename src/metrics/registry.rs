@@ -211,7 +211,7 @@ pub(super) fn build(slot: &str) -> Result<Metrics, prometheus::Error> {
         )?,
         copy_restarts: register(
             r,
-            IntCounterVec::new(Opts::new(COPY_RESTARTS, "Copies started over because the table was rewritten while they ran (VACUUM FULL, CLUSTER, TRUNCATE, a rewriting ALTER TABLE)"), &["table"])?,
+            IntCounterVec::new(Opts::new(COPY_RESTARTS, "Copies started over because the table was rewritten (VACUUM FULL, CLUSTER, TRUNCATE, a rewriting ALTER TABLE) or its columns changed while they ran"), &["table"])?,
         )?,
         registry,
     };

@@ -678,10 +678,10 @@ impl Pipeline<'_> {
             .collect();
         if positions.len() != names.len() || !self.backfill.same_shape(&folder, table) {
             // The stream's table is not the one the copy reads (a column added, dropped or
-            // renamed since it was planned): its rows cannot be matched with the chunk's.
+            // renamed since it was planned): reading the chunks again with the old columns
+            // would never match, and the rows copied so far lack the new ones.
             self.backfill
-                .windows
-                .redo(&folder, "the table's columns changed in the window");
+                .restart(&folder, "the table's columns changed during its copy");
             return;
         }
         self.scratch.clear();

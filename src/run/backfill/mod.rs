@@ -501,7 +501,10 @@ impl Backfill {
             }
             rewrite::Generation::Rewritten => {
                 self.windows.forget(chunk);
-                self.restart(&rows.folder);
+                self.restart(
+                    &rows.folder,
+                    "the table was rewritten during its copy (VACUUM FULL, CLUSTER, TRUNCATE, a rewriting ALTER TABLE or pg_repack)",
+                );
                 return None;
             }
         }
@@ -555,15 +558,13 @@ impl Backfill {
         }
     }
 
-    /// The table of `folder` was rewritten while its copy ran: the chunks not read yet would
-    /// read another file than the plan's. The copy begins again (new plan, new `B` row, which
-    /// supersedes the rows of this one); chunks of the old plan still queued or read are
-    /// dropped.
-    fn restart(&mut self, folder: &str) {
-        warn!(
-            table = %folder,
-            "The table was rewritten during its copy (VACUUM FULL, CLUSTER, TRUNCATE, a rewriting ALTER TABLE or pg_repack); copying it again from the start"
-        );
+    /// The copy of `folder` cannot go on with its plan: the table was rewritten (the chunks not
+    /// read yet would read another file than the plan's), or its columns changed (the rows
+    /// copied so far lack what the stream now sends). The copy begins again (new plan, new `B`
+    /// row, which supersedes the rows of this one); chunks of the old plan still queued or read
+    /// are dropped.
+    pub fn restart(&mut self, folder: &str, reason: &'static str) {
+        warn!(table = %folder, reason, "Copying the table again from the start");
         metrics::get()
             .copy_restarts
             .with_label_values(&[folder])
