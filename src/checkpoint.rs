@@ -86,6 +86,13 @@ pub struct CopyPlan {
     pub chunk_blocks: u32,
     /// `pg_class.reltuples` when the copy began, for progress and ETA only.
     pub rows_estimated: u64,
+    /// The heap file (`pg_relation_filenode`) the blocks are of. A rewrite (`VACUUM FULL`,
+    /// `CLUSTER`, `TRUNCATE`, a rewriting `ALTER TABLE`, pg_repack) moves every row into a new
+    /// file where block numbers mean other rows, and logical decoding says nothing of it: a chunk
+    /// that reads another file than its plan's starts the copy over. `None` in a plan an older
+    /// pgcdc made: that copy starts over when resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filenode: Option<u32>,
 }
 
 impl CopyPlan {
@@ -232,6 +239,7 @@ mod tests {
     fn copy_progress_compacts_chunks_done_out_of_order() {
         let mut p = CopyProgress {
             plan: Some(CopyPlan {
+                filenode: Some(16384),
                 blocks: 10,
                 chunk_blocks: 3,
                 rows_estimated: 0,
@@ -251,6 +259,7 @@ mod tests {
         assert_eq!((p.done_below, p.done.len(), p.rows), (3, 0, 15));
         assert_eq!(p.chunks_done(), 3);
         let empty = CopyPlan {
+            filenode: None,
             blocks: 0,
             chunk_blocks: 8,
             rows_estimated: 0,

@@ -85,7 +85,9 @@ pub fn encode_metadata(out: &mut Vec<u8>, meta: &TxnMeta, commit_ts: &str, op: O
     out.push(b',');
     out.extend_from_slice(number.format(seq).as_bytes());
     out.push(b',');
-    if let Some(xid) = meta.xid {
+    // Rows pgcdc writes itself belong to no transaction of the source's, whatever transaction
+    // they are placed in (a chunk's rows sit in its high watermark's).
+    if let Some(xid) = meta.xid.filter(|_| !op.is_written_by_pgcdc()) {
         out.extend_from_slice(number.format(xid).as_bytes());
     }
     out.push(b',');
@@ -121,6 +123,28 @@ pub fn encode_unchanged_and_fields(out: &mut Vec<u8>, row: &ChangeRow) {
             Field::Text(bytes) => push_field(out, Some(bytes)),
         }
     }
+}
+
+/// A field's value from its CSV form: the quotes around it taken off and doubled quotes made
+/// single again.
+pub fn unquote_field(field: &[u8]) -> Vec<u8> {
+    let Some(inner) = field
+        .strip_prefix(b"\"")
+        .and_then(|f| f.strip_suffix(b"\""))
+    else {
+        return field.to_vec();
+    };
+    let mut out = Vec::with_capacity(inner.len());
+    let mut quote = false;
+    for &b in inner {
+        if b == b'"' && quote {
+            quote = false;
+            continue;
+        }
+        quote = b == b'"';
+        out.push(b);
+    }
+    out
 }
 
 /// Splits what [`encode_unchanged_and_fields`] wrote (`_unchanged,f1,…`) into each field's
@@ -240,5 +264,14 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "U,4294967296,3,42,2000-01-01T00:00:00.000000Z,\"[\"\"big\"\"]\",1,\"\",\n"
         );
+    }
+
+    #[test]
+    fn a_quoted_field_unquotes_to_its_value() {
+        let mut out = Vec::new();
+        push_field(&mut out, Some(b"[\"a, b\",\"c\"]"));
+        assert_eq!(unquote_field(&out), b"[\"a, b\",\"c\"]");
+        assert_eq!(unquote_field(b"plain"), b"plain");
+        assert_eq!(unquote_field(b"\"\""), b"");
     }
 }

@@ -26,6 +26,11 @@ pub enum Op {
 }
 
 impl Op {
+    /// A copied row or a copy marker: not a change any transaction of the source made.
+    pub fn is_written_by_pgcdc(self) -> bool {
+        matches!(self, Op::Read | Op::CopyBegin | Op::CopyEnd)
+    }
+
     pub fn code(self) -> &'static str {
         match self {
             Op::Insert => "I",

@@ -63,6 +63,7 @@ pub mod names {
     pub const COPY_CHUNKS: &str = "pgcdc_copy_chunks";
     pub const COPY_ETA_SECONDS: &str = "pgcdc_copy_eta_seconds";
     pub const COPY_CHUNKS_REDONE: &str = "pgcdc_copy_chunks_redone_total";
+    pub const COPY_RESTARTS: &str = "pgcdc_copy_restarts_total";
     pub const BUILD_INFO: &str = "pgcdc_build_info";
 }
 

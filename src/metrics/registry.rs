@@ -42,12 +42,13 @@ pub(super) fn build(slot: &str) -> Result<Metrics, prometheus::Error> {
         tables: register(
             r,
             TableCounters::new(
-                [ROWS, FILES, BYTES, COPY_CHUNKS_REDONE],
+                [ROWS, FILES, BYTES, COPY_CHUNKS_REDONE, COPY_RESTARTS],
                 [
                     "Change rows written, by table and op (I, U, D, T, R)",
                     "Change files made durable",
                     "Bytes of change files made durable",
                     "Chunks read again because the stream changed them in a way the watermarks cannot settle",
+                    "Copies started over because the table was rewritten (VACUUM FULL, CLUSTER, TRUNCATE, a rewriting ALTER TABLE) or its columns changed while they ran",
                 ],
             )?,
         )?,

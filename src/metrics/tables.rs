@@ -1,5 +1,5 @@
 //! The per-table counters (`pgcdc_rows_total`, `pgcdc_files_total`, `pgcdc_bytes_total`,
-//! `pgcdc_copy_chunks_redone_total`), kept compactly: one small record of atomics per table.
+//! `pgcdc_copy_chunks_redone_total`, `pgcdc_copy_restarts_total`), kept compactly: one small record of atomics per table.
 //!
 //! The prometheus crate's `IntCounterVec` stores, for every series, its own copy of the family's
 //! description (name, help text, label names) and its label pairs: about a KiB per series, eight
@@ -23,6 +23,7 @@ pub struct TableSeries {
     pub files: Count,
     pub bytes: Count,
     pub copy_chunks_redone: Count,
+    pub copy_restarts: Count,
 }
 
 impl TableSeries {
@@ -51,7 +52,7 @@ impl Count {
     }
 }
 
-/// Every table's counters, registered with the registry as one collector of four families
+/// Every table's counters, registered with the registry as one collector of five families
 /// (a clone shares them).
 #[derive(Clone)]
 pub struct TableCounters {
@@ -59,13 +60,13 @@ pub struct TableCounters {
 }
 
 struct Inner {
-    descs: [Desc; 4],
+    descs: [Desc; 5],
     tables: RwLock<HashMap<String, Arc<TableSeries>>>,
 }
 
 impl TableCounters {
-    /// `names` and `helps`: rows, files, bytes, chunks redone.
-    pub fn new(names: [&str; 4], helps: [&str; 4]) -> Result<TableCounters, prometheus::Error> {
+    /// `names` and `helps`: rows, files, bytes, chunks redone, copies restarted.
+    pub fn new(names: [&str; 5], helps: [&str; 5]) -> Result<TableCounters, prometheus::Error> {
         let desc = |i: usize, labels: &[&str]| {
             Desc::new(
                 names[i].to_owned(),
@@ -81,6 +82,7 @@ impl TableCounters {
                     desc(1, &["table"])?,
                     desc(2, &["table"])?,
                     desc(3, &["table"])?,
+                    desc(4, &["table"])?,
                 ],
                 tables: RwLock::new(HashMap::new()),
             }),
@@ -146,6 +148,7 @@ impl Collector for TableCounters {
         let mut files = Vec::new();
         let mut bytes = Vec::new();
         let mut redone = Vec::new();
+        let mut restarts = Vec::new();
         for (table, series) in tables.iter() {
             for (op, count) in ROW_OPS.iter().zip(&series.rows) {
                 // Label pairs sorted by name, as the registry expects.
@@ -160,8 +163,15 @@ impl Collector for TableCounters {
                 vec![pair("table", table)],
                 series.copy_chunks_redone.get(),
             ));
+            restarts.push(counter(
+                vec![pair("table", table)],
+                series.copy_restarts.get(),
+            ));
         }
-        for (family, metrics) in families.iter_mut().zip([rows, files, bytes, redone]) {
+        for (family, metrics) in families
+            .iter_mut()
+            .zip([rows, files, bytes, redone, restarts])
+        {
             family.set_metric(metrics);
         }
         // A family without series is left out, as the crate's vectors leave theirs out.
@@ -176,7 +186,8 @@ mod tests {
 
     #[test]
     fn one_record_per_table_whatever_the_counter() {
-        let counters = TableCounters::new(["r", "f", "b", "c"], ["r", "f", "b", "c"]).unwrap();
+        let counters =
+            TableCounters::new(["r", "f", "b", "c", "s"], ["r", "f", "b", "c", "s"]).unwrap();
         let a = counters.table("public.a");
         a.rows("U").unwrap().fetch_add(2, Ordering::Relaxed);
         a.files.inc();
@@ -185,7 +196,7 @@ mod tests {
         assert_eq!(counters.inner.tables.read().unwrap().len(), 1);
         assert_eq!(a.bytes.get(), 10);
         let families = counters.collect();
-        assert_eq!(families.len(), 4);
+        assert_eq!(families.len(), 5);
         let rows = &families[0];
         assert_eq!(rows.get_metric().len(), ROW_OPS.len());
         let updates: Vec<f64> = rows
@@ -199,7 +210,8 @@ mod tests {
 
     #[test]
     fn no_tables_no_families() {
-        let counters = TableCounters::new(["r", "f", "b", "c"], ["r", "f", "b", "c"]).unwrap();
+        let counters =
+            TableCounters::new(["r", "f", "b", "c", "s"], ["r", "f", "b", "c", "s"]).unwrap();
         assert!(counters.collect().is_empty());
     }
 }

@@ -13,7 +13,7 @@ use tracing::{debug, info};
 
 use super::ack::{Ack, Position};
 use super::added::{AddedTables, TableCopy};
-use super::backfill::{self, Backfill, Placement};
+use super::backfill::{self, Backfill, Placement, window};
 use super::error::RunError;
 use super::journal::{Entry, Journal};
 use super::keys::PrimaryKeys;
@@ -83,6 +83,7 @@ pub(super) fn run(
             backfill,
             injected_seq: 0,
             seal_after_commit: false,
+            observed_delete: None,
             scratch: Vec::new(),
             uploads,
             uploaded,
@@ -140,6 +141,8 @@ struct Pipeline<'a> {
     /// A chunk of at least [`SEAL_AFTER_CHUNK_ROWS`] rows was placed in the open transaction:
     /// its window closes at the commit, so a crash reads at most that chunk again.
     seal_after_commit: bool,
+    /// The `_seq` of the last delete `observe` saw in the open transaction.
+    observed_delete: Option<u64>,
     /// Scratch for encoding a row whose key a copy's window needs.
     scratch: Vec<u8>,
     batcher: Batcher,
@@ -380,7 +383,7 @@ impl Pipeline<'_> {
                 };
                 self.injected_seq = self.injected_seq.max(seq + 1);
                 if !self.skip_txn {
-                    self.observe(&table, op, |out| out.extend_from_slice(encoded));
+                    self.observe(&table, op, seq, |out| out.extend_from_slice(encoded));
                 }
                 self.write_row(&table, op, seq, |line| line.extend_from_slice(encoded))?;
             }
@@ -504,6 +507,7 @@ impl Pipeline<'_> {
             Change::Begin(meta) => {
                 self.txn = Some(*meta);
                 self.injected_seq = 0;
+                self.observed_delete = None;
                 self.last_commit_unix_us = pg_time::to_unix_micros(meta.commit_ts);
                 self.skip_txn = self.ack.covers(meta.commit_lsn);
                 if self.skip_txn {
@@ -515,7 +519,7 @@ impl Pipeline<'_> {
             Change::Row(row) => {
                 self.injected_seq = self.injected_seq.max(row.seq + 1);
                 if !self.skip_txn {
-                    self.observe(&row.table, row.op, |out| {
+                    self.observe(&row.table, row.op, row.seq, |out| {
                         csv::encode_unchanged_and_fields(out, row)
                     });
                 }
@@ -608,12 +612,19 @@ impl Pipeline<'_> {
         } = placement;
         let mut placed = 0;
         for (line, key) in rows.rows() {
-            if !changed.is_empty() && changed.contains(key) {
-                continue;
-            }
             let seq = self.injected_seq;
+            match changed.get(key) {
+                None => {
+                    self.write_row(&table, Op::Read, seq, |out| out.extend_from_slice(line))?;
+                }
+                Some(window::Fate::Settled) => continue,
+                Some(window::Fate::Partial(partials)) => {
+                    self.write_row(&table, Op::Read, seq, |out| {
+                        window::lay_over(line, partials, out)
+                    })?;
+                }
+            }
             self.injected_seq += 1;
-            self.write_row(&table, Op::Read, seq, |out| out.extend_from_slice(line))?;
             placed += 1;
         }
         if ends {
@@ -636,7 +647,7 @@ impl Pipeline<'_> {
 
     /// A row of the stream on a table being copied: remembered for the watermark rule.
     /// `encode` writes the row's `_unchanged` and fields, needed only while a window is open.
-    fn observe(&mut self, table: &Arc<Table>, op: Op, encode: impl FnOnce(&mut Vec<u8>)) {
+    fn observe(&mut self, table: &Arc<Table>, op: Op, seq: u64, encode: impl FnOnce(&mut Vec<u8>)) {
         if self.backfill.is_idle() {
             return;
         }
@@ -649,9 +660,15 @@ impl Pipeline<'_> {
             return;
         }
         if op == Op::Truncate {
-            self.backfill.windows.truncated(&folder);
+            self.backfill
+                .windows
+                .redo(&folder, "the table was truncated in the window");
             return;
         }
+        // A key change is its old key's `D` and, at the next `_seq`, the new key's row.
+        let follows_a_delete =
+            std::mem::replace(&mut self.observed_delete, (op == Op::Delete).then_some(seq))
+                .is_some_and(|d| d + 1 == seq);
         let Some(names) = self.backfill.key_names(&folder) else {
             return;
         };
@@ -659,18 +676,42 @@ impl Pipeline<'_> {
             .iter()
             .filter_map(|n| table.columns.iter().position(|c| c.name == *n))
             .collect();
-        if positions.len() != names.len() {
-            // The stream's table lost a key column: the chunk cannot be checked key by key.
-            self.backfill.windows.truncated(&folder);
+        if positions.len() != names.len() || !self.backfill.same_shape(&folder, table) {
+            // The stream's table is not the one the copy reads (a column added, dropped or
+            // renamed since it was planned): reading the chunks again with the old columns
+            // would never match, and the rows copied so far lack the new ones.
+            self.backfill
+                .restart(&folder, "the table's columns changed during its copy");
             return;
         }
         self.scratch.clear();
         encode(&mut self.scratch);
         let mut key = Vec::new();
         let unchanged = backfill::encoded_key(&self.scratch, &positions, &mut key);
-        self.backfill
-            .windows
-            .changed(&folder, &key, unchanged && op == Op::Update);
+        let touch = match backfill::unchanged_positions(&self.scratch, table) {
+            Some(_) if unchanged && op == Op::Update && follows_a_delete => {
+                self.backfill.windows.redo(
+                    &folder,
+                    "a key change in the window left a TOASTed value unchanged",
+                );
+                return;
+            }
+            Some(left_out) if unchanged && op == Op::Update => {
+                window::Touch::Partial(window::Partial {
+                    line: self.scratch.clone(),
+                    unchanged: left_out,
+                })
+            }
+            None if unchanged => {
+                // `_unchanged` names no column of the table: nothing to lay over safely.
+                self.backfill
+                    .windows
+                    .redo(&folder, "the table's columns changed in the window");
+                return;
+            }
+            _ => window::Touch::Whole,
+        };
+        self.backfill.windows.changed(&copying, &key, touch);
     }
 
     /// Closes the window and hands it to the upload thread. Blocks while an earlier window is

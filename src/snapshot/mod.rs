@@ -107,6 +107,8 @@ pub struct TableSize {
     pub blocks: u32,
     pub block_size: u32,
     pub rows_estimated: u64,
+    /// See [`crate::checkpoint::CopyPlan::filenode`].
+    pub filenode: Option<u32>,
 }
 
 /// The table's size in heap blocks, and the planner's row estimate.
@@ -117,7 +119,8 @@ pub async fn table_size(
     let row = client
         .query_one(
             "select (pg_relation_size(c.oid) / current_setting('block_size')::int)::int8, \
-                    current_setting('block_size')::int8, greatest(c.reltuples, 0)::int8 \
+                    current_setting('block_size')::int8, greatest(c.reltuples, 0)::int8, \
+                    pg_relation_filenode(c.oid)::int8 \
              from pg_catalog.pg_class c \
              where c.oid = (quote_ident($1) || '.' || quote_ident($2))::regclass",
             &[&table.schema, &table.name],
@@ -126,11 +129,29 @@ pub async fn table_size(
     let blocks: i64 = row.get(0);
     let block_size: i64 = row.get(1);
     let rows: i64 = row.get(2);
+    let filenode: Option<i64> = row.get(3);
     Ok(TableSize {
         blocks: u32::try_from(blocks).unwrap_or(u32::MAX),
         block_size: u32::try_from(block_size).unwrap_or(8192),
         rows_estimated: u64::try_from(rows).unwrap_or(0),
+        filenode: filenode.and_then(|f| u32::try_from(f).ok()),
     })
+}
+
+/// The heap file a table's rows are in now. Asked inside a transaction that has read the table,
+/// it names the file that read saw: the read's lock keeps every rewrite out until it commits.
+pub async fn filenode(
+    client: &tokio_postgres::Client,
+    table: &Table,
+) -> Result<Option<u32>, SnapshotError> {
+    let row = client
+        .query_one(
+            "select pg_relation_filenode((quote_ident($1) || '.' || quote_ident($2))::regclass)::int8",
+            &[&table.schema, &table.name],
+        )
+        .await?;
+    let filenode: Option<i64> = row.get(0);
+    Ok(filenode.and_then(|f| u32::try_from(f).ok()))
 }
 
 /// Starts the repeatable-read transaction that reads as of the slot's exported snapshot. The

@@ -13,6 +13,7 @@
 //! Workers read no further than one chunk ahead of the pipeline each (a permit per chunk, given
 //! back when the pipeline has placed it), so memory is bounded by workers × chunk size.
 
+mod rewrite;
 pub(super) mod window;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -59,6 +60,8 @@ pub(super) enum Progress {
     },
     /// The `E` row is written, or the copy was given up or handed to a whole-table copy.
     Ended(String),
+    /// The table was rewritten during the copy: it begins again, with a new plan and `B` row.
+    Restarted(String),
 }
 
 /// Applies `progress` to the copies a checkpoint records.
@@ -88,6 +91,9 @@ pub(super) fn apply(copies: &mut BTreeMap<String, CopyProgress>, progress: Progr
         Progress::Ended(folder) => {
             copies.remove(&folder);
         }
+        Progress::Restarted(folder) => {
+            copies.insert(folder, CopyProgress::default());
+        }
     }
 }
 
@@ -97,6 +103,9 @@ pub(super) struct ChunkRows {
     pub id: ChunkId,
     pub folder: String,
     pub index: u32,
+    /// The plan the chunk was read under, and the heap file the read saw ([`rewrite`]).
+    pub plan: CopyPlan,
+    pub filenode: Option<u32>,
     pub seen: Visibility,
     /// Each row's `_unchanged` value and fields, as the batcher writes them, back to back.
     pub lines: Vec<u8>,
@@ -157,6 +166,21 @@ pub(super) fn encoded_key(line: &[u8], positions: &[usize], out: &mut Vec<u8>) -
         out.extend_from_slice(field);
     }
     unchanged
+}
+
+/// The positions of the columns a stream row's `_unchanged` names (its encoded line's first
+/// field, a JSON list of names); `None` if it names a column `table` does not have.
+pub(super) fn unchanged_positions(line: &[u8], table: &Table) -> Option<Vec<usize>> {
+    let field = split_encoded(line).next().unwrap_or_default();
+    if field.is_empty() {
+        return Some(Vec::new());
+    }
+    let json = crate::encode::unquote_field(field);
+    let names: Vec<String> = serde_json::from_slice(&json).ok()?;
+    names
+        .iter()
+        .map(|n| table.columns.iter().position(|c| c.name == *n))
+        .collect()
 }
 
 enum Job {
@@ -249,7 +273,7 @@ pub(super) struct Backfill {
 pub(super) struct Placement {
     pub table: Arc<Table>,
     pub rows: Box<ChunkRows>,
-    pub changed: std::collections::HashSet<Vec<u8>>,
+    pub changed: HashMap<Vec<u8>, window::Fate>,
     /// The copy's last chunk: an `E` row follows.
     pub ends: bool,
 }
@@ -348,6 +372,22 @@ impl Backfill {
                 .map(|c| c.name.as_str())
                 .collect(),
         )
+    }
+
+    /// Whether the stream's `table` has the columns the copy of `folder` reads, in its order:
+    /// only then can a stream row be laid over a chunk's.
+    pub fn same_shape(&self, folder: &str, table: &Table) -> bool {
+        self.live
+            .get(folder)
+            .and_then(|l| l.published.as_ref())
+            .is_some_and(|p| {
+                p.table.columns.len() == table.columns.len()
+                    && p.table
+                        .columns
+                        .iter()
+                        .zip(&table.columns)
+                        .all(|(a, b)| a.name == b.name)
+            })
     }
 
     /// A worker's report. Returns the tables to copy whole instead.
@@ -453,7 +493,23 @@ impl Backfill {
         };
         self.shared.permits.add_permits(1);
         let live = self.live.get_mut(&rows.folder)?;
+        match rewrite::judge(live.plan, rows.plan, rows.filenode) {
+            rewrite::Generation::Current => {}
+            rewrite::Generation::Stale => {
+                self.windows.forget(chunk);
+                return None;
+            }
+            rewrite::Generation::Rewritten => {
+                self.windows.forget(chunk);
+                self.restart(
+                    &rows.folder,
+                    "the table was rewritten during its copy (VACUUM FULL, CLUSTER, TRUNCATE, a rewriting ALTER TABLE or pg_repack)",
+                );
+                return None;
+            }
+        }
         let (Some(published), Some(plan)) = (live.published.clone(), live.plan) else {
+            self.windows.forget(chunk);
             return None;
         };
         match self.windows.high(chunk, &rows.seen) {
@@ -477,7 +533,7 @@ impl Backfill {
             window::Verdict::Place { changed } => {
                 let placed = rows.line_ends.len().saturating_sub(
                     rows.rows()
-                        .filter(|(_, k)| !changed.is_empty() && changed.contains(*k))
+                        .filter(|(_, k)| matches!(changed.get(*k), Some(window::Fate::Settled)))
                         .count(),
                 ) as u64;
                 live.progress.mark_done(rows.index, placed);
@@ -501,6 +557,42 @@ impl Backfill {
                 })
             }
         }
+    }
+
+    /// The copy of `folder` cannot go on with its plan: the table was rewritten (the chunks not
+    /// read yet would read another file than the plan's), or its columns changed (the rows
+    /// copied so far lack what the stream now sends). The copy begins again (new plan, new `B`
+    /// row, which supersedes the rows of this one); chunks of the old plan still queued or read
+    /// are dropped.
+    pub fn restart(&mut self, folder: &str, reason: &'static str) {
+        warn!(table = %folder, reason, "Copying the table again from the start");
+        metrics::get().tables.table(folder).copy_restarts.inc();
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|job| !matches!(job, Job::Chunk { published, .. } if published.table.folder() == folder));
+        let read: Vec<ChunkId> = self
+            .ready
+            .iter()
+            .filter(|(_, rows)| rows.folder == folder)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in read {
+            // Their high watermarks find nothing; the permit comes back now.
+            self.ready.remove(&id);
+            self.windows.forget(id);
+            self.shared.permits.add_permits(1);
+        }
+        if let Some(live) = self.live.get_mut(folder) {
+            *live = Live::new(folder, CopyProgress::default(), false);
+        }
+        self.progress.push(Progress::Restarted(folder.to_owned()));
+        self.queue(Job::Plan {
+            folder: folder.to_owned(),
+            plan: None,
+            begin: true,
+        });
     }
 
     /// The copy of `folder` was taken over by a whole-table copy that is now durable.
@@ -698,6 +790,7 @@ async fn plan_copy(
                     .unwrap_or(u32::MAX)
                     .max(1),
                 rows_estimated: size.rows_estimated,
+                filenode: size.filenode,
             }
         }
     };
@@ -768,6 +861,8 @@ async fn read_chunk(
         id,
         folder: folder.clone(),
         index,
+        plan,
+        filenode: None,
         seen,
         lines: Vec::new(),
         line_ends: Vec::new(),
@@ -797,6 +892,8 @@ async fn read_chunk(
         },
     )
     .await?;
+    // In the same transaction, under the read's lock: the file the rows came from.
+    rows.filenode = snapshot::filenode(client, &published.table).await?;
     client
         .batch_execute("commit")
         .await
@@ -848,6 +945,7 @@ mod tests {
             Progress::Planned {
                 folder: "t".into(),
                 plan: CopyPlan {
+                    filenode: Some(1),
                     blocks: 4,
                     chunk_blocks: 2,
                     rows_estimated: 10,
