@@ -87,6 +87,7 @@ pub struct Batcher {
     seal_at_commit: bool,
     next_file: u64,
     line: Vec<u8>,
+    header: Vec<u8>,
     /// The folder name of the table of the last row, so a run of rows of one table does not
     /// build the same string once per row.
     last_folder: Option<(Arc<Table>, String)>,
@@ -119,6 +120,7 @@ impl Batcher {
             seal_at_commit: false,
             next_file: 0,
             line: Vec::with_capacity(4096),
+            header: Vec::new(),
             last_folder: None,
             open: OpenSet::new(open_files),
             last_touched: None,
@@ -184,17 +186,6 @@ impl Batcher {
             self.last_folder = Some((table.clone(), table.folder()));
         }
         let folder = self.last_folder.as_ref().map_or("", |(_, f)| f.as_str());
-        if self.last_touched.as_deref() != Some(folder) {
-            // The file this row goes to is (re)opened below; first make room for it.
-            if let Some(evicted) = self.open.touch(folder)
-                && let Some(output) = self.tables.get_mut(&evicted)
-                && let Some((_, _, writer)) = &mut output.current
-            {
-                writer.park()?;
-                self.parked_full |= writer.bytes() >= self.max_file_bytes;
-            }
-            self.last_touched = Some(folder.to_owned());
-        }
         if !self.tables.contains_key(folder) {
             self.tables.insert(
                 folder.to_owned(),
@@ -219,6 +210,30 @@ impl Batcher {
         {
             roll(output)?;
         }
+        self.line.clear();
+        csv::encode_metadata(&mut self.line, &meta, &txn.commit_ts, op, seq);
+        columns(&mut self.line);
+        self.line.push(b'\n');
+
+        // The row goes to an open file, or to a parked file's tail while it has room; a file
+        // that is (re)opened or created first makes room in the open set.
+        let to_tail = output
+            .current
+            .as_ref()
+            .is_some_and(|(_, _, w)| w.tail_takes(self.line.len()));
+        if !to_tail && self.last_touched.as_deref() != Some(folder) {
+            if let Some(evicted) = self.open.touch(folder)
+                && let Some(output) = self.tables.get_mut(&evicted)
+                && let Some((_, _, writer)) = &mut output.current
+            {
+                writer.park()?;
+                self.parked_full |= writer.bytes() >= self.max_file_bytes;
+            }
+            self.last_touched = Some(folder.to_owned());
+        }
+        let Some(output) = self.tables.get_mut(folder) else {
+            return Err(io::Error::other("table output vanished"));
+        };
         if output.current.is_none() {
             let path = self.spool_dir.join(format!(
                 "{:016X}-{:06}.{}",
@@ -228,19 +243,18 @@ impl Batcher {
             ));
             self.next_file += 1;
             let mut writer = SpoolWriter::create(path, self.format)?;
-            self.line.clear();
-            csv::encode_header(&mut self.line, table);
-            writer.write_header(&self.line)?;
+            self.header.clear();
+            csv::encode_header(&mut self.header, table);
+            writer.write_header(&self.header)?;
             output.current = Some((table.clone(), (meta.commit_lsn, seq), writer));
         }
         let Some((_, _, writer)) = &mut output.current else {
             return Err(io::Error::other("spool file vanished"));
         };
-        self.line.clear();
-        csv::encode_metadata(&mut self.line, &meta, &txn.commit_ts, op, seq);
-        columns(&mut self.line);
-        self.line.push(b'\n');
         writer.write_row(&self.line)?;
+        if to_tail {
+            self.parked_full |= writer.bytes() >= self.max_file_bytes;
+        }
 
         if writer.input_bytes() >= self.max_file_bytes {
             // Mid-transaction: the file cannot wait for the commit, so it becomes a part. The

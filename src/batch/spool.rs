@@ -2,11 +2,17 @@
 //! with transaction size. The file is fsynced when finished; publishing it is the sink's job.
 //!
 //! A file can be parked (see [`super::pool`]): its encoder is finished and dropped and the file
-//! closed, so a parked file costs no deflate state, no buffers and no descriptor. The next row
-//! reopens it for appending. For gzip, each stretch between a reopen and a park is a gzip member
-//! of its own: RFC 1952 (section 2.2) defines a gzip file as a series of members, and gunzip,
-//! Python's `gzip`, flate2's `MultiGzDecoder`, DuckDB and Snowflake read the concatenation as the
-//! one text it is. The rows, and so the file's name, stay the same whatever was parked when.
+//! closed, so a parked file costs no deflate state, no buffers and no descriptor. Rows that
+//! arrive for a parked file are appended, uncompressed, to a side file (its *tail*: opened,
+//! written and closed per row, so it holds no memory either). When the tail reaches
+//! [`TAIL_LIMIT`] the batcher opens the file again, and the tail is compressed into it before
+//! the next row; [`SpoolWriter::finish`] does the same. For gzip, each stretch between a reopen
+//! and a park is a gzip member of its own: RFC 1952 (section 2.2) defines a gzip file as a series
+//! of members, and gunzip, Python's `gzip`, flate2's `MultiGzDecoder`, DuckDB and Snowflake read
+//! the concatenation as the one text it is. The tail is what keeps members large: a window that
+//! writes more tables in turn than files may be open would otherwise reopen a file (a new member,
+//! 18 bytes of framing and a fresh dictionary) for every row. The rows, and so the file's name,
+//! stay the same whatever was parked when.
 //!
 //! Compression is the most expensive step per byte, so a gzip file that outgrows its first
 //! buffer hands compression to a thread of its own: the pipeline thread keeps decoding and
@@ -14,7 +20,7 @@
 //! small file never starts a thread.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +36,9 @@ use crate::layout::FileFormat;
 const CHUNK: usize = 256 * 1024;
 /// Chunks queued for the compressor thread.
 const IN_FLIGHT: usize = 2;
+/// Uncompressed bytes a parked file collects in its tail before the batcher opens it again: large
+/// enough that a gzip member compresses about as well as one long stream.
+pub const TAIL_LIMIT: u64 = 64 * 1024;
 /// The buffer in front of the file. Compressed output reaches it in pieces of flate2's 32 KiB
 /// buffer, so a larger one saves few system calls and costs memory per open file.
 const FILE_BUFFER: usize = 64 * 1024;
@@ -84,6 +93,8 @@ pub struct SpoolWriter {
     format: FileFormat,
     /// `None` while parked: the file is closed and its last member complete.
     encoder: Option<Encoder>,
+    /// Bytes in the tail (only while parked: opening the file compresses the tail into it).
+    tail: u64,
     rows: u64,
     /// Uncompressed bytes written: unlike `bytes`, a function of the rows alone.
     input: u64,
@@ -98,6 +109,7 @@ impl SpoolWriter {
             path,
             format,
             encoder: Some(encoder),
+            tail: 0,
             rows: 0,
             input: 0,
             bytes,
@@ -108,6 +120,18 @@ impl SpoolWriter {
     #[cfg(test)]
     pub fn is_open(&self) -> bool {
         self.encoder.is_some()
+    }
+
+    /// Whether a row of `len` bytes fits the tail of this parked file: when not, the file should
+    /// be opened (its tail compressed) before the row is written.
+    pub fn tail_takes(&self, len: usize) -> bool {
+        self.encoder.is_none() && self.tail + len as u64 <= TAIL_LIMIT
+    }
+
+    fn tail_path(&self) -> PathBuf {
+        let mut name = self.path.clone().into_os_string();
+        name.push(".tail");
+        PathBuf::from(name)
     }
 
     /// Completes the current gzip member (or flushes the plain file) and closes the file, freeing
@@ -121,15 +145,31 @@ impl SpoolWriter {
         Ok(())
     }
 
-    /// The encoder, reopening a parked file for appending (a new gzip member).
-    fn encoder(&mut self) -> io::Result<&mut Encoder> {
-        if self.encoder.is_none() {
-            let file = OpenOptions::new().append(true).open(&self.path)?;
-            self.encoder = Some(open_encoder(file, self.format, &self.bytes));
+    /// Opens a parked file for appending (a new gzip member) and compresses its tail into it.
+    /// Opening an open file does nothing.
+    pub fn open(&mut self) -> io::Result<()> {
+        if self.encoder.is_some() {
+            return Ok(());
         }
-        self.encoder
-            .as_mut()
-            .ok_or_else(|| io::Error::other("spool encoder lost"))
+        let file = OpenOptions::new().append(true).open(&self.path)?;
+        let mut encoder = open_encoder(file, self.format, &self.bytes);
+        if self.tail > 0 {
+            let tail_path = self.tail_path();
+            let mut tail = File::open(&tail_path)?;
+            let mut piece = vec![0; FILE_BUFFER];
+            loop {
+                let n = tail.read(&mut piece)?;
+                if n == 0 {
+                    break;
+                }
+                encode(&mut encoder, &piece[..n])?;
+            }
+            drop(tail);
+            std::fs::remove_file(&tail_path)?;
+            self.tail = 0;
+        }
+        self.encoder = Some(encoder);
+        Ok(())
     }
 
     pub fn write_header(&mut self, line: &[u8]) -> io::Result<()> {
@@ -141,17 +181,23 @@ impl SpoolWriter {
         self.write_all(line)
     }
 
+    /// Writes to the open file, or to the tail of a parked one that has room for `bytes` (else
+    /// the file is opened first).
     fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.input += bytes.len() as u64;
-        match self.encoder()? {
-            Encoder::Plain(w) => w.write_all(bytes),
-            Encoder::Gzip { pending, stage } => {
-                pending.extend_from_slice(bytes);
-                if pending.len() >= CHUNK {
-                    deflate_chunk(pending, stage)?;
-                }
-                Ok(())
-            }
+        if self.tail_takes(bytes.len()) {
+            let mut tail = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.tail_path())?;
+            tail.write_all(bytes)?;
+            self.tail += bytes.len() as u64;
+            return Ok(());
+        }
+        self.open()?;
+        match &mut self.encoder {
+            Some(encoder) => encode(encoder, bytes),
+            None => Err(io::Error::other("spool encoder lost")),
         }
     }
 
@@ -166,13 +212,17 @@ impl SpoolWriter {
     }
 
     /// Bytes on disk so far (compressed output lags the input by the two buffers in front of
-    /// the file, at most a few hundred KiB).
+    /// the file, at most a few hundred KiB), with a parked file's tail counted as it is, before
+    /// compression: an estimate from above.
     pub fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
+        self.bytes.load(Ordering::Relaxed) + self.tail
     }
 
     /// Completes the file and fsyncs it. Returns its path and size.
-    pub fn finish(self) -> io::Result<(PathBuf, u64)> {
+    pub fn finish(mut self) -> io::Result<(PathBuf, u64)> {
+        if self.tail > 0 {
+            self.open()?;
+        }
         let file = match self.encoder {
             Some(encoder) => {
                 let counting = finish_encoder(encoder)?;
@@ -200,6 +250,20 @@ fn open_encoder(file: File, format: FileFormat, bytes: &Arc<AtomicU64>) -> Encod
             pending: Vec::new(),
             stage: GzStage::Inline(GzEncoder::new(counting, Compression::fast()), 0),
         },
+    }
+}
+
+/// Writes `bytes` through the encoder (gzip collects a chunk before deflating it).
+fn encode(encoder: &mut Encoder, bytes: &[u8]) -> io::Result<()> {
+    match encoder {
+        Encoder::Plain(w) => w.write_all(bytes),
+        Encoder::Gzip { pending, stage } => {
+            pending.extend_from_slice(bytes);
+            if pending.len() >= CHUNK {
+                deflate_chunk(pending, stage)?;
+            }
+            Ok(())
+        }
     }
 }
 
