@@ -44,33 +44,27 @@ const FOREIGN_SETTINGS_DDL: &str = "
 /// Updates, deletes and re-inserts of random keys, in small transactions, until stopped; on
 /// a connection with the database's own (foreign) settings, as an application would have.
 async fn writer(url: String, stop: Arc<AtomicBool>) -> u64 {
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .expect("writer connection");
-    tokio::spawn(connection);
-    let mut done = 0u64;
     let mut n: i64 = 7;
-    while !stop.load(Ordering::Relaxed) {
-        n = (n * 7919 + 13) % 20000 + 1;
-        let sql = format!(
-            "begin;
-             update public.events set note = 'changed ' || now(), ratio = ratio * 2,
-                    span = span + interval '1 day' where id = {n};
-             delete from public.events where id = {m};
-             insert into public.events (at, id, span, payload, ratio, day, local, note)
-             values (now(), {fresh}, interval '-3 days 4 hours', '\\x00ff'::bytea, 0.1,
-                     current_date, localtimestamp, 'inserted at ' || now());
-             commit;",
-            m = (n * 31) % 20000 + 1,
-            fresh = 100_000 + done as i64,
-        );
-        client
-            .batch_execute(&sql)
-            .await
-            .expect("writer transaction");
-        done += 1;
-    }
-    done
+    transactions(
+        &url,
+        |_| stop.load(Ordering::Relaxed),
+        |done| {
+            n = (n * 7919 + 13) % 20000 + 1;
+            format!(
+                "begin;
+                 update public.events set note = 'changed ' || now(), ratio = ratio * 2,
+                        span = span + interval '1 day' where id = {n};
+                 delete from public.events where id = {m};
+                 insert into public.events (at, id, span, payload, ratio, day, local, note)
+                 values (now(), {fresh}, interval '-3 days 4 hours', '\\x00ff'::bytea, 0.1,
+                         current_date, localtimestamp, 'inserted at ' || now());
+                 commit;",
+                m = (n * 31) % 20000 + 1,
+                fresh = 100_000 + done as i64,
+            )
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -95,17 +89,14 @@ async fn a_database_whose_settings_differ_replays_exactly_through_copy_and_strea
         stop.clone(),
     ));
     let mut pgcdc = setup.run(&setup.config);
-    pgcdc
-        .wait_output("Copy of the table complete", DEADLINE)
-        .await;
-    stop.store(true, Ordering::Relaxed);
-    let transactions = writing.await.expect("writer");
-    assert!(transactions > 0);
-
-    let rows = setup
-        .wait_replay_matches("every copied and streamed row as the table holds it")
-        .await;
-    assert_eq!(duplicate_keys(&rows), 0);
+    let rows = copy_ends_and_replays(
+        &setup,
+        &mut pgcdc,
+        &stop,
+        writing,
+        "every copied and streamed row as the table holds it",
+    )
+    .await;
     // Both paths wrote rows, and both in the file format's form.
     assert!(rows.iter().any(|r| r.op == 'R') && rows.iter().any(|r| r.op == 'U'));
     for row in rows.iter().filter(|r| r.op == 'R' || r.op == 'I') {
@@ -156,6 +147,48 @@ async fn an_unchanged_out_of_line_key_keeps_its_row() {
     pgcdc.stop_cleanly(DEADLINE).await;
 }
 
+/// Waits for the copy to end, stops the writer (which must have written), and returns the
+/// change rows once they replay to the table, with no change row twice.
+async fn copy_ends_and_replays(
+    setup: &Fixture,
+    pgcdc: &mut Pgcdc,
+    stop: &AtomicBool,
+    writing: tokio::task::JoinHandle<u64>,
+    what: &str,
+) -> Vec<ChangeRow> {
+    pgcdc
+        .wait_output("Copy of the table complete", DEADLINE)
+        .await;
+    stop.store(true, Ordering::Relaxed);
+    let transactions = writing.await.expect("writer");
+    assert!(transactions > 0);
+    let rows = setup.wait_replay_matches(what).await;
+    assert_eq!(duplicate_keys(&rows), 0);
+    rows
+}
+
+/// Runs `sql(n)` for n = 0, 1, … on a connection of its own (the database's own settings, as an
+/// application has) until `stop(n)`; returns how many ran.
+async fn transactions(
+    url: &str,
+    stop: impl Fn(u64) -> bool,
+    mut sql: impl FnMut(u64) -> String,
+) -> u64 {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("writer connection");
+    tokio::spawn(connection);
+    let mut done = 0u64;
+    while !stop(done) {
+        client
+            .batch_execute(&sql(done))
+            .await
+            .expect("writer transaction");
+        done += 1;
+    }
+    done
+}
+
 /// `ddl` on a cluster where `table` is copied in chunks beside the stream (64 KiB, 2 workers):
 /// PostgreSQL 14 and later (13's pgoutput sends no logical messages, so it copies tables whole
 /// in one exported snapshot, which a rewrite waits for).
@@ -187,42 +220,37 @@ const REWRITE_DDL: &str = "
 /// Small transactions on `public.rw` until stopped: updates and key changes (some leaving an
 /// out-of-line value unchanged), deletes, and inserts of rows with an out-of-line value.
 async fn rewrite_writer(url: String, stop: Arc<AtomicBool>) -> u64 {
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .expect("writer connection");
-    tokio::spawn(connection);
-    let mut done = 0u64;
     let mut k: i64 = 11;
-    while !stop.load(Ordering::Relaxed) {
-        k = (k * 7919 + 17) % 200_000 + 1;
-        // A row with an out-of-line value: the update leaves it unchanged.
-        let toasted = k - k % 50 + 50;
-        let sql = format!(
-            "begin;
-             update public.rw set n = n + 1 where id in ({k}, {toasted});
-             update public.rw set id = -id where id = {moved};
-             delete from public.rw where id = {gone};
-             insert into public.rw values ({fresh}, 1, 'fresh', repeat(md5('{fresh}'), 90));
-             commit;",
-            gone = (k * 31) % 200_000 + 1,
-            // A key change of a row with an out-of-line value, left unchanged.
-            moved = (k * 17) % 200_000 / 50 * 50 + 50,
-            fresh = 1_000_000 + done as i64,
-        );
-        client
-            .batch_execute(&sql)
-            .await
-            .expect("writer transaction");
-        done += 1;
-    }
-    done
+    transactions(
+        &url,
+        |_| stop.load(Ordering::Relaxed),
+        |done| {
+            k = (k * 7919 + 17) % 200_000 + 1;
+            // A row with an out-of-line value: the update leaves it unchanged.
+            let toasted = k - k % 50 + 50;
+            format!(
+                "begin;
+                 update public.rw set n = n + 1 where id in ({k}, {toasted});
+                 update public.rw set id = -id where id = {moved};
+                 delete from public.rw where id = {gone};
+                 insert into public.rw values ({fresh}, 1, 'fresh', repeat(md5('{fresh}'), 90));
+                 commit;",
+                gone = (k * 31) % 200_000 + 1,
+                // A key change of a row with an out-of-line value, left unchanged.
+                moved = (k * 17) % 200_000 / 50 * 50 + 50,
+                fresh = 1_000_000 + done as i64,
+            )
+        },
+    )
+    .await
 }
 
-/// Copies `public.rw` in chunks under a writer; once 40% of the chunks are placed, deletes a
-/// third of the rows and runs `rewrite` (HAZARDS.md, "Maintenance and DDL"): every row moves to
-/// other blocks and logical decoding says nothing. The copy must start over and the files
-/// replay to exactly the table, out-of-line values included.
-async fn a_rewrite_at_40_percent_of_a_copy_loses_nothing(rewrite: &str) {
+/// Copies `public.rw` in chunks under a writer; once the share `at` of the chunks is placed,
+/// runs `statements` (HAZARDS.md, "Maintenance and DDL"): a rewrite moves every row to other
+/// blocks, a column change gives the stream's rows another shape, and logical decoding says
+/// nothing of either. The copy must start over (the log `says` why, a second `B` row begins it)
+/// and the files replay to exactly the table, out-of-line values and new columns included.
+async fn ddl_during_a_copy_loses_nothing(at: f64, statements: &[&str], says: &str) {
     let Some(setup) = chunked_copy_of(REWRITE_DDL, "public.rw").await else {
         return;
     };
@@ -233,37 +261,30 @@ async fn a_rewrite_at_40_percent_of_a_copy_loses_nothing(rewrite: &str) {
         stop.clone(),
     ));
     let mut pgcdc = setup.run(&setup.config);
-    let (done, chunks) = wait_until("40% of the copy's chunks placed", DEADLINE, || {
+    let (done, chunks) = wait_until("part of the copy's chunks placed", DEADLINE, || {
         let addr = addr.clone();
         async move {
             let (_, body) = common::http::get(&addr, "/metrics").await?;
             let done = common::http::sample(&body, "pgcdc_copy_chunks_done")?;
             let chunks = common::http::sample(&body, "pgcdc_copy_chunks")?;
-            (chunks > 0.0 && done >= 0.4 * chunks).then_some((done, chunks))
+            (chunks > 0.0 && done >= at * chunks).then_some((done, chunks))
         }
     })
     .await;
-    eprintln!("{done} of {chunks} chunks placed: {rewrite}");
-    setup
-        .cluster
-        .execute("delete from public.rw where id % 3 = 0")
-        .await;
-    setup.cluster.execute(rewrite).await;
-    pgcdc
-        .wait_output("Copy of the table complete", DEADLINE)
-        .await;
-    stop.store(true, Ordering::Relaxed);
-    let transactions = writing.await.expect("writer");
-    assert!(transactions > 0);
-    let rows = setup
-        .wait_replay_matches("the replay equals the rewritten table")
-        .await;
-    assert_eq!(duplicate_keys(&rows), 0);
+    eprintln!("{done} of {chunks} chunks placed: {statements:?}");
+    for sql in statements {
+        setup.cluster.execute(sql).await;
+    }
+    let rows = copy_ends_and_replays(
+        &setup,
+        &mut pgcdc,
+        &stop,
+        writing,
+        "the replay equals the table after the DDL",
+    )
+    .await;
     let output = pgcdc.output_text();
-    assert!(
-        output.contains("rewritten during its copy"),
-        "the copy saw the rewrite and started over: {output}"
-    );
+    assert!(output.contains(says), "the copy started over: {output}");
     assert_eq!(
         rows.iter().filter(|r| r.op == 'B').count(),
         2,
@@ -275,6 +296,16 @@ async fn a_rewrite_at_40_percent_of_a_copy_loses_nothing(rewrite: &str) {
     }
     assert!(rows.iter().filter(|r| r.op == 'U').all(|r| r.xid.is_some()));
     pgcdc.stop_cleanly(DEADLINE).await;
+}
+
+/// A third of the rows deleted, then `rewrite`, at 40% of the copy.
+async fn a_rewrite_at_40_percent_of_a_copy_loses_nothing(rewrite: &str) {
+    ddl_during_a_copy_loses_nothing(
+        0.4,
+        &["delete from public.rw where id % 3 = 0", rewrite],
+        "rewritten during its copy",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -310,22 +341,15 @@ const KEY_CHANGE_DDL: &str = "
 /// Stops after `rounds` transactions: a chunk hit by such a change is read again (see the test),
 /// so a copy under key changes that never pause would not end (README, "Limits").
 async fn key_change_writer(url: String, rounds: u64) -> u64 {
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .expect("writer connection");
-    tokio::spawn(connection);
-    let mut done = 0u64;
-    while done < rounds {
-        let r = (done * 7919 + 13) % 1000;
-        client
-            .batch_execute(&format!(
-                "update public.kt set id = -id, n = n + 1 where abs(id) % 1000 = {r}"
-            ))
-            .await
-            .expect("writer transaction");
-        done += 1;
-    }
-    done
+    transactions(
+        &url,
+        |done| done >= rounds,
+        |done| {
+            let r = (done * 7919 + 13) % 1000;
+            format!("update public.kt set id = -id, n = n + 1 where abs(id) % 1000 = {r}")
+        },
+    )
+    .await
 }
 
 /// Key changes in chunks' windows after their snapshots: a chunk holds the old key `a` (dropped:
@@ -359,45 +383,10 @@ async fn a_key_change_leaving_toast_unchanged_in_a_window_keeps_its_value() {
 /// ends, and replays to the table, new column included.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_added_column_during_a_copy_is_in_its_rows_and_the_copy_ends() {
-    let Some(setup) = chunked_copy_of(REWRITE_DDL, "public.rw").await else {
-        return;
-    };
-    let addr = metrics_listen(&setup.config);
-    let stop = Arc::new(AtomicBool::new(false));
-    let writing = tokio::spawn(rewrite_writer(
-        setup.cluster.url(SUPERUSER, None, SHOP_DB),
-        stop.clone(),
-    ));
-    let mut pgcdc = setup.run(&setup.config);
-    wait_until("30% of the copy's chunks placed", DEADLINE, || {
-        let addr = addr.clone();
-        async move {
-            let (_, body) = common::http::get(&addr, "/metrics").await?;
-            let done = common::http::sample(&body, "pgcdc_copy_chunks_done")?;
-            let chunks = common::http::sample(&body, "pgcdc_copy_chunks")?;
-            (chunks > 0.0 && done >= 0.3 * chunks).then_some(())
-        }
-    })
+    ddl_during_a_copy_loses_nothing(
+        0.3,
+        &["alter table public.rw add column extra int"],
+        "the table's columns changed during its copy",
+    )
     .await;
-    setup
-        .cluster
-        .execute("alter table public.rw add column extra int")
-        .await;
-    pgcdc
-        .wait_output("Copy of the table complete", Duration::from_secs(120))
-        .await;
-    stop.store(true, Ordering::Relaxed);
-    writing.await.expect("writer");
-    let rows = setup
-        .wait_replay_matches("the replay equals the table with its added column")
-        .await;
-    assert_eq!(duplicate_keys(&rows), 0);
-    assert!(
-        pgcdc
-            .output_text()
-            .contains("the table's columns changed during its copy"),
-        "{}",
-        pgcdc.output_text()
-    );
-    pgcdc.stop_cleanly(DEADLINE).await;
 }
