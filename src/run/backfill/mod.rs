@@ -329,8 +329,14 @@ impl Backfill {
 
     /// `pgcdc snapshot` asked to copy `folder` again.
     pub fn request(&mut self, folder: &str) {
-        if self.live.contains_key(folder) {
-            info!(table = %folder, "A copy of this table is already under way; it covers the request");
+        if let Some(live) = self.live.get(folder) {
+            if live.published.is_some() {
+                // Planned with the publication as it was: a widened row filter or column list
+                // since then is what the request is for.
+                self.restart(folder, "pgcdc snapshot asked for the table again");
+            } else {
+                info!(table = %folder, "A copy of this table is being planned; it covers the request");
+            }
             return;
         }
         info!(table = %folder, "Copying the table again, as requested");
@@ -450,8 +456,9 @@ impl Backfill {
         if live.begun {
             return None;
         }
-        live.begun = true;
+        // A copy started over while this was on its way has no plan yet: its own `Begin` follows.
         let table = live.published.as_ref()?.table.clone();
+        live.begun = true;
         self.progress.push(Progress::Begun {
             folder: folder.to_owned(),
             at,
