@@ -233,7 +233,7 @@ async fn rewrite_writer(url: String, stop: Arc<AtomicBool>) -> u64 {
                  update public.rw set n = n + 1 where id in ({k}, {toasted});
                  update public.rw set id = -id where id = {moved};
                  delete from public.rw where id = {gone};
-                 insert into public.rw values ({fresh}, 1, 'fresh', repeat(md5('{fresh}'), 90));
+                 insert into public.rw (id, n, body) values ({fresh}, 1, repeat(md5('{fresh}'), 90));
                  commit;",
                 gone = (k * 31) % 200_000 + 1,
                 // A key change of a row with an out-of-line value, left unchanged.
@@ -386,6 +386,30 @@ async fn an_added_column_during_a_copy_is_in_its_rows_and_the_copy_ends() {
     ddl_during_a_copy_loses_nothing(
         0.3,
         &["alter table public.rw add column extra int"],
+        "the table's columns changed during its copy",
+    )
+    .await;
+}
+
+/// `ALTER TABLE … RENAME COLUMN` (no rewrite) at 30% of a copy under a steady writer: the
+/// stream's rows get another shape, and a chunk read of the planned columns fails on the old
+/// name (pgcdc stopped on it); either way the copy starts over with the new names.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renamed_column_during_a_copy_starts_it_over_and_the_copy_ends() {
+    ddl_during_a_copy_loses_nothing(
+        0.3,
+        &["alter table public.rw rename column note to remark"],
+        "the table's columns changed during its copy",
+    )
+    .await;
+}
+
+/// `ALTER TABLE … DROP COLUMN` at 30% of a copy under a steady writer: as a rename.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_column_during_a_copy_starts_it_over_and_the_copy_ends() {
+    ddl_during_a_copy_loses_nothing(
+        0.3,
+        &["alter table public.rw drop column note"],
         "the table's columns changed during its copy",
     )
     .await;
