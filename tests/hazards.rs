@@ -249,23 +249,25 @@ async fn rewrite_writer(url: String, stop: Arc<AtomicBool>) -> u64 {
     .await
 }
 
-/// Copies `public.rw` in chunks under a writer; once the share `at` of the chunks is placed,
-/// runs `statements` (HAZARDS.md, "Maintenance and DDL"): a rewrite moves every row to other
-/// blocks, a column change gives the stream's rows another shape, and logical decoding says
-/// nothing of either. The copy must start over (the log `says` why, a second `B` row begins it)
-/// and the files replay to exactly the table, out-of-line values and new columns included.
-async fn ddl_during_a_copy_loses_nothing(at: f64, statements: &[&str], says: &str) {
-    let Some(setup) = chunked_copy_of(REWRITE_DDL, "public.rw").await else {
-        return;
-    };
+/// Starts the writer on `public.rw` and pgcdc, and waits until the share `at` of the copy's
+/// chunks is placed; returns the writer's stop flag and task, pgcdc, and (placed, planned).
+async fn copying_under_the_writer(
+    setup: &Fixture,
+    at: f64,
+) -> (
+    Arc<AtomicBool>,
+    tokio::task::JoinHandle<u64>,
+    Pgcdc,
+    (f64, f64),
+) {
     let addr = metrics_listen(&setup.config);
     let stop = Arc::new(AtomicBool::new(false));
     let writing = tokio::spawn(rewrite_writer(
         setup.cluster.url(SUPERUSER, None, SHOP_DB),
         stop.clone(),
     ));
-    let mut pgcdc = setup.run(&setup.config);
-    let (done, chunks) = wait_until("part of the copy's chunks placed", DEADLINE, || {
+    let pgcdc = setup.run(&setup.config);
+    let placed = wait_until("part of the copy's chunks placed", DEADLINE, || {
         let addr = addr.clone();
         async move {
             let (_, body) = common::http::get(&addr, "/metrics").await?;
@@ -275,6 +277,19 @@ async fn ddl_during_a_copy_loses_nothing(at: f64, statements: &[&str], says: &st
         }
     })
     .await;
+    (stop, writing, pgcdc, placed)
+}
+
+/// Copies `public.rw` in chunks under a writer; once the share `at` of the chunks is placed,
+/// runs `statements` (HAZARDS.md, "Maintenance and DDL"): a rewrite moves every row to other
+/// blocks, a column change gives the stream's rows another shape, and logical decoding says
+/// nothing of either. The copy must start over (the log `says` why, a second `B` row begins it)
+/// and the files replay to exactly the table, out-of-line values and new columns included.
+async fn ddl_during_a_copy_loses_nothing(at: f64, statements: &[&str], says: &str) {
+    let Some(setup) = chunked_copy_of(REWRITE_DDL, "public.rw").await else {
+        return;
+    };
+    let (stop, writing, mut pgcdc, (done, chunks)) = copying_under_the_writer(&setup, at).await;
     eprintln!("{done} of {chunks} chunks placed: {statements:?}");
     for sql in statements {
         setup.cluster.execute(sql).await;
@@ -441,23 +456,7 @@ async fn pgcdc_snapshot_during_a_copy_after_a_widened_filter_copies_the_new_rows
     else {
         return;
     };
-    let addr = metrics_listen(&setup.config);
-    let stop = Arc::new(AtomicBool::new(false));
-    let writing = tokio::spawn(rewrite_writer(
-        setup.cluster.url(SUPERUSER, None, SHOP_DB),
-        stop.clone(),
-    ));
-    let mut pgcdc = setup.run(&setup.config);
-    wait_until("a third of the copy's chunks placed", DEADLINE, || {
-        let addr = addr.clone();
-        async move {
-            let (_, body) = common::http::get(&addr, "/metrics").await?;
-            let done = common::http::sample(&body, "pgcdc_copy_chunks_done")?;
-            let chunks = common::http::sample(&body, "pgcdc_copy_chunks")?;
-            (chunks > 0.0 && done >= chunks / 3.0).then_some(())
-        }
-    })
-    .await;
+    let (stop, writing, mut pgcdc, _) = copying_under_the_writer(&setup, 1.0 / 3.0).await;
     setup
         .cluster
         .execute("alter publication pgcdc_pub set table public.rw")
