@@ -424,9 +424,11 @@ async fn lag_metrics_rise_while_s3_is_down_and_fall_back_after() {
         || async {
             let body = scrape().await?;
             let lag = sample(&body, "pgcdc_replication_lag_bytes")?;
-            let window = sample(&body, "pgcdc_window_age_seconds")?;
             let errors = total(&body, "pgcdc_sink_errors_total")?;
-            (lag > 65536.0 && window > 0.0 && errors > 0.0).then_some(body)
+            // The window's age is not required: when S3 goes away during an idle checkpoint
+            // write (an acknowledgement of WAL with nothing for pgcdc), the pipeline waits on
+            // that write and the changes wait in the channel, in no window yet.
+            (lag > 65536.0 && errors > 0.0).then_some(body)
         },
     )
     .await;

@@ -152,6 +152,13 @@ pub(super) enum Event {
         folder: String,
     },
     Copied(Box<ChunkRows>),
+    /// A chunk's read named a column the table no longer has (renamed or dropped since the
+    /// plan): the copy of `plan` starts over.
+    Reshaped {
+        folder: String,
+        chunk: ChunkId,
+        plan: CopyPlan,
+    },
 }
 
 /// The key of a row from its encoded line (`_unchanged,f1,…`): the key fields' CSV forms,
@@ -246,6 +253,8 @@ struct Live {
     plan: Option<CopyPlan>,
     /// Whether its `B` row is written (or was, before a restart).
     begun: bool,
+    /// `pgcdc snapshot` asked for the table while this copy was being planned.
+    requested_again: bool,
     /// Durable or placed in this run.
     progress: CopyProgress,
     rows_this_run: u64,
@@ -329,8 +338,16 @@ impl Backfill {
 
     /// `pgcdc snapshot` asked to copy `folder` again.
     pub fn request(&mut self, folder: &str) {
-        if self.live.contains_key(folder) {
-            info!(table = %folder, "A copy of this table is already under way; it covers the request");
+        if let Some(live) = self.live.get(folder) {
+            if live.published.is_some() {
+                // Planned with the publication as it was: a widened row filter or column list
+                // since then is what the request is for.
+                self.restart(folder, "pgcdc snapshot asked for the table again");
+            } else if let Some(live) = self.live.get_mut(folder) {
+                // The plan under way may have read the publication before the change the
+                // request is for: the copy starts over once it is planned.
+                live.requested_again = true;
+            }
             return;
         }
         info!(table = %folder, "Copying the table again, as requested");
@@ -417,7 +434,10 @@ impl Backfill {
                 live.progress.plan = Some(plan);
                 live.published = Some(published);
                 live.show();
-                if !begin {
+                if std::mem::take(&mut live.requested_again) {
+                    // The plan may have read the publication before the request's change to it.
+                    self.restart(&folder, "pgcdc snapshot asked for the table again");
+                } else if !begin {
                     self.queue_chunks(&folder);
                 }
                 None
@@ -437,6 +457,19 @@ impl Backfill {
                 self.ready.insert(rows.id, rows);
                 None
             }
+            Event::Reshaped {
+                folder,
+                chunk,
+                plan,
+            } => {
+                // The chunk's permit comes back here: no high watermark follows its low one.
+                self.shared.permits.add_permits(1);
+                self.windows.forget(chunk);
+                if self.live.get(&folder).is_some_and(|l| l.plan == Some(plan)) {
+                    self.restart(&folder, "the table's columns changed during its copy");
+                }
+                None
+            }
         }
     }
 
@@ -450,8 +483,9 @@ impl Backfill {
         if live.begun {
             return None;
         }
-        live.begun = true;
+        // A copy started over while this was on its way has no plan yet: its own `Begin` follows.
         let table = live.published.as_ref()?.table.clone();
+        live.begun = true;
         self.progress.push(Progress::Begun {
             folder: folder.to_owned(),
             at,
@@ -655,6 +689,7 @@ impl Live {
             published: None,
             plan: progress.plan,
             begun,
+            requested_again: false,
             progress,
             rows_this_run: 0,
             started: Instant::now(),
@@ -870,7 +905,7 @@ async fn read_chunk(
         key_ends: Vec::new(),
     };
     let columns = published.table.columns.len();
-    snapshot::copy_rows(
+    let read = snapshot::copy_rows(
         client,
         &published.table,
         &published.chunk_copy(start, end),
@@ -891,7 +926,22 @@ async fn read_chunk(
             Ok(())
         },
     )
-    .await?;
+    .await;
+    if let Err(SnapshotError::Sql(e)) = &read
+        && e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_COLUMN)
+    {
+        client
+            .batch_execute("rollback")
+            .await
+            .map_err(SnapshotError::from)?;
+        let _ = sender.send(Ok(Event::Reshaped {
+            folder,
+            chunk: id,
+            plan,
+        }));
+        return Ok(());
+    }
+    read?;
     // In the same transaction, under the read's lock: the file the rows came from.
     rows.filenode = snapshot::filenode(client, &published.table).await?;
     client
