@@ -13,6 +13,7 @@ use pgcdc::cli::{Cli, Command, LogFormat, SlotAction};
 use pgcdc::config::Config;
 
 fn main() -> ExitCode {
+    bound_malloc_arenas();
     let cli = Cli::parse();
     // PGCDC_LOG, else RUST_LOG, else info; e.g. PGCDC_LOG=pgcdc=debug,info.
     let filter = tracing_subscriber::EnvFilter::try_from_env("PGCDC_LOG")
@@ -33,6 +34,21 @@ fn main() -> ExitCode {
             eprintln!("pgcdc: error: {message}");
             exit_code(&e)
         }
+    }
+}
+
+/// glibc gives each thread that allocates under contention an arena of its own, up to eight per
+/// core, and memory freed in one arena is not reused by another. pgcdc's threads (runtime
+/// workers, the pipeline, compressors, blocking S3 and file work) each touched their own, which
+/// measured 5 MiB more peak RSS than two arenas at 2,000 tables in a window (38.5 against
+/// 33.5 MiB), at no cost in drain speed: the threads hand work to each other rather than allocate
+/// in parallel.
+fn bound_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a malloc parameter; it runs first thing in `main`, before any
+    // other thread exists, and M_ARENA_MAX with a positive value is a documented setting.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 
