@@ -108,7 +108,7 @@ async fn slot_commands_inspect_repair_and_refuse() {
     let checkpoint =
         std::fs::read_to_string(sink.join("_pgcdc/pgcdc/checkpoint.json")).expect("checkpoint");
     assert!(
-        checkpoint.contains(&format!("\"flush_lsn\": \"{target}\"")),
+        checkpoint.contains(&format!("\"flush_lsn\":\"{target}\"")),
         "{checkpoint}"
     );
     let mut pgcdc = Pgcdc::run(&config);

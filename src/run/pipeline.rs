@@ -864,14 +864,14 @@ impl Pipeline<'_> {
     /// Writes the checkpoint, moved to `position` (unchanged when it is already there).
     fn save_checkpoint(&mut self, position: Position) -> Result<(), RunError> {
         self.checkpoint.advance(position.commit, position.flush);
-        // Every schema file written so far, so a restart need not list the sink for them.
-        self.checkpoint.schemas = Some(
-            self.schemas
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .by_folder()
-                .clone(),
-        );
+        // Every schema file written so far, so a restart need not list the sink for them. Copied
+        // only when it changed: it has an entry per table, and a window rarely adds one.
+        {
+            let schemas = self.schemas.lock().unwrap_or_else(|e| e.into_inner());
+            if self.checkpoint.schemas.as_ref() != Some(schemas.by_folder()) {
+                self.checkpoint.schemas = Some(schemas.by_folder().clone());
+            }
+        }
         self.checkpoint.save(self.sink)?;
         self.ack.saved(Instant::now());
         metrics::get()
