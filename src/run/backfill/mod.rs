@@ -12,14 +12,29 @@
 //!
 //! Workers read no further than one chunk ahead of the pipeline each (a permit per chunk, given
 //! back when the pipeline has placed it), so memory is bounded by workers × chunk size.
+//!
+//! The files, by job:
+//! - `mod.rs`: [`Backfill`], what the pipeline asks and is told: copies requested, resumed,
+//!   planned, begun, restarted;
+//! - [`high`]: a chunk's high watermark, where read rows become rows to write;
+//! - [`worker`]: the worker connections: planning a copy, reading a chunk, the watermarks;
+//! - [`progress`]: what a copy adds to the checkpoint, and its log lines and metrics;
+//! - [`window`]: the watermark rule (pure); [`rewrite`]: whether a chunk's heap file is still
+//!   the plan's.
 
+mod high;
+mod progress;
 mod rewrite;
 pub(super) mod window;
+mod worker;
+
+use progress::{Live, hide_copy_metrics};
+pub(super) use progress::{Progress, apply};
+use worker::{Job, Shared, worker};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use tokio::runtime::Handle;
 use tokio::sync::{Notify, Semaphore, mpsc};
@@ -30,72 +45,11 @@ use super::error::RunError;
 use crate::changes::Table;
 use crate::checkpoint::{CopyPlan, CopyProgress};
 use crate::config::Config;
-use crate::config::SourceConfig;
-use crate::control::{self, ChunkId, Control, Visibility};
+use crate::control::{ChunkId, Visibility};
 use crate::encode::split_encoded;
 use crate::lsn::Lsn;
 use crate::metrics;
-use crate::publication::Publications;
-use crate::snapshot::{self, PublishedTable, SnapshotError, Transcoder};
-
-/// A change to the copies in the checkpoint, applied once everything written before it is
-/// durable.
-#[derive(Debug, Clone)]
-pub(super) enum Progress {
-    /// `pgcdc snapshot` asked for a copy; it begins when a worker has planned it.
-    Requested(String),
-    /// The copy's `B` row is at `at`.
-    Begun {
-        folder: String,
-        at: Lsn,
-    },
-    Planned {
-        folder: String,
-        plan: CopyPlan,
-    },
-    Chunk {
-        folder: String,
-        index: u32,
-        rows: u64,
-    },
-    /// The `E` row is written, or the copy was given up or handed to a whole-table copy.
-    Ended(String),
-    /// The table was rewritten during the copy: it begins again, with a new plan and `B` row.
-    Restarted(String),
-}
-
-/// Applies `progress` to the copies a checkpoint records.
-pub(super) fn apply(copies: &mut BTreeMap<String, CopyProgress>, progress: Progress) {
-    match progress {
-        Progress::Requested(folder) => {
-            copies.entry(folder).or_default();
-        }
-        Progress::Begun { folder, at } => {
-            *copies.entry(folder).or_default() = CopyProgress {
-                begun_at: Some(at),
-                ..CopyProgress::default()
-            };
-        }
-        Progress::Planned { folder, plan } => {
-            copies.entry(folder).or_default().plan = Some(plan);
-        }
-        Progress::Chunk {
-            folder,
-            index,
-            rows,
-        } => {
-            if let Some(copy) = copies.get_mut(&folder) {
-                copy.mark_done(index, rows);
-            }
-        }
-        Progress::Ended(folder) => {
-            copies.remove(&folder);
-        }
-        Progress::Restarted(folder) => {
-            copies.insert(folder, CopyProgress::default());
-        }
-    }
-}
+use crate::snapshot::PublishedTable;
 
 /// One chunk's rows, read and encoded by a worker.
 #[derive(Debug)]
@@ -188,78 +142,6 @@ pub(super) fn unchanged_positions(line: &[u8], table: &Table) -> Option<Vec<usiz
         .iter()
         .map(|n| table.columns.iter().position(|c| c.name == *n))
         .collect()
-}
-
-enum Job {
-    Plan {
-        folder: String,
-        plan: Option<CopyPlan>,
-        begin: bool,
-    },
-    Chunk {
-        published: Arc<PublishedTable>,
-        plan: CopyPlan,
-        index: u32,
-    },
-}
-
-struct Shared {
-    source: SourceConfig,
-    publications: Publications,
-    chunk_size: u64,
-    slot: String,
-    run: u64,
-    queue: Mutex<VecDeque<Job>>,
-    notify: Notify,
-    /// One per chunk read and not yet placed by the pipeline.
-    permits: Semaphore,
-    next_chunk: AtomicU64,
-}
-
-impl Shared {
-    fn push(&self, job: Job, front: bool) {
-        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        if front {
-            queue.push_front(job);
-        } else {
-            queue.push_back(job);
-        }
-        drop(queue);
-        self.notify.notify_one();
-    }
-
-    async fn next(&self) -> Job {
-        loop {
-            let notified = self.notify.notified();
-            if let Some(job) = self
-                .queue
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop_front()
-            {
-                // More may be waiting for another worker.
-                self.notify.notify_one();
-                return job;
-            }
-            notified.await;
-        }
-    }
-}
-
-/// A copy under way, as the pipeline sees it.
-struct Live {
-    folder: Arc<str>,
-    published: Option<Arc<PublishedTable>>,
-    plan: Option<CopyPlan>,
-    /// Whether its `B` row is written (or was, before a restart).
-    begun: bool,
-    /// `pgcdc snapshot` asked for the table while this copy was being planned.
-    requested_again: bool,
-    /// Durable or placed in this run.
-    progress: CopyProgress,
-    rows_this_run: u64,
-    started: Instant,
-    logged: Instant,
 }
 
 /// The copies under way and the workers reading them.
@@ -501,98 +383,6 @@ impl Backfill {
         Some(table)
     }
 
-    /// A chunk's high watermark: what to write, if anything. Chunks of an earlier run (their
-    /// rows are gone) and chunks to read again return `None`.
-    pub fn high(&mut self, chunk: ChunkId) -> Option<Placement> {
-        if !self.owns(chunk) {
-            return None;
-        }
-        // Only chunk results can be ahead of their watermark: take them all; anything else goes
-        // back to the queue, in order, to wait its turn.
-        let mut others = Vec::new();
-        while let Ok(event) = self.events.try_recv() {
-            match event {
-                Ok(Event::Copied(rows)) => {
-                    self.ready.insert(rows.id, rows);
-                }
-                other => others.push(other),
-            }
-        }
-        for other in others {
-            let _ = self.sender.send(other);
-        }
-        let Some(rows) = self.ready.remove(&chunk) else {
-            self.windows.forget(chunk);
-            return None;
-        };
-        self.shared.permits.add_permits(1);
-        let live = self.live.get_mut(&rows.folder)?;
-        match rewrite::judge(live.plan, rows.plan, rows.filenode) {
-            rewrite::Generation::Current => {}
-            rewrite::Generation::Stale => {
-                self.windows.forget(chunk);
-                return None;
-            }
-            rewrite::Generation::Rewritten => {
-                self.windows.forget(chunk);
-                self.restart(
-                    &rows.folder,
-                    "the table was rewritten during its copy (VACUUM FULL, CLUSTER, TRUNCATE, a rewriting ALTER TABLE or pg_repack)",
-                );
-                return None;
-            }
-        }
-        let (Some(published), Some(plan)) = (live.published.clone(), live.plan) else {
-            self.windows.forget(chunk);
-            return None;
-        };
-        match self.windows.high(chunk, &rows.seen) {
-            window::Verdict::Redo(reason) => {
-                info!(table = %rows.folder, chunk = rows.index, reason, "Reading a chunk again");
-                metrics::get()
-                    .tables
-                    .table(&rows.folder)
-                    .copy_chunks_redone
-                    .inc();
-                self.shared.push(
-                    Job::Chunk {
-                        published,
-                        plan,
-                        index: rows.index,
-                    },
-                    true,
-                );
-                None
-            }
-            window::Verdict::Place { changed } => {
-                let placed = rows.line_ends.len().saturating_sub(
-                    rows.rows()
-                        .filter(|(_, k)| matches!(changed.get(*k), Some(window::Fate::Settled)))
-                        .count(),
-                ) as u64;
-                live.progress.mark_done(rows.index, placed);
-                live.rows_this_run += placed;
-                self.progress.push(Progress::Chunk {
-                    folder: rows.folder.clone(),
-                    index: rows.index,
-                    rows: placed,
-                });
-                let ends = live.progress.remaining().is_empty();
-                live.report(ends);
-                if ends {
-                    self.progress.push(Progress::Ended(rows.folder.clone()));
-                    self.live.remove(&rows.folder);
-                }
-                Some(Placement {
-                    table: published.table.clone(),
-                    rows,
-                    changed,
-                    ends,
-                })
-            }
-        }
-    }
-
     /// The copy of `folder` cannot go on with its plan: the table was rewritten (the chunks not
     /// read yet would read another file than the plan's), or its columns changed (the rows
     /// copied so far lack what the stream now sends). The copy begins again (new plan, new `B`
@@ -677,291 +467,6 @@ impl Drop for Backfill {
     }
 }
 
-/// Removes a table's copy gauges: a copy that is over (or whose process stops) shows none.
-fn hide_copy_metrics(table: &str) {
-    metrics::get().copies.remove(table);
-}
-
-impl Live {
-    fn new(folder: &str, progress: CopyProgress, begun: bool) -> Live {
-        Live {
-            folder: Arc::from(folder),
-            published: None,
-            plan: progress.plan,
-            begun,
-            requested_again: false,
-            progress,
-            rows_this_run: 0,
-            started: Instant::now(),
-            logged: Instant::now(),
-        }
-    }
-
-    /// Metrics, and a log line at most every 10 s (and at the end).
-    fn report(&mut self, finished: bool) {
-        self.show();
-        let elapsed = self.started.elapsed().as_secs_f64();
-        let rate = self.rows_this_run as f64 / elapsed.max(0.001);
-        let estimated = self.plan.map_or(0, |p| p.rows_estimated);
-        let left = estimated.saturating_sub(self.progress.rows);
-        let eta = if rate > 0.0 { left as f64 / rate } else { 0.0 };
-        let table = &*self.folder;
-        metrics::get()
-            .copies
-            .table(table)
-            .set_eta_seconds(eta as i64);
-        let chunks = self.plan.map_or(0, |p| p.chunks());
-        if finished {
-            info!(
-                table,
-                rows = self.progress.rows,
-                chunks,
-                elapsed_ms = (elapsed * 1000.0) as u64,
-                "Copy of the table complete"
-            );
-            hide_copy_metrics(table);
-        } else if self.logged.elapsed().as_secs() >= 10 {
-            self.logged = Instant::now();
-            info!(
-                table,
-                rows = self.progress.rows,
-                rows_estimated = estimated,
-                chunks_done = self.progress.chunks_done(),
-                chunks,
-                rows_per_s = rate as u64,
-                eta_s = eta as u64,
-                "Copying"
-            );
-        }
-    }
-
-    fn show(&self) {
-        let copy = metrics::get().copies.table(&self.folder);
-        copy.set_progress(
-            self.progress.rows as i64,
-            i64::from(self.progress.chunks_done()),
-        );
-        if let Some(plan) = self.plan {
-            copy.set_plan(plan.rows_estimated as i64, i64::from(plan.chunks()));
-        }
-    }
-}
-
-async fn worker(shared: Arc<Shared>, sender: mpsc::UnboundedSender<Result<Event, RunError>>) {
-    let mut client: Option<tokio_postgres::Client> = None;
-    loop {
-        let job = shared.next().await;
-        if client.as_ref().is_none_or(|c| c.is_closed()) {
-            match crate::source::sql_connect(&shared.source).await {
-                Ok((c, connection)) => {
-                    tokio::spawn(connection);
-                    client = Some(c);
-                }
-                Err(e) => {
-                    let _ = sender.send(Err(RunError::SqlConnect(e)));
-                    return;
-                }
-            }
-        }
-        let Some(c) = client.as_ref() else {
-            return;
-        };
-        let result = match job {
-            Job::Plan {
-                folder,
-                plan,
-                begin,
-            } => plan_copy(c, &shared, &sender, folder, plan, begin).await,
-            Job::Chunk {
-                published,
-                plan,
-                index,
-            } => read_chunk(c, &shared, &sender, &published, plan, index).await,
-        };
-        if let Err(e) = result {
-            let _ = sender.send(Err(e));
-            return;
-        }
-    }
-}
-
-async fn emit(
-    client: &tokio_postgres::Client,
-    control: &Control,
-) -> Result<(), tokio_postgres::Error> {
-    client
-        .execute(
-            "select pg_logical_emit_message(true, $1, $2)",
-            &[&control::PREFIX, &control.to_text()],
-        )
-        .await?;
-    Ok(())
-}
-
-async fn plan_copy(
-    client: &tokio_postgres::Client,
-    shared: &Shared,
-    sender: &mpsc::UnboundedSender<Result<Event, RunError>>,
-    folder: String,
-    plan: Option<CopyPlan>,
-    begin: bool,
-) -> Result<(), RunError> {
-    let published = snapshot::published_table(client, &shared.publications, &folder).await?;
-    let Some(published) = published else {
-        let _ = sender.send(Ok(Event::Abandoned { folder }));
-        return Ok(());
-    };
-    if let Some(reason) = published.unchunkable() {
-        let _ = sender.send(Ok(Event::Whole { folder, reason }));
-        return Ok(());
-    }
-    let plan = match plan {
-        Some(plan) => plan,
-        None => {
-            let size = snapshot::table_size(client, &published.table).await?;
-            CopyPlan {
-                blocks: size.blocks,
-                chunk_blocks: u32::try_from(shared.chunk_size / u64::from(size.block_size.max(1)))
-                    .unwrap_or(u32::MAX)
-                    .max(1),
-                rows_estimated: size.rows_estimated,
-                filenode: size.filenode,
-            }
-        }
-    };
-    let _ = sender.send(Ok(Event::Planned {
-        folder: folder.clone(),
-        published: Arc::new(published),
-        plan,
-        begin,
-    }));
-    if begin {
-        // After the plan is on its way, so the pipeline knows the table when this arrives.
-        emit(
-            client,
-            &Control::Begin {
-                slot: shared.slot.clone(),
-                table: folder,
-                run: shared.run,
-            },
-        )
-        .await
-        .map_err(SnapshotError::from)?;
-    }
-    Ok(())
-}
-
-async fn read_chunk(
-    client: &tokio_postgres::Client,
-    shared: &Shared,
-    sender: &mpsc::UnboundedSender<Result<Event, RunError>>,
-    published: &PublishedTable,
-    plan: CopyPlan,
-    index: u32,
-) -> Result<(), RunError> {
-    // Given back by the pipeline when it has placed (or dropped) the chunk.
-    if let Ok(permit) = shared.permits.acquire().await {
-        permit.forget();
-    }
-    let folder = published.table.folder();
-    let id = ChunkId {
-        run: shared.run,
-        seq: shared.next_chunk.fetch_add(1, Ordering::Relaxed),
-    };
-    emit(
-        client,
-        &Control::Low {
-            slot: shared.slot.clone(),
-            chunk: id,
-            table: folder.clone(),
-        },
-    )
-    .await
-    .map_err(SnapshotError::from)?;
-    // The snapshot is taken by the first statement, after the low watermark committed.
-    client
-        .batch_execute("begin isolation level repeatable read read only")
-        .await
-        .map_err(SnapshotError::from)?;
-    let seen: String = client
-        .query_one("select pg_current_snapshot()::text", &[])
-        .await
-        .map_err(SnapshotError::from)?
-        .get(0);
-    let seen = Visibility::parse(&seen).map_err(SnapshotError::from)?;
-    let (start, end) = plan.blocks_of(index);
-    let identity: Vec<usize> = published.identity.clone().unwrap_or_default();
-    let mut transcoder = Transcoder::new(&published.table);
-    let mut rows = ChunkRows {
-        id,
-        folder: folder.clone(),
-        index,
-        plan,
-        filenode: None,
-        seen,
-        lines: Vec::new(),
-        line_ends: Vec::new(),
-        keys: Vec::new(),
-        key_ends: Vec::new(),
-    };
-    let columns = published.table.columns.len();
-    let read = snapshot::copy_rows(
-        client,
-        &published.table,
-        &published.chunk_copy(start, end),
-        |line| {
-            let begin = rows.lines.len();
-            let fields = transcoder.transcode(line, &mut rows.lines);
-            if fields != columns {
-                return Err(SnapshotError::Shape {
-                    table: folder.clone(),
-                    got: fields,
-                    expected: columns,
-                });
-            }
-            rows.line_ends.push(rows.lines.len());
-            let encoded = rows.lines.get(begin..).unwrap_or_default();
-            encoded_key(encoded, &identity, &mut rows.keys);
-            rows.key_ends.push(rows.keys.len());
-            Ok(())
-        },
-    )
-    .await;
-    if let Err(SnapshotError::Sql(e)) = &read
-        && e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_COLUMN)
-    {
-        client
-            .batch_execute("rollback")
-            .await
-            .map_err(SnapshotError::from)?;
-        let _ = sender.send(Ok(Event::Reshaped {
-            folder,
-            chunk: id,
-            plan,
-        }));
-        return Ok(());
-    }
-    read?;
-    // In the same transaction, under the read's lock: the file the rows came from.
-    rows.filenode = snapshot::filenode(client, &published.table).await?;
-    client
-        .batch_execute("commit")
-        .await
-        .map_err(SnapshotError::from)?;
-    // Before the high watermark: the pipeline finds the rows when it reaches it.
-    let _ = sender.send(Ok(Event::Copied(Box::new(rows))));
-    emit(
-        client,
-        &Control::High {
-            slot: shared.slot.clone(),
-            chunk: id,
-        },
-    )
-    .await
-    .map_err(SnapshotError::from)?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -976,43 +481,5 @@ mod tests {
         let mut c = Vec::new();
         assert!(encoded_key(b"[\"x\"],ab,c,\"y\"", &[0, 1], &mut c));
         assert_eq!(a, c);
-    }
-
-    #[test]
-    fn progress_applies_in_order_and_ends_remove_the_copy() {
-        let mut copies = BTreeMap::new();
-        apply(&mut copies, Progress::Requested("t".into()));
-        assert_eq!(copies["t"].begun_at, None);
-        apply(
-            &mut copies,
-            Progress::Begun {
-                folder: "t".into(),
-                at: Lsn::new(5),
-            },
-        );
-        apply(
-            &mut copies,
-            Progress::Planned {
-                folder: "t".into(),
-                plan: CopyPlan {
-                    filenode: Some(1),
-                    blocks: 4,
-                    chunk_blocks: 2,
-                    rows_estimated: 10,
-                },
-            },
-        );
-        apply(
-            &mut copies,
-            Progress::Chunk {
-                folder: "t".into(),
-                index: 1,
-                rows: 3,
-            },
-        );
-        assert_eq!(copies["t"].remaining(), vec![0]);
-        assert_eq!(copies["t"].begun_at, Some(Lsn::new(5)));
-        apply(&mut copies, Progress::Ended("t".into()));
-        assert!(copies.is_empty());
     }
 }

@@ -1,0 +1,107 @@
+//! A chunk's high watermark: where rows a worker read become rows the pipeline writes, or are
+//! dropped, or are read again.
+//!
+//! Every chunk ends here, and three rules meet: whether its rows still belong to the copy as
+//! planned ([`super::rewrite`]), what the watermark rule makes of them ([`super::window`]), and
+//! what the copy's record gains ([`super::Progress`]). Apart from the rest of
+//! [`super::Backfill`], which only starts, tracks and restarts copies.
+
+use tracing::info;
+
+use super::{Backfill, Event, Job, Placement, Progress, rewrite, window};
+use crate::control::ChunkId;
+use crate::metrics;
+
+impl Backfill {
+    /// A chunk's high watermark: what to write, if anything. Chunks of an earlier run (their
+    /// rows are gone) and chunks to read again return `None`.
+    pub fn high(&mut self, chunk: ChunkId) -> Option<Placement> {
+        if !self.owns(chunk) {
+            return None;
+        }
+        // Only chunk results can be ahead of their watermark: take them all; anything else goes
+        // back to the queue, in order, to wait its turn.
+        let mut others = Vec::new();
+        while let Ok(event) = self.events.try_recv() {
+            match event {
+                Ok(Event::Copied(rows)) => {
+                    self.ready.insert(rows.id, rows);
+                }
+                other => others.push(other),
+            }
+        }
+        for other in others {
+            let _ = self.sender.send(other);
+        }
+        let Some(rows) = self.ready.remove(&chunk) else {
+            self.windows.forget(chunk);
+            return None;
+        };
+        self.shared.permits.add_permits(1);
+        let live = self.live.get_mut(&rows.folder)?;
+        match rewrite::judge(live.plan, rows.plan, rows.filenode) {
+            rewrite::Generation::Current => {}
+            rewrite::Generation::Stale => {
+                self.windows.forget(chunk);
+                return None;
+            }
+            rewrite::Generation::Rewritten => {
+                self.windows.forget(chunk);
+                self.restart(
+                    &rows.folder,
+                    "the table was rewritten during its copy (VACUUM FULL, CLUSTER, TRUNCATE, a rewriting ALTER TABLE or pg_repack)",
+                );
+                return None;
+            }
+        }
+        let (Some(published), Some(plan)) = (live.published.clone(), live.plan) else {
+            self.windows.forget(chunk);
+            return None;
+        };
+        match self.windows.high(chunk, &rows.seen) {
+            window::Verdict::Redo(reason) => {
+                info!(table = %rows.folder, chunk = rows.index, reason, "Reading a chunk again");
+                metrics::get()
+                    .tables
+                    .table(&rows.folder)
+                    .copy_chunks_redone
+                    .inc();
+                self.shared.push(
+                    Job::Chunk {
+                        published,
+                        plan,
+                        index: rows.index,
+                    },
+                    true,
+                );
+                None
+            }
+            window::Verdict::Place { changed } => {
+                let placed = rows.line_ends.len().saturating_sub(
+                    rows.rows()
+                        .filter(|(_, k)| matches!(changed.get(*k), Some(window::Fate::Settled)))
+                        .count(),
+                ) as u64;
+                live.progress.mark_done(rows.index, placed);
+                live.rows_this_run += placed;
+                self.progress.push(Progress::Chunk {
+                    folder: rows.folder.clone(),
+                    index: rows.index,
+                    rows: placed,
+                });
+                let ends = live.progress.remaining().is_empty();
+                live.report(ends);
+                if ends {
+                    self.progress.push(Progress::Ended(rows.folder.clone()));
+                    self.live.remove(&rows.folder);
+                }
+                Some(Placement {
+                    table: published.table.clone(),
+                    rows,
+                    changed,
+                    ends,
+                })
+            }
+        }
+    }
+}

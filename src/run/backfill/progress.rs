@@ -1,0 +1,205 @@
+//! What a copy adds to the checkpoint, and how far it has got.
+//!
+//! A chunk's rows count in the checkpoint only once the window holding them is durable, so its
+//! [`Progress`] waits with that window and is applied then. [`Live`] is the pipeline's record of
+//! a copy under way, behind its log lines and gauges. Bookkeeping only, apart from the workers
+//! and the watermark: no I/O but logs and metrics.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::info;
+
+use crate::checkpoint::{CopyPlan, CopyProgress};
+use crate::lsn::Lsn;
+use crate::metrics;
+use crate::snapshot::PublishedTable;
+
+/// A change to the copies in the checkpoint, applied once everything written before it is
+/// durable.
+#[derive(Debug, Clone)]
+pub(in crate::run) enum Progress {
+    /// `pgcdc snapshot` asked for a copy; it begins when a worker has planned it.
+    Requested(String),
+    /// The copy's `B` row is at `at`.
+    Begun {
+        folder: String,
+        at: Lsn,
+    },
+    Planned {
+        folder: String,
+        plan: CopyPlan,
+    },
+    Chunk {
+        folder: String,
+        index: u32,
+        rows: u64,
+    },
+    /// The `E` row is written, or the copy was given up or handed to a whole-table copy.
+    Ended(String),
+    /// The table was rewritten during the copy: it begins again, with a new plan and `B` row.
+    Restarted(String),
+}
+
+/// Applies `progress` to the copies a checkpoint records.
+pub(in crate::run) fn apply(copies: &mut BTreeMap<String, CopyProgress>, progress: Progress) {
+    match progress {
+        Progress::Requested(folder) => {
+            copies.entry(folder).or_default();
+        }
+        Progress::Begun { folder, at } => {
+            *copies.entry(folder).or_default() = CopyProgress {
+                begun_at: Some(at),
+                ..CopyProgress::default()
+            };
+        }
+        Progress::Planned { folder, plan } => {
+            copies.entry(folder).or_default().plan = Some(plan);
+        }
+        Progress::Chunk {
+            folder,
+            index,
+            rows,
+        } => {
+            if let Some(copy) = copies.get_mut(&folder) {
+                copy.mark_done(index, rows);
+            }
+        }
+        Progress::Ended(folder) => {
+            copies.remove(&folder);
+        }
+        Progress::Restarted(folder) => {
+            copies.insert(folder, CopyProgress::default());
+        }
+    }
+}
+
+/// A copy under way, as the pipeline sees it.
+pub(super) struct Live {
+    pub(super) folder: Arc<str>,
+    pub(super) published: Option<Arc<PublishedTable>>,
+    pub(super) plan: Option<CopyPlan>,
+    /// Whether its `B` row is written (or was, before a restart).
+    pub(super) begun: bool,
+    /// `pgcdc snapshot` asked for the table while this copy was being planned.
+    pub(super) requested_again: bool,
+    /// Durable or placed in this run.
+    pub(super) progress: CopyProgress,
+    pub(super) rows_this_run: u64,
+    started: Instant,
+    logged: Instant,
+}
+
+/// Removes a table's copy gauges: a copy that is over (or whose process stops) shows none.
+pub(super) fn hide_copy_metrics(table: &str) {
+    metrics::get().copies.remove(table);
+}
+
+impl Live {
+    pub(super) fn new(folder: &str, progress: CopyProgress, begun: bool) -> Live {
+        Live {
+            folder: Arc::from(folder),
+            published: None,
+            plan: progress.plan,
+            begun,
+            requested_again: false,
+            progress,
+            rows_this_run: 0,
+            started: Instant::now(),
+            logged: Instant::now(),
+        }
+    }
+
+    /// Metrics, and a log line at most every 10 s (and at the end).
+    pub(super) fn report(&mut self, finished: bool) {
+        self.show();
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let rate = self.rows_this_run as f64 / elapsed.max(0.001);
+        let estimated = self.plan.map_or(0, |p| p.rows_estimated);
+        let left = estimated.saturating_sub(self.progress.rows);
+        let eta = if rate > 0.0 { left as f64 / rate } else { 0.0 };
+        let table = &*self.folder;
+        metrics::get()
+            .copies
+            .table(table)
+            .set_eta_seconds(eta as i64);
+        let chunks = self.plan.map_or(0, |p| p.chunks());
+        if finished {
+            info!(
+                table,
+                rows = self.progress.rows,
+                chunks,
+                elapsed_ms = (elapsed * 1000.0) as u64,
+                "Copy of the table complete"
+            );
+            hide_copy_metrics(table);
+        } else if self.logged.elapsed().as_secs() >= 10 {
+            self.logged = Instant::now();
+            info!(
+                table,
+                rows = self.progress.rows,
+                rows_estimated = estimated,
+                chunks_done = self.progress.chunks_done(),
+                chunks,
+                rows_per_s = rate as u64,
+                eta_s = eta as u64,
+                "Copying"
+            );
+        }
+    }
+
+    pub(super) fn show(&self) {
+        let copy = metrics::get().copies.table(&self.folder);
+        copy.set_progress(
+            self.progress.rows as i64,
+            i64::from(self.progress.chunks_done()),
+        );
+        if let Some(plan) = self.plan {
+            copy.set_plan(plan.rows_estimated as i64, i64::from(plan.chunks()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_applies_in_order_and_ends_remove_the_copy() {
+        let mut copies = BTreeMap::new();
+        apply(&mut copies, Progress::Requested("t".into()));
+        assert_eq!(copies["t"].begun_at, None);
+        apply(
+            &mut copies,
+            Progress::Begun {
+                folder: "t".into(),
+                at: Lsn::new(5),
+            },
+        );
+        apply(
+            &mut copies,
+            Progress::Planned {
+                folder: "t".into(),
+                plan: CopyPlan {
+                    filenode: Some(1),
+                    blocks: 4,
+                    chunk_blocks: 2,
+                    rows_estimated: 10,
+                },
+            },
+        );
+        apply(
+            &mut copies,
+            Progress::Chunk {
+                folder: "t".into(),
+                index: 1,
+                rows: 3,
+            },
+        );
+        assert_eq!(copies["t"].remaining(), vec![0]);
+        assert_eq!(copies["t"].begun_at, Some(Lsn::new(5)));
+        apply(&mut copies, Progress::Ended("t".into()));
+        assert!(copies.is_empty());
+    }
+}
