@@ -180,10 +180,10 @@ async fn transactions(
     tokio::spawn(connection);
     let mut done = 0u64;
     while !stop(done) {
-        client
-            .batch_execute(&sql(done))
-            .await
-            .expect("writer transaction");
+        let statements = sql(done);
+        if let Err(e) = client.batch_execute(&statements).await {
+            panic!("writer transaction {done}: {}\n{statements}", pg_error(&e));
+        }
         done += 1;
     }
     done
@@ -488,5 +488,278 @@ async fn pgcdc_snapshot_during_a_copy_after_a_widened_filter_copies_the_new_rows
             .any(|r| r.op == 'R' && r.get("id").is_some_and(|id| id.ends_with(['1', '3']))),
         "rows the narrow filter left out are copied"
     );
+    pgcdc.stop_cleanly(DEADLINE).await;
+}
+
+/// Column names that break unquoted SQL (HAZARDS.md, "Table maintenance and DDL"): keywords, a
+/// mixed case, a space, a double quote, a comma, non-ASCII. The chunk reads, the window rule and
+/// the files must carry them all, with a writer changing rows during the copy.
+const NAMES_DDL: &str = r#"
+    create table public.names (
+        "order" int primary key,
+        "at" timestamptz,
+        "from" text,
+        "user" text,
+        "group" int,
+        "Mixed Case" text,
+        "with space" text,
+        "quote""d" text,
+        "a,b" text,
+        "naïve" text
+    );
+    insert into public.names
+    select g, timestamptz '2026-01-01 00:00+00' + g * interval '1 minute', 'from ' || g,
+           'user ' || g, g % 7, 'M' || g, 's ' || g, 'q"' || g, 'a,b ' || g, 'ï' || g
+    from generate_series(1, 20000) g;
+    create publication pgcdc_pub for table public.names;
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keyword_and_quoted_column_names_replay_exactly_through_copy_and_stream() {
+    let Some(setup) = Fixture::builder()
+        .ddl(NAMES_DDL)
+        .setting("snapshot.workers = 2")
+        .setting("snapshot.chunk_size = \"64KiB\"")
+        .table("public.names", &["order"])
+        .min_major(14)
+        .deadline(DEADLINE)
+        .start_if_supported()
+        .await
+    else {
+        return;
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let url = setup.cluster.url(SUPERUSER, None, SHOP_DB);
+    let writing = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut n: i64 = 11;
+            transactions(
+                &url,
+                |_| stop.load(Ordering::Relaxed),
+                |done| {
+                    n = (n * 7919 + 13) % 20000 + 1;
+                    format!(
+                        r#"begin;
+                        update public.names set "Mixed Case" = 'changed', "quote""d" = 'q""' || {n},
+                               "group" = "group" + 1 where "order" = {n};
+                        update public.names set "order" = {moved} where "order" = {m};
+                        delete from public.names where "order" = {gone};
+                        insert into public.names ("order", "at", "from", "naïve")
+                        values ({fresh}, now(), 'new', 'ü');
+                        commit;"#,
+                        m = (n * 31) % 20000 + 1,
+                        moved = 2_000_000 + done as i64,
+                        gone = (n * 17) % 20000 + 1,
+                        fresh = 1_000_000 + done as i64,
+                    )
+                },
+            )
+            .await
+        }
+    });
+    let mut pgcdc = setup.run(&setup.config);
+    let rows = copy_ends_and_replays(
+        &setup,
+        &mut pgcdc,
+        &stop,
+        writing,
+        "every column of every row, whatever its name",
+    )
+    .await;
+    assert!(rows.iter().any(|r| r.op == 'R') && rows.iter().any(|r| r.op == 'U'));
+    let header = &rows[0].columns;
+    for name in [
+        "order",
+        "at",
+        "Mixed Case",
+        "with space",
+        "quote\"d",
+        "a,b",
+        "naïve",
+    ] {
+        assert!(header.iter().any(|c| c == name), "{name} in {header:?}");
+    }
+    pgcdc.stop_cleanly(DEADLINE).await;
+}
+
+/// Keys that compare in surprising ways (HAZARDS.md, "Keys and values"): numeric `NaN` (equal to
+/// itself in PostgreSQL, sorted above every number), text under a case-insensitive collation
+/// (`'Ab' = 'ab'`, so a key change between them is a change of bytes only), text in `"C"`, and a
+/// composite of uuid and bytea. A writer changes keys, values and rows while each table is
+/// copied in chunks; every table must replay exactly.
+const KEYS_DDL: &str = r#"
+    create collation ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+    create table public.knan (id numeric primary key, v int, pad text);
+    insert into public.knan select g / 7.0, g, repeat('p', 60) from generate_series(1, 20000) g;
+    insert into public.knan values ('NaN', -1, 'nan'), ('Infinity', -2, 'inf'), ('-Infinity', -3, '-inf');
+    create table public.kci (name text collate ci primary key, v int, pad text);
+    insert into public.kci select 'Name ' || g, g, repeat('p', 60) from generate_series(1, 20000) g;
+    create table public.kc (name text collate "C" primary key, v int, pad text);
+    insert into public.kc select chr(65 + g % 58) || g, g, repeat('p', 60) from generate_series(1, 20000) g;
+    create table public.kub (u uuid, b bytea, v int, pad text, primary key (u, b));
+    insert into public.kub
+    select md5(g::text)::uuid, decode(lpad(to_hex(g % 256), 2, '0'), 'hex'), g, repeat('p', 60)
+    from generate_series(1, 20000) g;
+    create publication pgcdc_pub for table public.knan, public.kci, public.kc, public.kub;
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_that_compare_surprisingly_replay_exactly_through_copy_and_stream() {
+    let Some(setup) = chunked_copy_of(KEYS_DDL, "public.knan").await else {
+        return;
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let url = setup.cluster.url(SUPERUSER, None, SHOP_DB);
+    let writing = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut n: i64 = 5;
+            transactions(
+                &url,
+                |_| stop.load(Ordering::Relaxed),
+                |done| {
+                    n = (n * 7919 + 13) % 20000 + 1;
+                    let nan = if done % 2 == 0 { "'NaN'" } else { "-7.5" };
+                    format!(
+                        "begin;
+                         update public.knan set id = case when id = 'NaN' then -7.5 else 'NaN' end, v = v + 1
+                         where id = {nan};
+                         update public.knan set v = v + 1 where id = {n} / 7.0;
+                         delete from public.knan where id = {gone} / 7.0;
+                         update public.kci set name = lower(name), v = v + 1 where name = 'Name {n}';
+                         update public.kci set name = upper(name) where name = 'name {m}';
+                         delete from public.kci where name = 'NAME {gone}';
+                         insert into public.kci values ('Fresh {done}', {done}, 'new');
+                         update public.kc set name = name || 'x', v = v + 1 where v = {n};
+                         update public.kub set b = b || '\\x00'::bytea, v = v + 1 where v = {n};
+                         delete from public.kub where v = {gone};
+                         commit;",
+                        m = (n * 31) % 20000 + 1,
+                        gone = (n * 17) % 20000 + 1,
+                    )
+                },
+            )
+            .await
+        }
+    });
+    let mut pgcdc = setup.run(&setup.config);
+    wait_until("the copies of all four tables complete", DEADLINE, || {
+        let pgcdc = &pgcdc;
+        async move {
+            let done = pgcdc
+                .output_text()
+                .matches("Copy of the table complete")
+                .count();
+            (done >= 4).then_some(())
+        }
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    assert!(writing.await.expect("writer") > 0);
+    for (table, key) in [
+        ("public.knan", &["id"][..]),
+        ("public.kci", &["name"][..]),
+        ("public.kc", &["name"][..]),
+        ("public.kub", &["u", "b"][..]),
+    ] {
+        let rows = setup
+            .wait_table_matches(table, key, "every key, however it compares")
+            .await;
+        assert_eq!(duplicate_keys(&rows), 0, "{table}");
+    }
+    pgcdc.stop_cleanly(DEADLINE).await;
+}
+
+/// A table that joins the publication while pgcdc streams and a writer changes it (HAZARDS.md,
+/// "ALTER PUBLICATION … ADD TABLE"): its existing rows are copied, its changes streamed, and the
+/// two must meet exactly.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_added_while_streaming_under_a_writer_replays_exactly() {
+    let setup = Fixture::builder()
+        .ddl(
+            "create table public.first (id int primary key, v text);
+             insert into public.first values (1, 'one');
+             create publication pgcdc_pub for table public.first;
+             create table public.late (id int primary key, v int, note text);
+             insert into public.late select g, g, 'row ' || g from generate_series(1, 20000) g;",
+        )
+        .setting("snapshot.workers = 2")
+        .setting("snapshot.chunk_size = \"64KiB\"")
+        .table("public.late", &["id"])
+        .deadline(DEADLINE)
+        .start()
+        .await;
+    let mut pgcdc = setup.run(&setup.config);
+    pgcdc.wait_output("Streaming changes", DEADLINE).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let url = setup.cluster.url(SUPERUSER, None, SHOP_DB);
+    let writing = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut n: i64 = 3;
+            transactions(
+                &url,
+                |_| stop.load(Ordering::Relaxed),
+                |done| {
+                    n = (n * 7919 + 13) % 20000 + 1;
+                    format!(
+                        "begin;
+                         update public.late set v = v + 1, note = 'changed' where id = {n} and note <> 'new';
+                         update public.late set id = {moved} where id = {m};
+                         delete from public.late where id = {gone};
+                         insert into public.late values ({fresh}, 0, 'new');
+                         commit;",
+                        m = (n * 31) % 20000 + 1,
+                        moved = 2_000_000 + done as i64,
+                        gone = (n * 17) % 20000 + 1,
+                        fresh = 1_000_000 + done as i64,
+                    )
+                },
+            )
+            .await
+        }
+    });
+    // Let the writer run before the table joins, so changes surround the copy's start.
+    wait_until("the writer under way", DEADLINE, || {
+        let cluster = &setup.cluster;
+        async move {
+            let changed = cluster
+                .query_scalar("select count(*) from public.late where note = 'new'")
+                .await?;
+            (changed.parse::<u64>().ok()? >= 20).then_some(())
+        }
+    })
+    .await;
+    setup
+        .cluster
+        .execute("alter publication pgcdc_pub add table public.late")
+        .await;
+    // Changes after the copy's consistent point can only reach the files through the stream.
+    pgcdc
+        .wait_output("Copied the existing rows of new tables", DEADLINE)
+        .await;
+    let changed = || async {
+        setup
+            .cluster
+            .query_scalar("select count(*) from public.late where note = 'new'")
+            .await?
+            .parse::<u64>()
+            .ok()
+    };
+    let at_copy = changed().await.expect("count");
+    wait_until(
+        "the writer changes the table after its copy",
+        DEADLINE,
+        || async { (changed().await? >= at_copy + 100).then_some(()) },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    assert!(writing.await.expect("writer") > 0);
+    let rows = setup
+        .wait_replay_matches("the table that joined, copied and streamed")
+        .await;
+    assert_eq!(duplicate_keys(&rows), 0);
+    assert!(rows.iter().any(|r| r.op == 'U' || r.op == 'D'));
     pgcdc.stop_cleanly(DEADLINE).await;
 }
