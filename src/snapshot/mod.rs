@@ -353,13 +353,13 @@ async fn published_tables_where(
             partitioned,
             has_generated,
         );
-        let identity: Option<Vec<usize>> = (!key.is_empty())
-            .then(|| {
-                key.iter()
-                    .map(|k| columns.iter().position(|c| &c.name == k))
-                    .collect()
-            })
-            .flatten();
+        // The chunked copy's window rule matches rows by this key, the same one the stream names:
+        // under REPLICA IDENTITY FULL that is the primary key, so such a table is chunked too.
+        let identity: Option<Vec<usize>> = named_key.filter(|k| !k.is_empty()).and_then(|k| {
+            k.iter()
+                .map(|k| columns.iter().position(|c| &c.name == k))
+                .collect()
+        });
         tables.push(PublishedTable {
             table: Arc::new(Table {
                 schema,
