@@ -189,6 +189,35 @@ async fn transactions(
     done
 }
 
+/// Starts [`transactions`] on a task of its own: `sql(n, done)` with `n` stepping through a
+/// pseudo-random walk of 1..=`rows` from `seed`. Returns the stop flag and the task (how many
+/// transactions ran).
+fn spawn_writer(
+    setup: &Fixture,
+    seed: i64,
+    rows: i64,
+    mut sql: impl FnMut(i64, u64) -> String + Send + 'static,
+) -> (Arc<AtomicBool>, tokio::task::JoinHandle<u64>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let url = setup.cluster.url(SUPERUSER, None, SHOP_DB);
+    let writing = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut n = seed;
+            transactions(
+                &url,
+                |_| stop.load(Ordering::Relaxed),
+                |done| {
+                    n = (n * 7919 + 13) % rows + 1;
+                    sql(n, done)
+                },
+            )
+            .await
+        }
+    });
+    (stop, writing)
+}
+
 /// `ddl` on a cluster where `table` is copied in chunks beside the stream (64 KiB, 2 workers):
 /// PostgreSQL 14 and later (13's pgoutput sends no logical messages, so it copies tables whole
 /// in one exported snapshot, which a rewrite waits for).
@@ -528,35 +557,21 @@ async fn keyword_and_quoted_column_names_replay_exactly_through_copy_and_stream(
     else {
         return;
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let url = setup.cluster.url(SUPERUSER, None, SHOP_DB);
-    let writing = tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            let mut n: i64 = 11;
-            transactions(
-                &url,
-                |_| stop.load(Ordering::Relaxed),
-                |done| {
-                    n = (n * 7919 + 13) % 20000 + 1;
-                    format!(
-                        r#"begin;
-                        update public.names set "Mixed Case" = 'changed', "quote""d" = 'q""' || {n},
-                               "group" = "group" + 1 where "order" = {n};
-                        update public.names set "order" = {moved} where "order" = {m};
-                        delete from public.names where "order" = {gone};
-                        insert into public.names ("order", "at", "from", "naïve")
-                        values ({fresh}, now(), 'new', 'ü');
-                        commit;"#,
-                        m = (n * 31) % 20000 + 1,
-                        moved = 2_000_000 + done as i64,
-                        gone = (n * 17) % 20000 + 1,
-                        fresh = 1_000_000 + done as i64,
-                    )
-                },
-            )
-            .await
-        }
+    let (stop, writing) = spawn_writer(&setup, 11, 20000, |n, done| {
+        format!(
+            r#"begin;
+                update public.names set "Mixed Case" = 'changed', "quote""d" = 'q""' || {n},
+                       "group" = "group" + 1 where "order" = {n};
+                update public.names set "order" = {moved} where "order" = {m};
+                delete from public.names where "order" = {gone};
+                insert into public.names ("order", "at", "from", "naïve")
+                values ({fresh}, now(), 'new', 'ü');
+                commit;"#,
+            m = (n * 31) % 20000 + 1,
+            moved = 2_000_000 + done as i64,
+            gone = (n * 17) % 20000 + 1,
+            fresh = 1_000_000 + done as i64,
+        )
     });
     let mut pgcdc = setup.run(&setup.config);
     let rows = copy_ends_and_replays(
@@ -609,39 +624,25 @@ async fn keys_that_compare_surprisingly_replay_exactly_through_copy_and_stream()
     let Some(setup) = chunked_copy_of(KEYS_DDL, "public.knan").await else {
         return;
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let url = setup.cluster.url(SUPERUSER, None, SHOP_DB);
-    let writing = tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            let mut n: i64 = 5;
-            transactions(
-                &url,
-                |_| stop.load(Ordering::Relaxed),
-                |done| {
-                    n = (n * 7919 + 13) % 20000 + 1;
-                    let nan = if done % 2 == 0 { "'NaN'" } else { "-7.5" };
-                    format!(
-                        "begin;
-                         update public.knan set id = case when id = 'NaN' then -7.5 else 'NaN' end, v = v + 1
-                         where id = {nan};
-                         update public.knan set v = v + 1 where id = {n} / 7.0;
-                         delete from public.knan where id = {gone} / 7.0;
-                         update public.kci set name = lower(name), v = v + 1 where name = 'Name {n}';
-                         update public.kci set name = upper(name) where name = 'name {m}';
-                         delete from public.kci where name = 'NAME {gone}';
-                         insert into public.kci values ('Fresh {done}', {done}, 'new');
-                         update public.kc set name = name || 'x', v = v + 1 where v = {n};
-                         update public.kub set b = b || '\\x00'::bytea, v = v + 1 where v = {n};
-                         delete from public.kub where v = {gone};
-                         commit;",
-                        m = (n * 31) % 20000 + 1,
-                        gone = (n * 17) % 20000 + 1,
-                    )
-                },
+    let (stop, writing) = spawn_writer(&setup, 5, 20000, |n, done| {
+        let nan = if done % 2 == 0 { "'NaN'" } else { "-7.5" };
+        format!(
+                "begin;
+                 update public.knan set id = case when id = 'NaN' then -7.5 else 'NaN' end, v = v + 1
+                 where id = {nan};
+                 update public.knan set v = v + 1 where id = {n} / 7.0;
+                 delete from public.knan where id = {gone} / 7.0;
+                 update public.kci set name = lower(name), v = v + 1 where name = 'Name {n}';
+                 update public.kci set name = upper(name) where name = 'name {m}';
+                 delete from public.kci where name = 'NAME {gone}';
+                 insert into public.kci values ('Fresh {done}', {done}, 'new');
+                 update public.kc set name = name || 'x', v = v + 1 where v = {n};
+                 update public.kub set b = b || '\\x00'::bytea, v = v + 1 where v = {n};
+                 delete from public.kub where v = {gone};
+                 commit;",
+                m = (n * 31) % 20000 + 1,
+                gone = (n * 17) % 20000 + 1,
             )
-            .await
-        }
     });
     let mut pgcdc = setup.run(&setup.config);
     wait_until("the copies of all four tables complete", DEADLINE, || {
@@ -692,33 +693,19 @@ async fn a_table_added_while_streaming_under_a_writer_replays_exactly() {
         .await;
     let mut pgcdc = setup.run(&setup.config);
     pgcdc.wait_output("Streaming changes", DEADLINE).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let url = setup.cluster.url(SUPERUSER, None, SHOP_DB);
-    let writing = tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            let mut n: i64 = 3;
-            transactions(
-                &url,
-                |_| stop.load(Ordering::Relaxed),
-                |done| {
-                    n = (n * 7919 + 13) % 20000 + 1;
-                    format!(
-                        "begin;
-                         update public.late set v = v + 1, note = 'changed' where id = {n} and note <> 'new';
-                         update public.late set id = {moved} where id = {m};
-                         delete from public.late where id = {gone};
-                         insert into public.late values ({fresh}, 0, 'new');
-                         commit;",
-                        m = (n * 31) % 20000 + 1,
-                        moved = 2_000_000 + done as i64,
-                        gone = (n * 17) % 20000 + 1,
-                        fresh = 1_000_000 + done as i64,
-                    )
-                },
+    let (stop, writing) = spawn_writer(&setup, 3, 20000, |n, done| {
+        format!(
+                "begin;
+                 update public.late set v = v + 1, note = 'changed' where id = {n} and note <> 'new';
+                 update public.late set id = {moved} where id = {m};
+                 delete from public.late where id = {gone};
+                 insert into public.late values ({fresh}, 0, 'new');
+                 commit;",
+                m = (n * 31) % 20000 + 1,
+                moved = 2_000_000 + done as i64,
+                gone = (n * 17) % 20000 + 1,
+                fresh = 1_000_000 + done as i64,
             )
-            .await
-        }
     });
     // Let the writer run before the table joins, so changes surround the copy's start.
     wait_until("the writer under way", DEADLINE, || {
