@@ -778,3 +778,81 @@ async fn a_replica_identity_full_table_with_a_key_is_copied_in_chunks_exactly() 
     assert_eq!(rows.iter().filter(|r| r.op == 'B').count(), 1);
     pgcdc.stop_cleanly(DEADLINE).await;
 }
+
+/// A `REPLICA IDENTITY FULL` table keeps taking updates, deletes and inserts when its primary
+/// key is dropped (FULL needs no key), so rows that share the old key's values may then appear.
+/// The chunked copy still matches rows by the key it planned with: an insert of another row with
+/// the same `id` in a chunk's window "settles" that id and drops the chunk's (different) row
+/// with it, so that row is lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn dropping_the_primary_key_of_a_full_table_during_its_copy_loses_no_row() {
+    let ddl = "
+        create table public.fk (id int primary key, v text not null);
+        insert into public.fk select g, 'orig ' || g from generate_series(1, 200000) g;
+        alter table public.fk replica identity full;
+        analyze public.fk;
+        create publication pgcdc_pub for table public.fk;
+    ";
+    let Some(setup) = Fixture::builder()
+        .ddl(ddl)
+        .setting("snapshot.workers = 2")
+        .setting("snapshot.chunk_size = \"64KiB\"")
+        // Every row is unique by (id, v) throughout: the writer's rows carry distinct v.
+        .table("public.fk", &["id", "v"])
+        .min_major(14)
+        .deadline(DEADLINE)
+        .start_if_supported()
+        .await
+    else {
+        return;
+    };
+    let addr = metrics_listen(&setup.config);
+    let mut pgcdc = setup.run(&setup.config);
+    let placed = wait_until("a fifth of the copy's chunks placed", DEADLINE, || {
+        let addr = addr.clone();
+        async move {
+            let (_, body) = common::http::get(&addr, "/metrics").await?;
+            let done = common::http::sample(&body, "pgcdc_copy_chunks_done")?;
+            let chunks = common::http::sample(&body, "pgcdc_copy_chunks")?;
+            (chunks > 0.0 && done >= 0.2 * chunks).then_some((done, chunks))
+        }
+    })
+    .await;
+    eprintln!("{placed:?} chunks placed: dropping the primary key");
+    setup
+        .cluster
+        .execute("alter table public.fk drop constraint fk_pkey")
+        .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writing = {
+        let url = setup.cluster.url(SUPERUSER, None, SHOP_DB);
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            transactions(
+                &url,
+                |_| stop.load(Ordering::Relaxed),
+                |done| {
+                    // Another row for ids spread over every chunk (no key forbids it now).
+                    format!(
+                        "insert into public.fk (id, v)
+                         select g, 'dup ' || {done} || ' ' || g
+                         from generate_series({start}, 200000, 4999) g;
+                         select pg_sleep(0.01);",
+                        start = done % 4999 + 1,
+                    )
+                },
+            )
+            .await
+        })
+    };
+    let rows = copy_ends_and_replays(
+        &setup,
+        &mut pgcdc,
+        &stop,
+        writing,
+        "every original row and every duplicate replays after the key was dropped mid-copy",
+    )
+    .await;
+    assert_eq!(rows.iter().filter(|r| r.op == 'B').count(), 1);
+    pgcdc.stop_cleanly(DEADLINE).await;
+}
