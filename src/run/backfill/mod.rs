@@ -285,7 +285,7 @@ impl Backfill {
                         .columns
                         .iter()
                         .zip(&table.columns)
-                        .all(|(a, b)| a.name == b.name)
+                        .all(|(a, b)| a.name == b.name && a.is_key == b.is_key)
             })
     }
 
@@ -348,7 +348,10 @@ impl Backfill {
                 self.shared.permits.add_permits(1);
                 self.windows.forget(chunk);
                 if self.live.get(&folder).is_some_and(|l| l.plan == Some(plan)) {
-                    self.restart(&folder, "the table's columns changed during its copy");
+                    self.restart(
+                        &folder,
+                        "the table's columns or key changed during its copy",
+                    );
                 }
                 None
             }

@@ -135,9 +135,14 @@ impl Pipeline<'_> {
         if positions.len() != names.len() || !self.backfill.same_shape(&folder, table) {
             // The stream's table is not the one the copy reads (a column added, dropped or
             // renamed since it was planned): reading the chunks again with the old columns
-            // would never match, and the rows copied so far lack the new ones.
-            self.backfill
-                .restart(&folder, "the table's columns changed during its copy");
+            // would never match, and the rows copied so far lack the new ones. Or its key is
+            // another (a primary key dropped or added, the replica identity changed): the window
+            // rule would match the stream's rows to the chunks' by a key that no longer
+            // identifies a row, and drop chunk rows the stream never wrote.
+            self.backfill.restart(
+                &folder,
+                "the table's columns or key changed during its copy",
+            );
             return;
         }
         self.scratch.clear();
