@@ -296,17 +296,24 @@ async fn copying_under_the_writer(
         stop.clone(),
     ));
     let pgcdc = setup.run(&setup.config);
-    let placed = wait_until("part of the copy's chunks placed", DEADLINE, || {
-        let addr = addr.clone();
-        async move {
-            let (_, body) = common::http::get(&addr, "/metrics").await?;
+    let placed = chunks_placed(&addr, at).await;
+    (stop, writing, pgcdc, placed)
+}
+
+/// Waits until the share `at` of the copy's chunks is placed (pgcdc's metrics at `addr`);
+/// returns the chunks placed and planned.
+async fn chunks_placed(addr: &str, at: f64) -> (f64, f64) {
+    wait_until(
+        "part of the copy's chunks placed",
+        DEADLINE,
+        || async move {
+            let (_, body) = common::http::get(addr, "/metrics").await?;
             let done = common::http::sample(&body, "pgcdc_copy_chunks_done")?;
             let chunks = common::http::sample(&body, "pgcdc_copy_chunks")?;
             (chunks > 0.0 && done >= at * chunks).then_some((done, chunks))
-        }
-    })
-    .await;
-    (stop, writing, pgcdc, placed)
+        },
+    )
+    .await
 }
 
 /// Copies `public.rw` in chunks under a writer; once the share `at` of the chunks is placed,
@@ -809,43 +816,22 @@ async fn dropping_the_primary_key_of_a_full_table_during_its_copy_loses_no_row()
     };
     let addr = metrics_listen(&setup.config);
     let mut pgcdc = setup.run(&setup.config);
-    let placed = wait_until("a fifth of the copy's chunks placed", DEADLINE, || {
-        let addr = addr.clone();
-        async move {
-            let (_, body) = common::http::get(&addr, "/metrics").await?;
-            let done = common::http::sample(&body, "pgcdc_copy_chunks_done")?;
-            let chunks = common::http::sample(&body, "pgcdc_copy_chunks")?;
-            (chunks > 0.0 && done >= 0.2 * chunks).then_some((done, chunks))
-        }
-    })
-    .await;
+    let placed = chunks_placed(&addr, 0.2).await;
     eprintln!("{placed:?} chunks placed: dropping the primary key");
     setup
         .cluster
         .execute("alter table public.fk drop constraint fk_pkey")
         .await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let writing = {
-        let url = setup.cluster.url(SUPERUSER, None, SHOP_DB);
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            transactions(
-                &url,
-                |_| stop.load(Ordering::Relaxed),
-                |done| {
-                    // Another row for ids spread over every chunk (no key forbids it now).
-                    format!(
-                        "insert into public.fk (id, v)
-                         select g, 'dup ' || {done} || ' ' || g
-                         from generate_series({start}, 200000, 4999) g;
-                         select pg_sleep(0.01);",
-                        start = done % 4999 + 1,
-                    )
-                },
-            )
-            .await
-        })
-    };
+    let (stop, writing) = spawn_writer(&setup, 0, 1, |_, done| {
+        // Another row for ids spread over every chunk (no key forbids it now).
+        format!(
+            "insert into public.fk (id, v)
+             select g, 'dup ' || {done} || ' ' || g
+             from generate_series({start}, 200000, 4999) g;
+             select pg_sleep(0.01);",
+            start = done % 4999 + 1,
+        )
+    });
     // Without a key the table is copied again whole, through a temporary slot.
     pgcdc
         .wait_output("Copied the existing rows of new tables", DEADLINE)
