@@ -199,12 +199,15 @@ impl Checkpoint {
         self.tables.as_ref().is_none_or(|t| t.contains_key(folder))
     }
 
-    /// Records that the existing rows of `folder` were copied (or streamed) as of `lsn`.
+    /// Records that the existing rows of `folder` were copied (or streamed) as of `lsn`. A later
+    /// copy moves it forward (the stream's changes up to it are in that copy), never back.
     pub fn cover_table(&mut self, folder: &str, lsn: Lsn) {
-        self.tables
+        let covered = self
+            .tables
             .get_or_insert_default()
             .entry(folder.to_owned())
             .or_insert(lsn);
+        *covered = (*covered).max(lsn);
     }
 
     /// Records that everything up to the commit at `commit_lsn` (ending at `end_lsn`) is durable.

@@ -309,7 +309,7 @@ async fn a_table_added_later_is_copied_under_its_column_list_and_filter() {
         .execute("insert into public.late values (3002, 'shown new', 'private-new')")
         .await;
     pgcdc
-        .wait_output("Existing rows of new tables are durable", DEADLINE)
+        .wait_output("Copy of the table complete", DEADLINE)
         .await;
     setup
         .cluster

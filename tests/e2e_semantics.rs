@@ -347,16 +347,21 @@ async fn tables_joining_the_publication_are_copied_consistently_with_the_stream(
          insert into public.t1 select g, 'one ' || g from generate_series(1, 300) g;
          insert into public.t2 select g, 'two ' || g from generate_series(1, 300) g;
          insert into public.t3 select g, 'three ' || g, 0 from generate_series(1, 5000) g;
+         -- No key: copied whole in an exported snapshot on every version, and big enough that
+         -- windows close and the checkpoint moves while it is copied.
+         create table public.t4 (id bigint, v text);
+         insert into public.t4 select g, repeat('four ', 20) || g from generate_series(1, 200000) g;
          create publication pgcdc_pub for table public.t1, public.t2;",
     )
     .await;
     let mut pgcdc = Pgcdc::run(&setup.config);
     pgcdc.wait_output("Streaming changes", DEADLINE).await;
-    // Writes to t3 run before, during and after it joins the publication and is copied.
+    // Writes to t3 and t4 run before, during and after they join the publication and are copied.
     let writer = Loop::start(&setup.cluster, |i| {
         format!(
             "begin;
              insert into public.t3 values ({new}, 'new', 1);
+             insert into public.t4 values ({new} + 1000000, 'new');
              update public.t3 set n = n + 1, v = 'upd ' || {i} where id = {old};
              delete from public.t3 where id = {gone};
              update public.t1 set v = 'w' || {i} where id = {t1};
@@ -377,13 +382,25 @@ async fn tables_joining_the_publication_are_copied_consistently_with_the_stream(
         }
     })
     .await;
+    let below = BelowCheckpoint::start(
+        &setup.sink,
+        "pgcdc",
+        &["public.t1", "public.t2", "public.t3", "public.t4"],
+    );
     setup
         .cluster
-        .execute("alter publication pgcdc_pub add table public.t3")
+        .execute("alter publication pgcdc_pub add table public.t3, public.t4")
         .await;
-    pgcdc
-        .wait_output("Existing rows of new tables are durable", DEADLINE)
-        .await;
+    let copied = |pgcdc: &Pgcdc, table: &str| {
+        pgcdc
+            .output_text()
+            .lines()
+            .any(|l| l.contains("Copy of the table complete") && l.contains(table))
+    };
+    wait_until("both copies are durable", DEADLINE, || async {
+        (copied(&pgcdc, "public.t3") && copied(&pgcdc, "public.t4")).then_some(())
+    })
+    .await;
     // Let the stream run past the copy for a while.
     let sink = setup.sink.clone();
     wait_until("t3 changes after the copy land", DEADLINE, || {
@@ -395,11 +412,21 @@ async fn tables_joining_the_publication_are_copied_consistently_with_the_stream(
     })
     .await;
     writer.stop().await;
-    for table in ["public.t1", "public.t2", "public.t3"] {
+    for table in ["public.t1", "public.t2", "public.t3", "public.t4"] {
         setup
             .wait_table_matches(table, &["id"], &format!("{table} replays to the table"))
             .await;
     }
+    let report = below.stop();
+    assert!(
+        report.violations.is_empty(),
+        "files landed at or below a checkpoint already written:\n{}",
+        report.violations.join("\n")
+    );
+    assert!(
+        report.checkpoint_moves >= 2 && report.files_seen > 0,
+        "the checkpoint moved during the copies: {report:?}"
+    );
     let t3 = read_change_files(&setup.sink, "public.t3");
     assert_eq!(
         duplicate_keys(&t3),
@@ -412,8 +439,13 @@ async fn tables_joining_the_publication_are_copied_consistently_with_the_stream(
         "the copy holds t3's existing rows ({} R rows)",
         copied.len()
     );
-    let copy_lsns: std::collections::BTreeSet<_> = copied.iter().map(|r| r.commit_lsn).collect();
-    assert_eq!(copy_lsns.len(), 1, "the copy is one consistent point");
+    for table in ["public.t3", "public.t4"] {
+        let begins = read_change_files(&setup.sink, table)
+            .iter()
+            .filter(|r| r.op == 'B')
+            .count();
+        assert_eq!(begins, 1, "{table} was copied once");
+    }
 
     // A restart neither copies t3 again nor loses track of it.
     pgcdc.stop_cleanly(DEADLINE).await;

@@ -8,6 +8,13 @@
 //! Changes before `C` that were already written stay: they sort before the copy, which supersedes
 //! them. The stream keeps flowing meanwhile; only the copy waits for transactions that were
 //! running when the slot was created.
+//!
+//! This whole-table copy is only for what chunks cannot do (PostgreSQL 13, which sends no
+//! watermarks; tables without a key); the others join through [`super::backfill`]. Its rows sit
+//! at `C`, which the stream may pass long before the copy ends, so while one is under way the
+//! checkpoint stays where it was when the copy was asked for ([`AddedTables::hold`]): no file
+//! ever lands at or below a checkpoint already written, which is what a loader that applies
+//! files past the checkpoint relies on.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -17,6 +24,7 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use super::ack::Position;
 use super::copy::copy_into_batcher;
 use super::error::RunError;
 use crate::batch::{Batcher, Sealed};
@@ -41,6 +49,8 @@ pub struct AddedTables {
     handle: Handle,
     spool_root: PathBuf,
     pending: BTreeSet<String>,
+    /// The checkpoint when the first of the pending copies was asked for.
+    hold: Option<Position>,
     next_job: u64,
     sender: mpsc::UnboundedSender<Result<TableCopy, RunError>>,
     /// Finished copies, in the order they finished.
@@ -59,6 +69,7 @@ impl AddedTables {
             handle: handle.clone(),
             spool_root,
             pending: BTreeSet::new(),
+            hold: None,
             next_job: 0,
             sender,
             results,
@@ -70,8 +81,15 @@ impl AddedTables {
         self.pending.contains(folder)
     }
 
-    /// Starts copying the existing rows of `folders` on a thread of its own.
-    pub fn request(&mut self, folders: Vec<String>) {
+    /// Where the checkpoint must stay while copies are under way: they will write their rows
+    /// past it, at consistent points not known yet.
+    pub fn hold(&self) -> Option<Position> {
+        self.hold
+    }
+
+    /// Starts copying the existing rows of `folders` on a thread of its own; `checkpoint` is
+    /// where the checkpoint is now.
+    pub fn request(&mut self, folders: Vec<String>, checkpoint: Position) {
         let folders: Vec<String> = folders
             .into_iter()
             .filter(|f| self.pending.insert(f.clone()))
@@ -79,6 +97,8 @@ impl AddedTables {
         if folders.is_empty() {
             return;
         }
+        // Held already, the checkpoint has not moved since: the first hold is this one too.
+        self.hold.get_or_insert(checkpoint);
         info!(tables = ?folders, "Tables joined the publication; copying their existing rows in the background");
         self.next_job += 1;
         let job = self.next_job;
@@ -105,6 +125,9 @@ impl AddedTables {
     pub fn finished(&mut self, folders: &[String]) {
         for folder in folders {
             self.pending.remove(folder);
+        }
+        if self.pending.is_empty() {
+            self.hold = None;
         }
     }
 }

@@ -184,6 +184,8 @@ fn run_once(
             checkpoint: started.checkpoint,
             batcher: started.batcher,
             added: started.added,
+            uncovered: started.uncovered,
+            chunked: protocol.messages,
             durable: started.durable,
             schemas: started.schemas,
             streamed: streamed_txns,

@@ -35,6 +35,8 @@ pub(super) struct Started {
     /// Holds the initial snapshot's rows until they are published (then empty).
     pub batcher: Batcher,
     pub added: AddedTables,
+    /// Published tables whose existing rows no copy covers yet.
+    pub uncovered: Vec<String>,
     /// Per table folder: the last commit already durable in the sink (from file names).
     pub durable: BTreeMap<String, Lsn>,
     /// Schema files already in the sink.
@@ -186,19 +188,17 @@ pub(super) fn start(
         checkpoint.save(sink)?;
     }
     let spool_copies = sink.spool_dir().join("copies");
-    let mut added = AddedTables::new(config, handle, spool_copies.clone()).map_err(|source| {
+    let added = AddedTables::new(config, handle, spool_copies.clone()).map_err(|source| {
         RunError::Spool {
             dir: spool_copies.display().to_string(),
             source,
         }
     })?;
+    // Copied once the pipeline runs, by the engine the server allows.
     let uncovered: Vec<String> = published
         .into_iter()
-        .filter(|f| !checkpoint.covers_table(f))
+        .filter(|f| !checkpoint.covers_table(f) && !checkpoint.copies.contains_key(f))
         .collect();
-    if !uncovered.is_empty() {
-        added.request(uncovered);
-    }
 
     let (mut durable, schemas) = written_since(sink, &checkpoint)?;
     // A copy of a table that joined the publication holds its rows as of the copy's LSN, which
@@ -221,6 +221,7 @@ pub(super) fn start(
         checkpoint,
         batcher,
         added,
+        uncovered,
         durable: durable.positions,
         schemas,
     })

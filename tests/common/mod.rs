@@ -16,6 +16,7 @@
 //! tests live in tests/harness.rs alone, so they run once, not once per test binary.
 #![allow(dead_code, unused_imports)]
 
+pub mod below;
 pub mod cluster;
 pub mod config;
 pub mod fixture;
@@ -23,6 +24,7 @@ pub mod process;
 pub mod replay;
 pub mod wait;
 
+pub use below::BelowCheckpoint;
 pub use cluster::{
     CLEAR_USER, MD5_USER, PgCluster, SCRAM_USER, SHOP_DB, SUPERUSER, StopMode, password_for,
     pg_error,

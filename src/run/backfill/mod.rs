@@ -6,9 +6,10 @@
 //! in a short repeatable-read transaction between two watermarks ([`window`]), and ends with an
 //! `E` row after its last chunk. The pipeline writes every chunk's rows at its high watermark, so
 //! the files stay in commit order and the checkpoint rule is unchanged; what a chunk adds to the
-//! checkpoint ([`Progress`]) counts once the window holding its rows is durable. Tables without
-//! a key cannot be checked against the stream key by key: they are copied whole in an exported
-//! snapshot ([`super::added`]) instead.
+//! checkpoint ([`Progress`]) counts once the window holding its rows is durable. Tables that
+//! join the publication are copied the same way ([`Backfill::join`]). Tables without a key
+//! cannot be checked against the stream key by key, and PostgreSQL 13 sends no watermarks:
+//! those are copied whole in an exported snapshot ([`super::added`]) instead.
 //!
 //! Workers read no further than one chunk ahead of the pipeline each (a permit per chunk, given
 //! back when the pipeline has placed it), so memory is bounded by workers × chunk size.
@@ -245,6 +246,26 @@ impl Backfill {
         });
     }
 
+    /// `folder` joined the publication (or was published before pgcdc tracked it and is not
+    /// covered): its existing rows are copied like any other, in chunks at current positions,
+    /// so none lands below a checkpoint already written. A copy already under way covers it.
+    pub fn join(&mut self, folder: &str) {
+        if self.live.contains_key(folder) {
+            return;
+        }
+        info!(table = %folder, "The table joined the publication; copying its existing rows beside the stream");
+        self.live.insert(
+            folder.to_owned(),
+            Live::new(folder, CopyProgress::default(), false),
+        );
+        self.progress.push(Progress::Joined(folder.to_owned()));
+        self.queue(Job::Plan {
+            folder: folder.to_owned(),
+            plan: None,
+            begin: true,
+        });
+    }
+
     /// Whether `chunk` was read by this process (watermarks of an earlier one come back on a
     /// replay; their rows are gone).
     pub fn owns(&self, chunk: ChunkId) -> bool {
@@ -422,10 +443,15 @@ impl Backfill {
         });
     }
 
-    /// The copy of `folder` was taken over by a whole-table copy that is now durable.
-    pub fn whole_copy_done(&mut self, folder: &str) {
-        self.live.remove(folder);
+    /// The copy of `folder` was taken over by a whole-table copy that is now durable. Returns
+    /// whether that ends the table's copy: a chunked copy asked for since (`pgcdc snapshot`)
+    /// goes on, and keeps its record in the checkpoint.
+    pub fn whole_copy_done(&mut self, folder: &str) -> bool {
+        if self.live.contains_key(folder) {
+            return false;
+        }
         self.progress.push(Progress::Ended(folder.to_owned()));
+        true
     }
 
     fn queue_chunks(&mut self, folder: &str) {

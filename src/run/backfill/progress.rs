@@ -5,13 +5,12 @@
 //! a copy under way, behind its log lines and gauges. Bookkeeping only, apart from the workers
 //! and the watermark: no I/O but logs and metrics.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::info;
 
-use crate::checkpoint::{CopyPlan, CopyProgress};
+use crate::checkpoint::{Checkpoint, CopyPlan, CopyProgress};
 use crate::lsn::Lsn;
 use crate::metrics;
 use crate::snapshot::PublishedTable;
@@ -22,6 +21,9 @@ use crate::snapshot::PublishedTable;
 pub(in crate::run) enum Progress {
     /// `pgcdc snapshot` asked for a copy; it begins when a worker has planned it.
     Requested(String),
+    /// A table joined the publication: the copy that begins now covers its existing rows, so a
+    /// restart resumes that copy rather than asking for another.
+    Joined(String),
     /// The copy's `B` row is at `at`.
     Begun {
         folder: String,
@@ -43,10 +45,17 @@ pub(in crate::run) enum Progress {
 }
 
 /// Applies `progress` to the copies a checkpoint records.
-pub(in crate::run) fn apply(copies: &mut BTreeMap<String, CopyProgress>, progress: Progress) {
+pub(in crate::run) fn apply(checkpoint: &mut Checkpoint, progress: Progress) {
+    let copies = &mut checkpoint.copies;
     match progress {
         Progress::Requested(folder) => {
             copies.entry(folder).or_default();
+        }
+        Progress::Joined(folder) => {
+            copies.entry(folder.clone()).or_default();
+            // At the checkpoint: the stream's changes to the table after it are all written.
+            let at = checkpoint.commit_lsn;
+            checkpoint.cover_table(&folder, at);
         }
         Progress::Begun { folder, at } => {
             *copies.entry(folder).or_default() = CopyProgress {
@@ -163,22 +172,25 @@ impl Live {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     #[test]
     fn progress_applies_in_order_and_ends_remove_the_copy() {
-        let mut copies = BTreeMap::new();
-        apply(&mut copies, Progress::Requested("t".into()));
-        assert_eq!(copies["t"].begun_at, None);
+        let mut ck = Checkpoint::new("s", crate::checkpoint::SnapshotState::Done);
+        let copies = &mut ck;
+        apply(copies, Progress::Requested("t".into()));
+        assert_eq!(copies.copies["t"].begun_at, None);
         apply(
-            &mut copies,
+            copies,
             Progress::Begun {
                 folder: "t".into(),
                 at: Lsn::new(5),
             },
         );
         apply(
-            &mut copies,
+            copies,
             Progress::Planned {
                 folder: "t".into(),
                 plan: CopyPlan {
@@ -190,16 +202,28 @@ mod tests {
             },
         );
         apply(
-            &mut copies,
+            copies,
             Progress::Chunk {
                 folder: "t".into(),
                 index: 1,
                 rows: 3,
             },
         );
-        assert_eq!(copies["t"].remaining(), vec![0]);
-        assert_eq!(copies["t"].begun_at, Some(Lsn::new(5)));
-        apply(&mut copies, Progress::Ended("t".into()));
-        assert!(copies.is_empty());
+        assert_eq!(copies.copies["t"].remaining(), vec![0]);
+        assert_eq!(copies.copies["t"].begun_at, Some(Lsn::new(5)));
+        apply(copies, Progress::Ended("t".into()));
+        assert!(copies.copies.is_empty());
+    }
+
+    #[test]
+    fn a_joined_table_is_covered_and_its_copy_recorded_together() {
+        let mut ck = Checkpoint::new("s", crate::checkpoint::SnapshotState::Done);
+        ck.tables = Some(BTreeMap::new());
+        ck.advance(Lsn::new(40), Lsn::new(48));
+        assert!(!ck.covers_table("public.t"));
+        apply(&mut ck, Progress::Joined("public.t".into()));
+        assert!(ck.covers_table("public.t"));
+        assert_eq!(ck.tables.as_ref().unwrap()["public.t"], Lsn::new(40));
+        assert_eq!(ck.copies["public.t"].begun_at, None);
     }
 }

@@ -125,8 +125,11 @@ impl Pipeline<'_> {
     fn notice_relation(&mut self, message: &Message) {
         if let Message::Relation(relation) = message {
             let folder = format!("{}.{}", relation.namespace, relation.name);
-            if !self.checkpoint.covers_table(&folder) && !self.added.is_pending(&folder) {
-                self.added.request(vec![folder]);
+            if !self.checkpoint.covers_table(&folder)
+                && !self.added.is_pending(&folder)
+                && self.backfill.copying(&folder).is_none()
+            {
+                self.copy_existing_rows(folder);
             }
         }
     }

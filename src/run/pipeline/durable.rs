@@ -24,8 +24,31 @@ use crate::run::publish::{self, Upload};
 use crate::source::Stream;
 
 impl Pipeline<'_> {
-    /// Publishes the rows copied from tables that joined the publication; from now on the
-    /// stream's changes to them at or before the copy's LSN are skipped, as the copy holds them.
+    /// Copies the existing rows of a table no copy covers yet: in chunks where the server
+    /// sends watermarks, else whole.
+    pub(super) fn copy_existing_rows(&mut self, folder: String) {
+        if self.chunked {
+            self.backfill.join(&folder);
+        } else {
+            self.copy_whole(folder);
+        }
+    }
+
+    /// Copies `folder` whole in an exported snapshot; the checkpoint waits for it
+    /// ([`AddedTables::hold`](crate::run::added::AddedTables::hold)).
+    pub(super) fn copy_whole(&mut self, folder: String) {
+        if self.added.is_pending(&folder) {
+            return;
+        }
+        let now = Position {
+            commit: self.checkpoint.commit_lsn,
+            flush: self.checkpoint.flush_lsn,
+        };
+        self.added.request(vec![folder], now);
+    }
+
+    /// Publishes the rows copied whole; from now on the stream's changes to those tables at or
+    /// before the copy's LSN are skipped, as the copy holds them. The checkpoint may move again.
     pub(super) fn publish_copy(&mut self, copy: TableCopy) -> Result<(), RunError> {
         let entry = {
             let mut known = self.schemas.lock().unwrap_or_else(|e| e.into_inner());
@@ -35,9 +58,9 @@ impl Pipeline<'_> {
             let entry = self.durable.entry(folder.clone()).or_default();
             *entry = (*entry).max(copy.lsn);
             self.checkpoint.cover_table(folder, copy.lsn);
-            // A table copied whole instead of in chunks: that copy is complete.
-            self.checkpoint.copies.remove(folder);
-            self.backfill.whole_copy_done(folder);
+            if self.backfill.whole_copy_done(folder) {
+                self.checkpoint.copies.remove(folder);
+            }
         }
         self.added.finished(&copy.folders);
         self.save_checkpoint(self.ack.durable())?;
@@ -45,6 +68,10 @@ impl Pipeline<'_> {
             self.journal.settle(entry);
         }
         info!(tables = ?copy.folders, rows = copy.rows, lsn = %copy.lsn, "Existing rows of new tables are durable");
+        // The line a chunked copy writes when it is durable, so one line tells either way.
+        for folder in &copy.folders {
+            info!(table = %folder, whole = true, "Copy of the table complete");
+        }
         Ok(())
     }
 
@@ -148,7 +175,7 @@ impl Pipeline<'_> {
             progress,
         } = upload;
         for p in progress {
-            backfill::apply(&mut self.checkpoint.copies, p);
+            backfill::apply(&mut self.checkpoint, p);
         }
         let m = metrics::get();
         let live = metrics::live();
@@ -186,7 +213,7 @@ impl Pipeline<'_> {
         if !buffered && self.ack.uploads_pending() == 0 && !self.backfill.progress.is_empty() {
             // Everything written before it is durable: the copies' progress counts now.
             for p in std::mem::take(&mut self.backfill.progress) {
-                backfill::apply(&mut self.checkpoint.copies, p);
+                backfill::apply(&mut self.checkpoint, p);
             }
             force = true;
         }
@@ -200,11 +227,19 @@ impl Pipeline<'_> {
             return Ok(None);
         };
         self.save_checkpoint(position)?;
-        Ok(Some(position.flush))
+        Ok(Some(self.checkpoint.flush_lsn))
     }
 
-    /// Writes the checkpoint, moved to `position` (unchanged when it is already there).
+    /// Writes the checkpoint, moved to `position` (unchanged when it is already there), but not
+    /// past where a whole-table copy under way holds it.
     fn save_checkpoint(&mut self, position: Position) -> Result<(), RunError> {
+        let position = match self.added.hold() {
+            Some(hold) => Position {
+                commit: position.commit.min(hold.commit),
+                flush: position.flush.min(hold.flush),
+            },
+            None => position,
+        };
         self.checkpoint.advance(position.commit, position.flush);
         // Every schema file written so far, so a restart need not list the sink for them. Copied
         // only when it changed: it has an entry per table, and a window rarely adds one.

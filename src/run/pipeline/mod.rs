@@ -50,6 +50,10 @@ pub(super) struct Parts {
     pub checkpoint: Checkpoint,
     pub batcher: Batcher,
     pub added: AddedTables,
+    /// Published tables whose existing rows no copy covers yet.
+    pub uncovered: Vec<String>,
+    /// Whether the server sends the watermarks chunked copies need (PostgreSQL 14+).
+    pub chunked: bool,
     pub durable: BTreeMap<String, Lsn>,
     pub schemas: KnownSchemas,
     pub streamed: StreamedTxns,
@@ -69,6 +73,8 @@ pub(super) fn run(
         checkpoint,
         batcher,
         added,
+        uncovered,
+        chunked,
         durable,
         schemas,
         streamed,
@@ -108,6 +114,7 @@ pub(super) fn run(
             record: Vec::new(),
             row_target: None,
             added,
+            chunked,
             schemas,
             journal,
             checkpoint,
@@ -119,6 +126,9 @@ pub(super) fn run(
             txn_has_rows: false,
             window_commits: Vec::new(),
         };
+        for folder in uncovered {
+            pipeline.copy_existing_rows(folder);
+        }
         // Dropping the pipeline closes the upload queue, which ends the thread.
         pipeline.stream(handle, stream, shutdown)
     })
@@ -170,6 +180,8 @@ struct Pipeline<'a> {
     row_target: Option<RowTarget>,
     /// Copies of tables that joined the publication.
     added: AddedTables,
+    /// Whether tables are copied in chunks ([`Parts::chunked`]).
+    chunked: bool,
     /// Schema files already in the sink (shared with the upload thread).
     schemas: &'a Mutex<KnownSchemas>,
     /// What is about to be written and no checkpoint covers yet (shared with the upload thread).
@@ -249,10 +261,8 @@ impl Pipeline<'_> {
                 Wake::Uploaded(upload, result) => self.on_uploaded(upload, result, &stream)?,
                 Wake::Copied(copied) => self.publish_copy(copied?)?,
                 Wake::Backfill(event) => {
-                    if let Some(folder) = self.backfill.on_event(event?)
-                        && !self.added.is_pending(&folder)
-                    {
-                        self.added.request(vec![folder]);
+                    if let Some(folder) = self.backfill.on_event(event?) {
+                        self.copy_whole(folder);
                     }
                 }
                 Wake::Deadline => {
