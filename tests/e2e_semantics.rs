@@ -748,3 +748,103 @@ async fn key_changes_replay_under_every_replica_identity() {
         );
     }
 }
+
+/// Partitions changed while running, published through their root: none of `ATTACH` (of a
+/// table holding rows), `DETACH` or a partition's `TRUNCATE` sends a row, yet each changes the
+/// root's rows. pgcdc reads the partition set from the catalog and copies the root again when
+/// it changed; a partition created empty costs no copy. A table that joins the publication
+/// without any change afterwards is copied too (pgoutput names a table only with a change).
+#[tokio::test(flavor = "multi_thread")]
+async fn partitions_attached_detached_or_truncated_while_running_replay_exactly() {
+    let setup = fixture(
+        &[],
+        "create table public.events (id bigint, day date, v text, primary key (id, day))
+             partition by range (day);
+         create table public.events_2024 partition of public.events
+             for values from ('2024-01-01') to ('2025-01-01');
+         create table public.events_2025 partition of public.events
+             for values from ('2025-01-01') to ('2026-01-01');
+         insert into public.events select g, date '2024-06-01' + (g % 400), 'old' from generate_series(1, 1000) g;
+         create table public.events_2023 (id bigint, day date, v text, primary key (id, day));
+         insert into public.events_2023 select g, date '2023-01-01' + (g % 300), 'attached' from generate_series(5001, 5101) g;
+         create table public.quiet (id bigint primary key, v text);
+         insert into public.quiet select g, 'quiet ' || g from generate_series(1, 50) g;
+         create publication pgcdc_pub for table public.events with (publish_via_partition_root = true);",
+    )
+    .await;
+    let mut pgcdc = Pgcdc::run(&setup.config);
+    pgcdc.wait_output("Streaming changes", DEADLINE).await;
+    let matches =
+        |what: &'static str| setup.wait_table_matches("public.events", &["id", "day"], what);
+    matches("the first copy").await;
+
+    setup
+        .cluster
+        .execute(
+            "alter table public.events attach partition public.events_2023
+                 for values from ('2023-01-01') to ('2024-01-01')",
+        )
+        .await;
+    matches("an attached partition's rows are in the root's folder").await;
+
+    setup
+        .cluster
+        .execute("alter table public.events detach partition public.events_2024")
+        .await;
+    matches("a detached partition's rows leave the root's folder").await;
+
+    setup
+        .cluster
+        .execute(
+            "insert into public.events select g, date '2025-02-01' + (g % 100), 'late' from generate_series(7001, 7100) g;
+             truncate public.events_2025;",
+        )
+        .await;
+    matches("a truncated partition's rows leave the root's folder").await;
+    let copies_so_far = read_change_files(&setup.sink, "public.events")
+        .iter()
+        .filter(|r| r.op == 'E')
+        .count();
+
+    // Made empty, then written through the root: the stream carries every row, no copy needed.
+    setup
+        .cluster
+        .execute(
+            "create table public.events_2026 partition of public.events
+                 for values from ('2026-01-01') to ('2027-01-01');",
+        )
+        .await;
+    setup
+        .cluster
+        .execute("alter publication pgcdc_pub add table public.quiet")
+        .await;
+    setup
+        .wait_table_matches(
+            "public.quiet",
+            &["id"],
+            "a table that joined without a change is copied",
+        )
+        .await;
+    setup
+        .cluster
+        .execute("insert into public.events values (9001, '2026-03-01', 'new partition')")
+        .await;
+    matches("rows of a partition made empty arrive by the stream").await;
+    pgcdc.stop_cleanly(DEADLINE).await;
+    let copies = read_change_files(&setup.sink, "public.events")
+        .iter()
+        .filter(|r| r.op == 'E')
+        .count();
+    assert_eq!(
+        copies_so_far, 4,
+        "the first copy, then one per partition change"
+    );
+    assert_eq!(
+        copies, copies_so_far,
+        "an empty new partition is not copied"
+    );
+    assert_eq!(
+        duplicate_keys(&read_change_files(&setup.sink, "public.events")),
+        0
+    );
+}

@@ -8,7 +8,11 @@
 //! - `mod.rs`: the reconnect loop and one connection's life (start-up, then streaming);
 //! - [`startup`]: reconciling slot, checkpoint and sink before streaming;
 //! - [`copy`]: the initial snapshot, and copying inside an exported snapshot;
-//! - [`added`]: tables that join the publication while pgcdc runs, copied in the background;
+//! - [`added`]: whole-table copies in the background (PostgreSQL 13, tables without a key);
+//! - [`backfill`]: chunked copies beside the stream: first copies, `pgcdc snapshot`, tables
+//!   that join the publication;
+//! - [`catalog`]: what the stream never says (tables that joined without a change, partitions
+//!   attached, detached or truncated), read from the catalog now and then;
 //! - [`pipeline`]: the event loop, transactions into windows;
 //! - [`publish`]: closed windows into the sink, on a thread of their own;
 //! - [`ack`]: the acknowledgement rule (pure, unit-tested): what may be reported as flushed;
@@ -19,6 +23,7 @@
 mod ack;
 mod added;
 mod backfill;
+mod catalog;
 mod copy;
 mod error;
 mod journal;

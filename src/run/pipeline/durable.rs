@@ -18,6 +18,7 @@ use crate::pg_time;
 use crate::run::ack::Position;
 use crate::run::added::TableCopy;
 use crate::run::backfill;
+use crate::run::catalog;
 use crate::run::error::RunError;
 use crate::run::journal::Entry;
 use crate::run::publish::{self, Upload};
@@ -31,6 +32,24 @@ impl Pipeline<'_> {
             self.backfill.join(&folder);
         } else {
             self.copy_whole(folder);
+        }
+    }
+
+    /// What the catalog showed that the stream does not say ([`catalog`]).
+    pub(super) fn on_catalog(&mut self, seen: catalog::Seen) {
+        match seen {
+            catalog::Seen::Published(tables) => {
+                for folder in tables {
+                    if !self.checkpoint.covers_table(&folder)
+                        && !self.added.is_pending(&folder)
+                        && self.backfill.copying(&folder).is_none()
+                    {
+                        self.copy_existing_rows(folder);
+                    }
+                }
+            }
+            // Partitioned tables are copied whole (their rows are in several heaps).
+            catalog::Seen::Repartitioned(root) => self.copy_whole(root),
         }
     }
 

@@ -29,6 +29,7 @@ use tracing::{debug, info};
 use super::ack::{Ack, Position};
 use super::added::{AddedTables, TableCopy};
 use super::backfill::{self, Backfill};
+use super::catalog;
 use super::error::RunError;
 use super::journal::{Entry, Journal};
 use super::keys::PrimaryKeys;
@@ -129,8 +130,12 @@ pub(super) fn run(
         for folder in uncovered {
             pipeline.copy_existing_rows(folder);
         }
+        let (seen, catalog) = tokio::sync::mpsc::unbounded_channel();
+        let watch = handle.spawn(catalog::watch(config.source.clone(), seen));
         // Dropping the pipeline closes the upload queue, which ends the thread.
-        pipeline.stream(handle, stream, shutdown)
+        let result = pipeline.stream(handle, stream, shutdown, catalog);
+        watch.abort();
+        result
     })
 }
 
@@ -149,6 +154,7 @@ enum Wake {
     Shutdown,
     Copied(Result<TableCopy, RunError>),
     Backfill(Result<backfill::Event, RunError>),
+    Catalog(catalog::Seen),
     Uploaded(Upload, Result<Option<Entry>, RunError>),
 }
 
@@ -216,6 +222,7 @@ impl Pipeline<'_> {
         handle: &Handle,
         mut stream: Stream,
         mut shutdown: watch::Receiver<bool>,
+        mut catalog: tokio::sync::mpsc::UnboundedReceiver<catalog::Seen>,
     ) -> Result<(), RunError> {
         let mut stopping = *shutdown.borrow();
         let mut inbox = Vec::with_capacity(EVENT_BATCH);
@@ -249,6 +256,7 @@ impl Pipeline<'_> {
                     }
                     Some(copied) = copies.recv() => Wake::Copied(copied),
                     Some(event) = chunks.recv() => Wake::Backfill(event),
+                    Some(seen) = catalog.recv() => Wake::Catalog(seen),
                     n = stream.events.recv_many(&mut inbox, EVENT_BATCH) => Wake::Events(n),
                     _ = sleep_until(deadline), if deadline.is_some() => Wake::Deadline,
                 }
@@ -265,6 +273,7 @@ impl Pipeline<'_> {
                         self.copy_whole(folder);
                     }
                 }
+                Wake::Catalog(seen) => self.on_catalog(seen),
                 Wake::Deadline => {
                     if self.batcher.is_due(Instant::now()) {
                         self.seal_and_submit()?;

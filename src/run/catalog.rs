@@ -1,0 +1,232 @@
+//! What the stream never says about the publication's tables, read from the catalog now and
+//! then: a table that joined the publication but has had no change since (pgoutput names a
+//! table only with its first change), and the partitions of a table published through its root
+//! (`publish_via_partition_root`), whose `ATTACH`, `DETACH`, `DROP` and `TRUNCATE` change the
+//! root's rows without a single row message.
+//!
+//! A partition set that changed makes the root's copy start again: a new `B` row, whose `E`
+//! replaces every earlier row of the root (README, "The file format"), so an attached
+//! partition's rows arrive and a detached or truncated one's leave. A partition that appears
+//! empty (`CREATE TABLE … PARTITION OF`, a partition made ahead of time) changes nothing and
+//! costs nothing. [`changed_roots`] is the rule, pure; [`watch`] the polling task.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tracing::{debug, info};
+
+use crate::config::SourceConfig;
+use crate::source::slot::in_list;
+
+/// How often the catalog is read: the longest a table that joined the publication without a
+/// change waits for its copy, and a changed partition set for the root's.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(10);
+
+/// One leaf partition of a published root, as the catalog shows it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Leaf {
+    pub oid: u32,
+    /// The heap file: a `TRUNCATE` (or a rewrite) gives a new one.
+    pub filenode: Option<u32>,
+    /// Whether it holds no data at all (zero blocks).
+    pub empty: bool,
+}
+
+/// The publication's tables as the catalog shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Every published table, by folder.
+    pub tables: BTreeSet<String>,
+    /// The leaves of each partitioned table published through its root.
+    pub partitions: BTreeMap<String, Vec<Leaf>>,
+}
+
+/// Roots whose rows changed with their partition set between two reads: a leaf gone (detached
+/// or dropped), a leaf with another heap file (truncated or rewritten), or a leaf that appeared
+/// holding data (attached). A root seen for the first time has nothing to compare with.
+pub fn changed_roots(before: &Snapshot, now: &Snapshot) -> Vec<String> {
+    now.partitions
+        .iter()
+        .filter_map(|(root, leaves)| {
+            let old = before.partitions.get(root)?;
+            let gone_or_rewritten = old.iter().any(|leaf| {
+                leaves
+                    .iter()
+                    .find(|l| l.oid == leaf.oid)
+                    .is_none_or(|l| l.filenode != leaf.filenode)
+            });
+            let arrived_full = leaves
+                .iter()
+                .any(|leaf| !leaf.empty && !old.iter().any(|l| l.oid == leaf.oid));
+            (gone_or_rewritten || arrived_full).then(|| root.clone())
+        })
+        .collect()
+}
+
+/// Reads the publication's tables and their partitions.
+pub async fn read(
+    client: &tokio_postgres::Client,
+    source: &SourceConfig,
+) -> Result<Snapshot, tokio_postgres::Error> {
+    let pubs = in_list(&source.publications);
+    // Leaves as `oid:filenode:empty`, one string per root: one round trip whatever the count.
+    let rows = client
+        .simple_query(&format!(
+            "SELECT DISTINCT pt.schemaname || '.' || pt.tablename AS folder,
+                    CASE WHEN c.relkind = 'p' THEN
+                        (SELECT string_agg(t.relid::oid::text || ':'
+                                || coalesce(pg_catalog.pg_relation_filenode(t.relid)::text, '')
+                                || ':' || (pg_catalog.pg_relation_size(t.relid) = 0)::text, ',')
+                         FROM pg_catalog.pg_partition_tree(c.oid) t WHERE t.isleaf)
+                    END AS leaves
+             FROM pg_catalog.pg_publication_tables pt
+             JOIN pg_catalog.pg_namespace n ON n.nspname = pt.schemaname
+             JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
+             WHERE pt.pubname IN ({pubs})"
+        ))
+        .await?;
+    let mut snapshot = Snapshot::default();
+    for row in rows {
+        let tokio_postgres::SimpleQueryMessage::Row(row) = row else {
+            continue;
+        };
+        let Some(folder) = row.get(0) else { continue };
+        snapshot.tables.insert(folder.to_owned());
+        if let Some(leaves) = row.get(1) {
+            let mut leaves: Vec<Leaf> = leaves.split(',').filter_map(parse_leaf).collect();
+            leaves.sort();
+            snapshot.partitions.insert(folder.to_owned(), leaves);
+        }
+    }
+    Ok(snapshot)
+}
+
+fn parse_leaf(text: &str) -> Option<Leaf> {
+    let mut parts = text.split(':');
+    let oid = parts.next()?.parse().ok()?;
+    let filenode = parts.next()?.parse().ok();
+    let empty = parts.next()? == "true";
+    Some(Leaf {
+        oid,
+        filenode,
+        empty,
+    })
+}
+
+/// What the watch tells the pipeline.
+#[derive(Debug)]
+pub enum Seen {
+    /// Every table the publication has now.
+    Published(BTreeSet<String>),
+    /// A partitioned root whose partitions changed: its rows must be copied again.
+    Repartitioned(String),
+}
+
+/// Reads the catalog every [`POLL_INTERVAL`] until the pipeline goes away. A failed read is
+/// logged and tried again at the next tick: the stream, not this watch, owns the connection's
+/// health.
+pub async fn watch(source: SourceConfig, sender: mpsc::UnboundedSender<Seen>) {
+    let mut before: Option<Snapshot> = None;
+    let mut ticks = tokio::time::interval(POLL_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut client = None;
+    loop {
+        ticks.tick().await;
+        if client.is_none() {
+            match crate::source::sql_connect(&source).await {
+                Ok((c, connection)) => {
+                    tokio::spawn(connection);
+                    client = Some(c);
+                }
+                Err(e) => {
+                    debug!(error = %e, "Cannot read the publication's tables now; trying again");
+                    continue;
+                }
+            }
+        }
+        let Some(c) = client.as_ref() else { continue };
+        let now = match read(c, &source).await {
+            Ok(now) => now,
+            Err(e) => {
+                debug!(error = %e, "Cannot read the publication's tables now; trying again");
+                client = None;
+                continue;
+            }
+        };
+        if let Some(before) = &before {
+            for root in changed_roots(before, &now) {
+                info!(table = %root, "The table's partitions changed (attached, detached, dropped or truncated); copying it again");
+                if sender.send(Seen::Repartitioned(root)).is_err() {
+                    return;
+                }
+            }
+        }
+        if sender.send(Seen::Published(now.tables.clone())).is_err() {
+            return;
+        }
+        before = Some(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaf(oid: u32, filenode: u32, empty: bool) -> Leaf {
+        Leaf {
+            oid,
+            filenode: Some(filenode),
+            empty,
+        }
+    }
+
+    fn snapshot(leaves: Vec<Leaf>) -> Snapshot {
+        Snapshot {
+            tables: BTreeSet::from(["public.root".to_owned()]),
+            partitions: BTreeMap::from([("public.root".to_owned(), leaves)]),
+        }
+    }
+
+    #[test]
+    fn partition_changes_that_move_rows_name_the_root() {
+        let before = snapshot(vec![leaf(1, 10, false), leaf(2, 20, false)]);
+        let same = snapshot(vec![leaf(1, 10, false), leaf(2, 20, true)]);
+        assert!(changed_roots(&before, &same).is_empty());
+        let detached = snapshot(vec![leaf(1, 10, false)]);
+        assert_eq!(changed_roots(&before, &detached), ["public.root"]);
+        let truncated = snapshot(vec![leaf(1, 10, false), leaf(2, 21, true)]);
+        assert_eq!(changed_roots(&before, &truncated), ["public.root"]);
+        let attached = snapshot(vec![
+            leaf(1, 10, false),
+            leaf(2, 20, false),
+            leaf(3, 30, false),
+        ]);
+        assert_eq!(changed_roots(&before, &attached), ["public.root"]);
+    }
+
+    #[test]
+    fn an_empty_new_partition_or_a_first_sight_changes_nothing() {
+        let before = snapshot(vec![leaf(1, 10, false)]);
+        let created = snapshot(vec![leaf(1, 10, false), leaf(2, 20, true)]);
+        assert!(changed_roots(&before, &created).is_empty());
+        assert!(changed_roots(&Snapshot::default(), &before).is_empty());
+    }
+
+    #[test]
+    fn leaves_parse_from_the_catalog_text() {
+        assert_eq!(
+            parse_leaf("16401:16401:false"),
+            Some(leaf(16401, 16401, false))
+        );
+        assert_eq!(
+            parse_leaf("7::true"),
+            Some(Leaf {
+                oid: 7,
+                filenode: None,
+                empty: true
+            })
+        );
+        assert_eq!(parse_leaf("x"), None);
+    }
+}
