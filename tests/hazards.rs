@@ -802,7 +802,6 @@ async fn a_replica_identity_full_table_with_a_key_is_copied_in_chunks_exactly() 
 /// (13 rows lost, from the break review). The stream's key is no longer the copy's, so the copy
 /// starts over with the table as it now is.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "flaky: timed out 3 of 8 runs beside other tests waiting for the whole copy after the restart; cause not yet found (run with --ignored)"]
 async fn dropping_the_primary_key_of_a_full_table_during_its_copy_loses_no_row() {
     let ddl = "
         create table public.fk (id int primary key, v text not null);

@@ -294,20 +294,35 @@ impl Backfill {
         )
     }
 
-    /// Whether the stream's `table` has the columns the copy of `folder` reads, in its order:
-    /// only then can a stream row be laid over a chunk's.
-    pub fn same_shape(&self, folder: &str, table: &Table) -> bool {
-        self.live
-            .get(folder)
-            .and_then(|l| l.published.as_ref())
-            .is_some_and(|p| {
-                p.table.columns.len() == table.columns.len()
-                    && p.table
-                        .columns
-                        .iter()
-                        .zip(&table.columns)
-                        .all(|(a, b)| a.name == b.name && a.is_key == b.is_key)
-            })
+    /// Whether the stream's `table` differs from what the planned copy of `folder` reads: other
+    /// columns, another order, or another key. Then the copy's rows lack what the stream now
+    /// sends, and its window rule would match rows by a key that no longer identifies one. A
+    /// copy not planned yet differs from nothing (its plan reads the catalog as it is).
+    pub fn shape_differs(&mut self, folder: &str, table: &Arc<Table>) -> bool {
+        let Some(live) = self.live.get_mut(folder) else {
+            return false;
+        };
+        let Some(published) = live.published.as_ref() else {
+            return false;
+        };
+        if live
+            .shape_seen
+            .as_ref()
+            .is_some_and(|t| Arc::ptr_eq(t, table))
+        {
+            return false;
+        }
+        let same = published.table.columns.len() == table.columns.len()
+            && published
+                .table
+                .columns
+                .iter()
+                .zip(&table.columns)
+                .all(|(a, b)| a.name == b.name && a.is_key == b.is_key);
+        if same {
+            live.shape_seen = Some(table.clone());
+        }
+        !same
     }
 
     /// A worker's report. Returns the tables to copy whole instead.

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use tracing::info;
 
+use crate::changes::Table;
 use crate::checkpoint::{Checkpoint, CopyPlan, CopyProgress};
 use crate::lsn::Lsn;
 use crate::metrics;
@@ -96,6 +97,9 @@ pub(super) struct Live {
     /// Durable or placed in this run.
     pub(super) progress: CopyProgress,
     pub(super) rows_this_run: u64,
+    /// The stream's table last found to have the copy's shape: rows of it need no comparison.
+    /// Held, not only its address, so no other table can be allocated there meanwhile.
+    pub(super) shape_seen: Option<Arc<Table>>,
     started: Instant,
     logged: Instant,
 }
@@ -115,6 +119,7 @@ impl Live {
             requested_again: false,
             progress,
             rows_this_run: 0,
+            shape_seen: None,
             started: Instant::now(),
             logged: Instant::now(),
         }

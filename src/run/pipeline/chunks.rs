@@ -111,6 +111,15 @@ impl Pipeline<'_> {
         let Some(copying) = self.backfill.copying(&folder).cloned() else {
             return;
         };
+        if self.backfill.shape_differs(&folder, table) {
+            // Checked on every row of the table, not only inside a chunk's window: a change
+            // between windows would otherwise let the copy end with its old columns or key.
+            self.backfill.restart(
+                &folder,
+                "the table's columns or key changed during its copy",
+            );
+            return;
+        }
         self.backfill.windows.touch(&copying);
         if !self.backfill.windows.watching(&folder) {
             return;
@@ -132,13 +141,8 @@ impl Pipeline<'_> {
             .iter()
             .filter_map(|n| table.columns.iter().position(|c| c.name == *n))
             .collect();
-        if positions.len() != names.len() || !self.backfill.same_shape(&folder, table) {
-            // The stream's table is not the one the copy reads (a column added, dropped or
-            // renamed since it was planned): reading the chunks again with the old columns
-            // would never match, and the rows copied so far lack the new ones. Or its key is
-            // another (a primary key dropped or added, the replica identity changed): the window
-            // rule would match the stream's rows to the chunks' by a key that no longer
-            // identifies a row, and drop chunk rows the stream never wrote.
+        if positions.len() != names.len() {
+            // Same shape, so not reached; kept so a key the table lacks can never be matched.
             self.backfill.restart(
                 &folder,
                 "the table's columns or key changed during its copy",
