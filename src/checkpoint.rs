@@ -78,6 +78,10 @@ pub struct CopyProgress {
     /// Rows durable so far.
     #[serde(default)]
     pub rows: u64,
+    /// Keys to read again before the copy may end (their values, as the server prints them):
+    /// an update during the copy left a TOASTed value of theirs unchanged.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub rereads: BTreeSet<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,6 +143,11 @@ impl CopyProgress {
 
     pub fn chunks_done(&self) -> u32 {
         self.done_below + self.done.len() as u32
+    }
+
+    /// Whether every chunk of the plan is durable or placed (false until planned).
+    pub fn all_chunks_done(&self) -> bool {
+        self.plan.is_some_and(|p| self.chunks_done() >= p.chunks())
     }
 }
 

@@ -101,6 +101,52 @@ impl PublishedTable {
     }
 }
 
+impl PublishedTable {
+    /// `COPY … TO STDOUT` of the published projection of the rows with these keys (values of
+    /// the identity's columns, as the server prints them). The literals are untyped, so each
+    /// takes its column's type and the key's index serves the lookup.
+    pub fn keys_copy(&self, keys: &[Vec<String>]) -> String {
+        let columns: Vec<String> = self
+            .table
+            .columns
+            .iter()
+            .map(|c| quote_ident(&c.name))
+            .collect();
+        let key_columns: Vec<String> = self
+            .identity
+            .iter()
+            .flatten()
+            .filter_map(|&i| self.table.columns.get(i))
+            .map(|c| quote_ident(&c.name))
+            .collect();
+        let tuples: Vec<String> = keys
+            .iter()
+            .map(|key| {
+                let values: Vec<String> = key.iter().map(|v| escaped_literal(v)).collect();
+                format!("({})", values.join(", "))
+            })
+            .collect();
+        let mut condition = if tuples.is_empty() {
+            "false".to_owned()
+        } else {
+            format!("({}) in ({})", key_columns.join(", "), tuples.join(", "))
+        };
+        if let Some(filter) = &self.row_filter {
+            condition.push_str(&format!(" and ({filter})"));
+        }
+        format!(
+            "copy (select {} from only {} where {condition}) to stdout",
+            columns.join(", "),
+            self.qualified
+        )
+    }
+}
+
+/// A string literal that means `value` whatever `standard_conforming_strings` is.
+fn escaped_literal(value: &str) -> String {
+    format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+}
+
 /// What planning a chunked copy needs to know of a table now.
 #[derive(Debug, Clone, Copy)]
 pub struct TableSize {
@@ -417,4 +463,15 @@ pub async fn copy_tables(
         .await?;
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_literals_mean_their_value_under_any_string_setting() {
+        assert_eq!(escaped_literal("plain"), "E'plain'");
+        assert_eq!(escaped_literal(r"a'b\c"), r"E'a''b\\c'");
+    }
 }

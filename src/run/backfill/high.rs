@@ -8,7 +8,7 @@
 
 use tracing::info;
 
-use super::{Backfill, Event, Job, Placement, Progress, rewrite, window};
+use super::{Backfill, Event, Job, Part, Placement, Progress, rewrite, window};
 use crate::control::ChunkId;
 use crate::metrics;
 
@@ -60,7 +60,7 @@ impl Backfill {
         };
         match self.windows.high(chunk, &rows.seen) {
             window::Verdict::Redo(reason) => {
-                info!(table = %rows.folder, chunk = rows.index, reason, "Reading a chunk again");
+                info!(table = %rows.folder, part = ?rows.part, reason, "Reading a chunk again");
                 metrics::get()
                     .tables
                     .table(&rows.folder)
@@ -70,7 +70,7 @@ impl Backfill {
                     Job::Chunk {
                         published,
                         plan,
-                        index: rows.index,
+                        part: rows.part.clone(),
                     },
                     true,
                 );
@@ -82,14 +82,26 @@ impl Backfill {
                         .filter(|(_, k)| matches!(changed.get(*k), Some(window::Fate::Settled)))
                         .count(),
                 ) as u64;
-                live.progress.mark_done(rows.index, placed);
-                live.rows_this_run += placed;
-                self.progress.push(Progress::Chunk {
-                    folder: rows.folder.clone(),
-                    index: rows.index,
-                    rows: placed,
-                });
-                let ends = live.progress.remaining().is_empty();
+                match &rows.part {
+                    Part::Range(index) => {
+                        live.progress.mark_done(*index, placed);
+                        live.rows_this_run += placed;
+                        self.progress.push(Progress::Chunk {
+                            folder: rows.folder.clone(),
+                            index: *index,
+                            rows: placed,
+                        });
+                    }
+                    Part::Keys(keys) => {
+                        let keys = keys.clone();
+                        self.rereads_placed(&rows.folder, &keys);
+                    }
+                }
+                let live = self.live.get_mut(&rows.folder)?;
+                // The `E` waits for the keys still to be read again.
+                let ends = live.progress.all_chunks_done()
+                    && live.rereads.is_empty()
+                    && live.rereading.is_none();
                 live.report(ends);
                 if ends {
                     self.progress.push(Progress::Ended(rows.folder.clone()));

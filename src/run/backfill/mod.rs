@@ -47,17 +47,46 @@ use crate::changes::Table;
 use crate::checkpoint::{CopyPlan, CopyProgress};
 use crate::config::Config;
 use crate::control::{ChunkId, Visibility};
-use crate::encode::split_encoded;
+use crate::encode::{split_encoded, unquote_field};
 use crate::lsn::Lsn;
 use crate::metrics;
 use crate::snapshot::PublishedTable;
+
+/// What a chunk reads: a range of the plan's heap blocks, or the rows of some keys.
+///
+/// A key is read again when an update during the copy left a TOASTed value unchanged: the
+/// stream's row lacks the value, and a non-HOT update may have moved the row into blocks a
+/// chunk already read, where no later chunk finds it. Read between watermarks like any chunk,
+/// the key's row comes with its value, whatever block it is in now.
+#[derive(Debug, Clone)]
+pub(super) enum Part {
+    Range(u32),
+    /// Each key's values (the key columns' text, in the copy's identity order).
+    Keys(Arc<Vec<Vec<String>>>),
+}
+
+/// Keys read again in one chunk at most.
+const REREAD_BATCH: usize = 1000;
+
+/// The values of the key columns at `positions` of an encoded line (`_unchanged,f1,…`), as the
+/// server printed them.
+pub(super) fn key_values(line: &[u8], positions: &[usize]) -> Vec<String> {
+    let fields: Vec<&[u8]> = split_encoded(line).skip(1).collect();
+    positions
+        .iter()
+        .map(|&p| {
+            let field = fields.get(p).copied().unwrap_or_default();
+            String::from_utf8_lossy(&unquote_field(field)).into_owned()
+        })
+        .collect()
+}
 
 /// One chunk's rows, read and encoded by a worker.
 #[derive(Debug)]
 pub(super) struct ChunkRows {
     pub id: ChunkId,
     pub folder: String,
-    pub index: u32,
+    pub part: Part,
     /// The plan the chunk was read under, and the heap file the read saw ([`rewrite`]).
     pub plan: CopyPlan,
     pub filenode: Option<u32>,
@@ -480,9 +509,74 @@ impl Backfill {
             self.queue(Job::Chunk {
                 published: published.clone(),
                 plan,
-                index,
+                part: Part::Range(index),
             });
         }
+        // Keys a stopped process had still to read again.
+        self.dispatch_rereads(folder);
+    }
+
+    /// Whether an update of `folder` that leaves a TOASTed value unchanged must have its key
+    /// read again: its copy has begun, and some chunk is not placed yet (one may have lost the
+    /// row to a move). Once every chunk is placed, every row was copied or is being read again.
+    pub fn wants_rereads(&self, folder: &str) -> bool {
+        self.live
+            .get(folder)
+            .is_some_and(|l| l.begun && l.plan.is_some() && !l.progress.all_chunks_done())
+    }
+
+    /// Reads the row of `key` (its values, as the server prints them) again before the copy
+    /// of `folder` ends ([`Part::Keys`]).
+    pub fn reread(&mut self, folder: &str, key: Vec<String>) {
+        let Some(live) = self.live.get_mut(folder) else {
+            return;
+        };
+        if live.rereads.contains(&key) {
+            return;
+        }
+        live.rereads.insert(key.clone());
+        self.progress.push(Progress::Reread {
+            folder: folder.to_owned(),
+            key,
+        });
+        self.dispatch_rereads(folder);
+    }
+
+    /// Asks a worker to read the keys waiting, unless it is reading some already: those waiting
+    /// meanwhile go together next.
+    fn dispatch_rereads(&mut self, folder: &str) {
+        let Some(live) = self.live.get_mut(folder) else {
+            return;
+        };
+        if live.rereading.is_some() || live.rereads.is_empty() || !live.begun {
+            return;
+        }
+        let (Some(published), Some(plan)) = (live.published.clone(), live.plan) else {
+            return;
+        };
+        let keys: Vec<Vec<String>> = live.rereads.iter().take(REREAD_BATCH).cloned().collect();
+        let keys = Arc::new(keys);
+        live.rereading = Some(keys.clone());
+        self.queue(Job::Chunk {
+            published,
+            plan,
+            part: Part::Keys(keys),
+        });
+    }
+
+    /// The keys read again by chunk `keys` are placed: the next ones may go.
+    fn rereads_placed(&mut self, folder: &str, keys: &Arc<Vec<Vec<String>>>) {
+        if let Some(live) = self.live.get_mut(folder) {
+            for key in keys.iter() {
+                live.rereads.remove(key);
+            }
+            live.rereading = None;
+        }
+        self.progress.push(Progress::RereadDone {
+            folder: folder.to_owned(),
+            keys: keys.clone(),
+        });
+        self.dispatch_rereads(folder);
     }
 
     fn queue(&mut self, job: Job) {
@@ -514,6 +608,13 @@ impl Drop for Backfill {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_values_are_the_servers_text_unquoted() {
+        let line = br#"["body"],7,"a ""q"", b",x"#;
+        assert_eq!(key_values(line, &[1, 0]), ["a \"q\", b", "7"]);
+        assert_eq!(key_values(line, &[5]), [""]);
+    }
 
     #[test]
     fn keys_are_length_prefixed_field_forms() {

@@ -5,6 +5,7 @@
 //! a copy under way, behind its log lines and gauges. Bookkeeping only, apart from the workers
 //! and the watermark: no I/O but logs and metrics.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -38,6 +39,16 @@ pub(in crate::run) enum Progress {
         folder: String,
         index: u32,
         rows: u64,
+    },
+    /// A key to read again ([`super::Part::Keys`]) before the copy may end.
+    Reread {
+        folder: String,
+        key: Vec<String>,
+    },
+    /// These keys were read again.
+    RereadDone {
+        folder: String,
+        keys: Arc<Vec<Vec<String>>>,
     },
     /// The `E` row is written, or the copy was given up or handed to a whole-table copy.
     Ended(String),
@@ -76,6 +87,18 @@ pub(in crate::run) fn apply(checkpoint: &mut Checkpoint, progress: Progress) {
                 copy.mark_done(index, rows);
             }
         }
+        Progress::Reread { folder, key } => {
+            if let Some(copy) = copies.get_mut(&folder) {
+                copy.rereads.insert(key);
+            }
+        }
+        Progress::RereadDone { folder, keys } => {
+            if let Some(copy) = copies.get_mut(&folder) {
+                for key in keys.iter() {
+                    copy.rereads.remove(key);
+                }
+            }
+        }
         Progress::Ended(folder) => {
             copies.remove(&folder);
         }
@@ -97,6 +120,10 @@ pub(super) struct Live {
     /// Durable or placed in this run.
     pub(super) progress: CopyProgress,
     pub(super) rows_this_run: u64,
+    /// Keys to read again, not yet asked of a worker ([`super::Part::Keys`]).
+    pub(super) rereads: BTreeSet<Vec<String>>,
+    /// The keys a worker is reading again now.
+    pub(super) rereading: Option<Arc<Vec<Vec<String>>>>,
     /// The stream's table last found to have the copy's shape: rows of it need no comparison.
     /// Held, not only its address, so no other table can be allocated there meanwhile.
     pub(super) shape_seen: Option<Arc<Table>>,
@@ -111,6 +138,7 @@ pub(super) fn hide_copy_metrics(table: &str) {
 
 impl Live {
     pub(super) fn new(folder: &str, progress: CopyProgress, begun: bool) -> Live {
+        let rereads = progress.rereads.clone();
         Live {
             folder: Arc::from(folder),
             published: None,
@@ -119,6 +147,8 @@ impl Live {
             requested_again: false,
             progress,
             rows_this_run: 0,
+            rereads,
+            rereading: None,
             shape_seen: None,
             started: Instant::now(),
             logged: Instant::now(),
@@ -218,6 +248,36 @@ mod tests {
         assert_eq!(copies.copies["t"].begun_at, Some(Lsn::new(5)));
         apply(copies, Progress::Ended("t".into()));
         assert!(copies.copies.is_empty());
+    }
+
+    #[test]
+    fn keys_to_read_again_are_kept_until_read() {
+        let mut ck = Checkpoint::new("s", crate::checkpoint::SnapshotState::Done);
+        apply(&mut ck, Progress::Requested("t".into()));
+        for key in [["1"], ["2"], ["1"]] {
+            apply(
+                &mut ck,
+                Progress::Reread {
+                    folder: "t".into(),
+                    key: key.iter().map(|k| k.to_string()).collect(),
+                },
+            );
+        }
+        assert_eq!(ck.copies["t"].rereads.len(), 2);
+        apply(
+            &mut ck,
+            Progress::RereadDone {
+                folder: "t".into(),
+                keys: Arc::new(vec![vec!["1".to_owned()]]),
+            },
+        );
+        assert_eq!(
+            ck.copies["t"].rereads.iter().collect::<Vec<_>>(),
+            [&vec!["2".to_owned()]]
+        );
+        // A restart begins with nothing to read again: the new copy reads every row.
+        apply(&mut ck, Progress::Restarted("t".into()));
+        assert!(ck.copies["t"].rereads.is_empty());
     }
 
     #[test]

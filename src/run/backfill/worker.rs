@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, Semaphore, mpsc};
 
-use super::{ChunkRows, Event, encoded_key};
+use super::{ChunkRows, Event, Part, encoded_key};
 use crate::checkpoint::CopyPlan;
 use crate::config::SourceConfig;
 use crate::control::{self, ChunkId, Control, Visibility};
@@ -25,10 +25,11 @@ pub(super) enum Job {
         plan: Option<CopyPlan>,
         begin: bool,
     },
+    /// A range of the plan's blocks, or the rows of some keys ([`Part`]).
     Chunk {
         published: Arc<PublishedTable>,
         plan: CopyPlan,
-        index: u32,
+        part: Part,
     },
 }
 
@@ -106,8 +107,8 @@ pub(super) async fn worker(
             Job::Chunk {
                 published,
                 plan,
-                index,
-            } => read_chunk(c, &shared, &sender, &published, plan, index).await,
+                part,
+            } => read_chunk(c, &shared, &sender, &published, plan, part).await,
         };
         if let Err(e) = result {
             let _ = sender.send(Err(e));
@@ -188,7 +189,7 @@ async fn read_chunk(
     sender: &mpsc::UnboundedSender<Result<Event, RunError>>,
     published: &PublishedTable,
     plan: CopyPlan,
-    index: u32,
+    part: Part,
 ) -> Result<(), RunError> {
     // Given back by the pipeline when it has placed (or dropped) the chunk.
     if let Ok(permit) = shared.permits.acquire().await {
@@ -220,13 +221,19 @@ async fn read_chunk(
         .map_err(SnapshotError::from)?
         .get(0);
     let seen = Visibility::parse(&seen).map_err(SnapshotError::from)?;
-    let (start, end) = plan.blocks_of(index);
+    let statement = match &part {
+        Part::Range(index) => {
+            let (start, end) = plan.blocks_of(*index);
+            published.chunk_copy(start, end)
+        }
+        Part::Keys(keys) => published.keys_copy(keys),
+    };
     let identity: Vec<usize> = published.identity.clone().unwrap_or_default();
     let mut transcoder = Transcoder::new(&published.table);
     let mut rows = ChunkRows {
         id,
         folder: folder.clone(),
-        index,
+        part,
         plan,
         filenode: None,
         seen,
@@ -236,27 +243,22 @@ async fn read_chunk(
         key_ends: Vec::new(),
     };
     let columns = published.table.columns.len();
-    let read = snapshot::copy_rows(
-        client,
-        &published.table,
-        &published.chunk_copy(start, end),
-        |line| {
-            let begin = rows.lines.len();
-            let fields = transcoder.transcode(line, &mut rows.lines);
-            if fields != columns {
-                return Err(SnapshotError::Shape {
-                    table: folder.clone(),
-                    got: fields,
-                    expected: columns,
-                });
-            }
-            rows.line_ends.push(rows.lines.len());
-            let encoded = rows.lines.get(begin..).unwrap_or_default();
-            encoded_key(encoded, &identity, &mut rows.keys);
-            rows.key_ends.push(rows.keys.len());
-            Ok(())
-        },
-    )
+    let read = snapshot::copy_rows(client, &published.table, &statement, |line| {
+        let begin = rows.lines.len();
+        let fields = transcoder.transcode(line, &mut rows.lines);
+        if fields != columns {
+            return Err(SnapshotError::Shape {
+                table: folder.clone(),
+                got: fields,
+                expected: columns,
+            });
+        }
+        rows.line_ends.push(rows.lines.len());
+        let encoded = rows.lines.get(begin..).unwrap_or_default();
+        encoded_key(encoded, &identity, &mut rows.keys);
+        rows.key_ends.push(rows.keys.len());
+        Ok(())
+    })
     .await;
     if let Err(SnapshotError::Sql(e)) = &read
         && e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_COLUMN)

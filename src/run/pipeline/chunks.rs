@@ -121,7 +121,11 @@ impl Pipeline<'_> {
             return;
         }
         self.backfill.windows.touch(&copying);
-        if !self.backfill.windows.watching(&folder) {
+        let watching = self.backfill.windows.watching(&folder);
+        // Outside a window only an update may matter: one that leaves a TOASTed value
+        // unchanged has its key read again.
+        let rereading = op == Op::Update && self.backfill.wants_rereads(&folder);
+        if !watching && !rereading {
             return;
         }
         if op == Op::Truncate {
@@ -153,6 +157,15 @@ impl Pipeline<'_> {
         encode(&mut self.scratch);
         let mut key = Vec::new();
         let unchanged = backfill::encoded_key(&self.scratch, &positions, &mut key);
+        if rereading && unchanged {
+            // The row may have moved into blocks a chunk already read (a non-HOT update), and
+            // this row lacks the value: only reading the key again brings it.
+            let values = backfill::key_values(&self.scratch, &positions);
+            self.backfill.reread(&folder, values);
+        }
+        if !watching {
+            return;
+        }
         let touch = match backfill::unchanged_positions(&self.scratch, table) {
             Some(_) if unchanged && op == Op::Update && follows_a_delete => {
                 self.backfill.windows.redo(
