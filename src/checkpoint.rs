@@ -52,6 +52,15 @@ pub struct Checkpoint {
     /// resumes each at its first chunk that is not durable.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub copies: BTreeMap<String, CopyProgress>,
+    /// The leaf partitions of each table published through its root, as last read from the
+    /// catalog: what a change of them (while running or stopped) is compared with. `None` until
+    /// first read (a change before then is not seen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<BTreeMap<String, Vec<PartitionLeaf>>>,
+    /// Partitioned roots to copy again, whole, because their partitions changed: written as soon
+    /// as the change is seen, removed when the copy is durable, so no crash forgets one.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub recopy: BTreeSet<String>,
     /// The server's timeline when pgcdc last connected; a change means a promotion or restore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<u32>,
@@ -82,6 +91,21 @@ pub struct CopyProgress {
     /// an update during the copy left a TOASTed value of theirs unchanged.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub rereads: BTreeSet<Vec<String>>,
+}
+
+/// One leaf partition of a root published through it, as the catalog shows it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PartitionLeaf {
+    pub oid: u32,
+    /// The heap file: a `TRUNCATE` (or a rewrite) gives a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filenode: Option<u32>,
+    /// Whether it holds no data at all (zero blocks).
+    pub empty: bool,
+    /// The transaction that attached it (`pg_inherits.xmin`): a partition detached, changed and
+    /// attached again between two reads keeps its oid and heap file, not this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attached_by: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +196,8 @@ impl Checkpoint {
             tables: None,
             schemas: Some(BTreeMap::new()),
             copies: BTreeMap::new(),
+            partitions: None,
+            recopy: BTreeSet::new(),
             timeline: None,
             updated_at: String::new(),
         }
@@ -206,6 +232,14 @@ impl Checkpoint {
     /// Whether the existing rows of `folder` are covered.
     pub fn covers_table(&self, folder: &str) -> bool {
         self.tables.as_ref().is_none_or(|t| t.contains_key(folder))
+    }
+
+    /// Forgets that the existing rows of `folder` were copied: it left the publication, so if
+    /// it joins again, its rows are copied again (those changed meanwhile were never sent).
+    pub fn uncover_table(&mut self, folder: &str) {
+        if let Some(tables) = self.tables.as_mut() {
+            tables.remove(folder);
+        }
     }
 
     /// Records that the existing rows of `folder` were copied (or streamed) as of `lsn`. A later

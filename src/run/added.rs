@@ -18,6 +18,7 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use tokio::runtime::Handle;
@@ -31,6 +32,10 @@ use crate::batch::{Batcher, Sealed};
 use crate::config::Config;
 use crate::lsn::Lsn;
 use crate::source::{Connection, slot};
+
+/// Numbers the copies of this process, across reconnects: a copy of the pipeline before a
+/// reconnect may still be making its temporary slot, whose name holds the number.
+static NEXT_JOB: AtomicU64 = AtomicU64::new(1);
 
 /// Rows of newly published tables, copied and sealed, waiting to be published.
 #[derive(Debug)]
@@ -49,9 +54,10 @@ pub struct AddedTables {
     handle: Handle,
     spool_root: PathBuf,
     pending: BTreeSet<String>,
+    /// Pending tables asked for again meanwhile: copied once more when their copy ends.
+    again: BTreeSet<String>,
     /// The checkpoint when the first of the pending copies was asked for.
     hold: Option<Position>,
-    next_job: u64,
     sender: mpsc::UnboundedSender<Result<TableCopy, RunError>>,
     /// Finished copies, in the order they finished.
     pub results: mpsc::UnboundedReceiver<Result<TableCopy, RunError>>,
@@ -69,8 +75,8 @@ impl AddedTables {
             handle: handle.clone(),
             spool_root,
             pending: BTreeSet::new(),
+            again: BTreeSet::new(),
             hold: None,
-            next_job: 0,
             sender,
             results,
         })
@@ -90,18 +96,23 @@ impl AddedTables {
     /// Starts copying the existing rows of `folders` on a thread of its own; `checkpoint` is
     /// where the checkpoint is now.
     pub fn request(&mut self, folders: Vec<String>, checkpoint: Position) {
-        let folders: Vec<String> = folders
-            .into_iter()
-            .filter(|f| self.pending.insert(f.clone()))
-            .collect();
+        let mut fresh = Vec::new();
+        for folder in folders {
+            if self.pending.contains(&folder) {
+                self.again.insert(folder);
+            } else {
+                self.pending.insert(folder.clone());
+                fresh.push(folder);
+            }
+        }
+        let folders = fresh;
         if folders.is_empty() {
             return;
         }
         // Held already, the checkpoint has not moved since: the first hold is this one too.
         self.hold.get_or_insert(checkpoint);
         info!(tables = ?folders, "Tables joined the publication; copying their existing rows in the background");
-        self.next_job += 1;
-        let job = self.next_job;
+        let job = NEXT_JOB.fetch_add(1, Ordering::Relaxed);
         let config = self.config.clone();
         let handle = self.handle.clone();
         let spool = self.spool_root.join(job.to_string());
@@ -121,14 +132,20 @@ impl AddedTables {
         }
     }
 
-    /// The copy of these tables is over (published or failed).
-    pub fn finished(&mut self, folders: &[String]) {
+    /// The copy of these tables is over (published or failed). Returns those asked for again
+    /// while it ran, to be copied once more.
+    pub fn finished(&mut self, folders: &[String]) -> BTreeSet<String> {
+        let mut again = BTreeSet::new();
         for folder in folders {
             self.pending.remove(folder);
+            if self.again.remove(folder) {
+                again.insert(folder.clone());
+            }
         }
         if self.pending.is_empty() {
             self.hold = None;
         }
+        again
     }
 }
 

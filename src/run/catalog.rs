@@ -1,37 +1,31 @@
 //! What the stream never says about the publication's tables, read from the catalog now and
-//! then: a table that joined the publication but has had no change since (pgoutput names a
-//! table only with its first change), and the partitions of a table published through its root
+//! then: which tables it publishes (a table that joined is copied, one that left is forgotten,
+//! so joining again copies it again), and the partitions of a table published through its root
 //! (`publish_via_partition_root`), whose `ATTACH`, `DETACH`, `DROP` and `TRUNCATE` change the
-//! root's rows without a single row message.
+//! root's rows without a single row message. pgoutput's own Relation messages cannot tell: it
+//! sends them for partitions of a root too, and only with a change.
 //!
 //! A partition set that changed makes the root's copy start again: a new `B` row, whose `E`
 //! replaces every earlier row of the root (README, "The file format"), so an attached
 //! partition's rows arrive and a detached or truncated one's leave. A partition that appears
 //! empty (`CREATE TABLE … PARTITION OF`, a partition made ahead of time) changes nothing and
-//! costs nothing. [`changed_roots`] is the rule, pure; [`watch`] the polling task.
+//! costs nothing. The partitions last seen are kept in the checkpoint, so a change made while
+//! pgcdc was stopped or reconnecting is seen too. [`changed_roots`] is the rule, pure; [`watch`]
+//! the polling task.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tracing::{debug, info};
+use tracing::debug;
 
+use crate::checkpoint::PartitionLeaf as Leaf;
 use crate::config::SourceConfig;
 use crate::source::slot::in_list;
 
-/// How often the catalog is read: the longest a table that joined the publication without a
-/// change waits for its copy, and a changed partition set for the root's.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(10);
-
-/// One leaf partition of a published root, as the catalog shows it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Leaf {
-    pub oid: u32,
-    /// The heap file: a `TRUNCATE` (or a rewrite) gives a new one.
-    pub filenode: Option<u32>,
-    /// Whether it holds no data at all (zero blocks).
-    pub empty: bool,
-}
+/// How often the catalog is read: the longest a table that joined the publication waits for
+/// its copy to begin, and a changed partition set for the root's.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The publication's tables as the catalog shows them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,18 +37,18 @@ pub struct Snapshot {
 }
 
 /// Roots whose rows changed with their partition set between two reads: a leaf gone (detached
-/// or dropped), a leaf with another heap file (truncated or rewritten), or a leaf that appeared
-/// holding data (attached). A root seen for the first time has nothing to compare with.
-pub fn changed_roots(before: &Snapshot, now: &Snapshot) -> Vec<String> {
+/// or dropped), a leaf with another heap file (truncated or rewritten) or attached again, or a
+/// leaf that appeared holding data (attached). A root seen for the first time has nothing to
+/// compare with.
+pub fn changed_roots(before: &BTreeMap<String, Vec<Leaf>>, now: &Snapshot) -> Vec<String> {
     now.partitions
         .iter()
         .filter_map(|(root, leaves)| {
-            let old = before.partitions.get(root)?;
+            let old = before.get(root)?;
             let gone_or_rewritten = old.iter().any(|leaf| {
-                leaves
-                    .iter()
-                    .find(|l| l.oid == leaf.oid)
-                    .is_none_or(|l| l.filenode != leaf.filenode)
+                leaves.iter().find(|l| l.oid == leaf.oid).is_none_or(|l| {
+                    l.filenode != leaf.filenode || l.attached_by != leaf.attached_by
+                })
             });
             let arrived_full = leaves
                 .iter()
@@ -70,14 +64,17 @@ pub async fn read(
     source: &SourceConfig,
 ) -> Result<Snapshot, tokio_postgres::Error> {
     let pubs = in_list(&source.publications);
-    // Leaves as `oid:filenode:empty`, one string per root: one round trip whatever the count.
+    // Leaves as `oid:filenode:empty:attached_by`, one string per root: one round trip whatever
+    // the count.
     let rows = client
         .simple_query(&format!(
             "SELECT DISTINCT pt.schemaname || '.' || pt.tablename AS folder,
                     CASE WHEN c.relkind = 'p' THEN
                         (SELECT string_agg(t.relid::oid::text || ':'
                                 || coalesce(pg_catalog.pg_relation_filenode(t.relid)::text, '')
-                                || ':' || (pg_catalog.pg_relation_size(t.relid) = 0)::text, ',')
+                                || ':' || (pg_catalog.pg_relation_size(t.relid) = 0)::text
+                                || ':' || coalesce((SELECT i.xmin::text FROM pg_catalog.pg_inherits i
+                                                    WHERE i.inhrelid = t.relid), ''), ',')
                          FROM pg_catalog.pg_partition_tree(c.oid) t WHERE t.isleaf)
                     END AS leaves
              FROM pg_catalog.pg_publication_tables pt
@@ -107,27 +104,20 @@ fn parse_leaf(text: &str) -> Option<Leaf> {
     let oid = parts.next()?.parse().ok()?;
     let filenode = parts.next()?.parse().ok();
     let empty = parts.next()? == "true";
+    let attached_by = parts.next().and_then(|x| x.parse().ok());
     Some(Leaf {
         oid,
         filenode,
         empty,
+        attached_by,
     })
 }
 
-/// What the watch tells the pipeline.
-#[derive(Debug)]
-pub enum Seen {
-    /// Every table the publication has now.
-    Published(BTreeSet<String>),
-    /// A partitioned root whose partitions changed: its rows must be copied again.
-    Repartitioned(String),
-}
-
-/// Reads the catalog every [`POLL_INTERVAL`] until the pipeline goes away. A failed read is
-/// logged and tried again at the next tick: the stream, not this watch, owns the connection's
-/// health.
-pub async fn watch(source: SourceConfig, sender: mpsc::UnboundedSender<Seen>) {
-    let mut before: Option<Snapshot> = None;
+/// Reads the catalog every [`POLL_INTERVAL`] and sends what it saw, until the pipeline goes
+/// away. Comparing is the pipeline's job ([`changed_roots`] against the checkpoint), so nothing
+/// seen is lost with this task. A failed read is logged and tried again at the next tick: the
+/// stream, not this watch, owns the connection's health.
+pub async fn watch(source: SourceConfig, sender: mpsc::UnboundedSender<Snapshot>) {
     let mut ticks = tokio::time::interval(POLL_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut client = None;
@@ -146,26 +136,17 @@ pub async fn watch(source: SourceConfig, sender: mpsc::UnboundedSender<Seen>) {
             }
         }
         let Some(c) = client.as_ref() else { continue };
-        let now = match read(c, &source).await {
-            Ok(now) => now,
-            Err(e) => {
-                debug!(error = %e, "Cannot read the publication's tables now; trying again");
-                client = None;
-                continue;
-            }
-        };
-        if let Some(before) = &before {
-            for root in changed_roots(before, &now) {
-                info!(table = %root, "The table's partitions changed (attached, detached, dropped or truncated); copying it again");
-                if sender.send(Seen::Repartitioned(root)).is_err() {
+        match read(c, &source).await {
+            Ok(now) => {
+                if sender.send(now).is_err() {
                     return;
                 }
             }
+            Err(e) => {
+                debug!(error = %e, "Cannot read the publication's tables now; trying again");
+                client = None;
+            }
         }
-        if sender.send(Seen::Published(now.tables.clone())).is_err() {
-            return;
-        }
-        before = Some(now);
     }
 }
 
@@ -178,6 +159,7 @@ mod tests {
             oid,
             filenode: Some(filenode),
             empty,
+            attached_by: Some(700),
         }
     }
 
@@ -190,7 +172,7 @@ mod tests {
 
     #[test]
     fn partition_changes_that_move_rows_name_the_root() {
-        let before = snapshot(vec![leaf(1, 10, false), leaf(2, 20, false)]);
+        let before = snapshot(vec![leaf(1, 10, false), leaf(2, 20, false)]).partitions;
         let same = snapshot(vec![leaf(1, 10, false), leaf(2, 20, true)]);
         assert!(changed_roots(&before, &same).is_empty());
         let detached = snapshot(vec![leaf(1, 10, false)]);
@@ -203,28 +185,32 @@ mod tests {
             leaf(3, 30, false),
         ]);
         assert_eq!(changed_roots(&before, &attached), ["public.root"]);
+        let mut reattached = snapshot(vec![leaf(1, 10, false), leaf(2, 20, false)]);
+        reattached.partitions.get_mut("public.root").unwrap()[1].attached_by = Some(900);
+        assert_eq!(changed_roots(&before, &reattached), ["public.root"]);
     }
 
     #[test]
     fn an_empty_new_partition_or_a_first_sight_changes_nothing() {
         let before = snapshot(vec![leaf(1, 10, false)]);
         let created = snapshot(vec![leaf(1, 10, false), leaf(2, 20, true)]);
-        assert!(changed_roots(&before, &created).is_empty());
-        assert!(changed_roots(&Snapshot::default(), &before).is_empty());
+        assert!(changed_roots(&before.partitions, &created).is_empty());
+        assert!(changed_roots(&BTreeMap::new(), &before).is_empty());
     }
 
     #[test]
     fn leaves_parse_from_the_catalog_text() {
         assert_eq!(
-            parse_leaf("16401:16401:false"),
+            parse_leaf("16401:16401:false:700"),
             Some(leaf(16401, 16401, false))
         );
         assert_eq!(
-            parse_leaf("7::true"),
+            parse_leaf("7::true:"),
             Some(Leaf {
                 oid: 7,
                 filenode: None,
-                empty: true
+                empty: true,
+                attached_by: None,
             })
         );
         assert_eq!(parse_leaf("x"), None);

@@ -28,7 +28,6 @@ impl Pipeline<'_> {
         lsn: Lsn,
         stream: &Stream,
     ) -> Result<(), RunError> {
-        self.notice_relation(&message);
         self.primary_keys.resolve(&mut message)?;
         self.changes.clear();
         self.assembler
@@ -48,7 +47,6 @@ impl Pipeline<'_> {
         mut message: Message,
         lsn: Lsn,
     ) -> Result<(), RunError> {
-        self.notice_relation(&message);
         self.primary_keys.resolve(&mut message)?;
         let subxid = message.stream_xid();
         let Some(txn) = self.streamed.current_txn() else {
@@ -119,19 +117,6 @@ impl Pipeline<'_> {
             lsn,
             stream,
         )
-    }
-
-    /// A Relation for a table whose existing rows are not covered yet starts copying them.
-    fn notice_relation(&mut self, message: &Message) {
-        if let Message::Relation(relation) = message {
-            let folder = format!("{}.{}", relation.namespace, relation.name);
-            if !self.checkpoint.covers_table(&folder)
-                && !self.added.is_pending(&folder)
-                && self.backfill.copying(&folder).is_none()
-            {
-                self.copy_existing_rows(folder);
-            }
-        }
     }
 
     /// Writes one row of the open transaction into the window, unless the checkpoint or the

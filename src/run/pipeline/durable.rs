@@ -9,91 +9,20 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use tokio::runtime::Handle;
-use tracing::{debug, info};
+use tracing::debug;
 
 use super::Pipeline;
 use crate::lsn::Lsn;
 use crate::metrics;
 use crate::pg_time;
 use crate::run::ack::Position;
-use crate::run::added::TableCopy;
 use crate::run::backfill;
-use crate::run::catalog;
 use crate::run::error::RunError;
 use crate::run::journal::Entry;
-use crate::run::publish::{self, Upload};
+use crate::run::publish::Upload;
 use crate::source::Stream;
 
 impl Pipeline<'_> {
-    /// Copies the existing rows of a table no copy covers yet: in chunks where the server
-    /// sends watermarks, else whole.
-    pub(super) fn copy_existing_rows(&mut self, folder: String) {
-        if self.chunked {
-            self.backfill.join(&folder);
-        } else {
-            self.copy_whole(folder);
-        }
-    }
-
-    /// What the catalog showed that the stream does not say ([`catalog`]).
-    pub(super) fn on_catalog(&mut self, seen: catalog::Seen) {
-        match seen {
-            catalog::Seen::Published(tables) => {
-                for folder in tables {
-                    if !self.checkpoint.covers_table(&folder)
-                        && !self.added.is_pending(&folder)
-                        && self.backfill.copying(&folder).is_none()
-                    {
-                        self.copy_existing_rows(folder);
-                    }
-                }
-            }
-            // Partitioned tables are copied whole (their rows are in several heaps).
-            catalog::Seen::Repartitioned(root) => self.copy_whole(root),
-        }
-    }
-
-    /// Copies `folder` whole in an exported snapshot; the checkpoint waits for it
-    /// ([`AddedTables::hold`](crate::run::added::AddedTables::hold)).
-    pub(super) fn copy_whole(&mut self, folder: String) {
-        if self.added.is_pending(&folder) {
-            return;
-        }
-        let now = Position {
-            commit: self.checkpoint.commit_lsn,
-            flush: self.checkpoint.flush_lsn,
-        };
-        self.added.request(vec![folder], now);
-    }
-
-    /// Publishes the rows copied whole; from now on the stream's changes to those tables at or
-    /// before the copy's LSN are skipped, as the copy holds them. The checkpoint may move again.
-    pub(super) fn publish_copy(&mut self, copy: TableCopy) -> Result<(), RunError> {
-        let entry = {
-            let mut known = self.schemas.lock().unwrap_or_else(|e| e.into_inner());
-            publish::publish(self.sink, &copy.sealed, &mut known, self.journal)?
-        };
-        for folder in &copy.folders {
-            let entry = self.durable.entry(folder.clone()).or_default();
-            *entry = (*entry).max(copy.lsn);
-            self.checkpoint.cover_table(folder, copy.lsn);
-            if self.backfill.whole_copy_done(folder) {
-                self.checkpoint.copies.remove(folder);
-            }
-        }
-        self.added.finished(&copy.folders);
-        self.save_checkpoint(self.ack.durable())?;
-        if let Some(entry) = entry {
-            self.journal.settle(entry);
-        }
-        info!(tables = ?copy.folders, rows = copy.rows, lsn = %copy.lsn, "Existing rows of new tables are durable");
-        // The line a chunked copy writes when it is durable, so one line tells either way.
-        for folder in &copy.folders {
-            info!(table = %folder, whole = true, "Copy of the table complete");
-        }
-        Ok(())
-    }
-
     /// Closes the window and hands it to the upload thread. Blocks while an earlier window is
     /// still waiting behind the one uploading, which bounds the spool.
     pub(super) fn seal_and_submit(&mut self) -> Result<(), RunError> {
@@ -251,7 +180,7 @@ impl Pipeline<'_> {
 
     /// Writes the checkpoint, moved to `position` (unchanged when it is already there), but not
     /// past where a whole-table copy under way holds it.
-    fn save_checkpoint(&mut self, position: Position) -> Result<(), RunError> {
+    pub(super) fn save_checkpoint(&mut self, position: Position) -> Result<(), RunError> {
         let position = match self.added.hold() {
             Some(hold) => Position {
                 commit: position.commit.min(hold.commit),

@@ -10,11 +10,14 @@
 //! - [`chunks`]: chunked copies in the stream: pgcdc's control messages, chunks placed at their
 //!   high watermark, the stream rows the watermark rule needs;
 //! - [`durable`]: windows sealed and handed to the upload thread, and what their durability
-//!   moves: the checkpoint and the flush position.
+//!   moves: the checkpoint and the flush position;
+//! - [`tables`]: which tables are copied beyond what rows say: joining or leaving the
+//!   publication, partitions changed, whole-table copies made durable.
 
 mod apply;
 mod chunks;
 mod durable;
+mod tables;
 
 use apply::RowTarget;
 
@@ -130,6 +133,10 @@ pub(super) fn run(
         for folder in uncovered {
             pipeline.copy_existing_rows(folder);
         }
+        // Roots whose partitions changed before a crash or a reconnect, not copied yet.
+        for root in pipeline.checkpoint.recopy.clone() {
+            pipeline.copy_whole(root);
+        }
         let (seen, catalog) = tokio::sync::mpsc::unbounded_channel();
         let watch = handle.spawn(catalog::watch(config.source.clone(), seen));
         // Dropping the pipeline closes the upload queue, which ends the thread.
@@ -154,7 +161,7 @@ enum Wake {
     Shutdown,
     Copied(Result<TableCopy, RunError>),
     Backfill(Result<backfill::Event, RunError>),
-    Catalog(catalog::Seen),
+    Catalog(catalog::Snapshot),
     Uploaded(Upload, Result<Option<Entry>, RunError>),
 }
 
@@ -222,7 +229,7 @@ impl Pipeline<'_> {
         handle: &Handle,
         mut stream: Stream,
         mut shutdown: watch::Receiver<bool>,
-        mut catalog: tokio::sync::mpsc::UnboundedReceiver<catalog::Seen>,
+        mut catalog: tokio::sync::mpsc::UnboundedReceiver<catalog::Snapshot>,
     ) -> Result<(), RunError> {
         let mut stopping = *shutdown.borrow();
         let mut inbox = Vec::with_capacity(EVENT_BATCH);
@@ -273,7 +280,7 @@ impl Pipeline<'_> {
                         self.copy_whole(folder);
                     }
                 }
-                Wake::Catalog(seen) => self.on_catalog(seen),
+                Wake::Catalog(now) => self.on_catalog(now)?,
                 Wake::Deadline => {
                     if self.batcher.is_due(Instant::now()) {
                         self.seal_and_submit()?;
