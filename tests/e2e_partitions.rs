@@ -188,12 +188,11 @@ async fn partitions_attached_detached_or_truncated_while_running_replay_exactly(
     );
 }
 
-/// A root's copy is asked for (a partition attached) and waits; pgcdc is killed. The request
-/// is in the checkpoint before the log says so, so the next start copies the root.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_root_copy_pending_at_a_kill_is_made_after_the_restart() {
+/// pgcdc streaming `EVENTS_DDL`, its partitions recorded, and `events_2023` attached: the
+/// root's copy is recorded in the checkpoint and waits for the returned session's transaction.
+async fn root_copy_waiting() -> (Fixture, Pgcdc, tokio_postgres::Client) {
     let setup = fixture(EVENTS_DDL).await;
-    let mut pgcdc = Pgcdc::run(&setup.config);
+    let pgcdc = Pgcdc::run(&setup.config);
     events_match(&setup, "the first copy").await;
     wait_checkpoint(&setup, "the partitions recorded", |ck| {
         leaves(ck, "public.events") == 2
@@ -205,6 +204,14 @@ async fn a_root_copy_pending_at_a_kill_is_made_after_the_restart() {
         recopy_pending(ck, "public.events")
     })
     .await;
+    (setup, pgcdc, holder)
+}
+
+/// A root's copy is asked for (a partition attached) and waits; pgcdc is killed. The request
+/// is in the checkpoint before the log says so, so the next start copies the root.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_root_copy_pending_at_a_kill_is_made_after_the_restart() {
+    let (setup, mut pgcdc, holder) = root_copy_waiting().await;
     pgcdc.kill();
     holder.batch_execute("commit").await.expect("commit");
     let mut pgcdc = Pgcdc::run(&setup.config);
@@ -217,19 +224,7 @@ async fn a_root_copy_pending_at_a_kill_is_made_after_the_restart() {
 /// and pgcdc reconnects by itself.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_root_copy_pending_at_a_reconnect_is_made() {
-    let setup = fixture(EVENTS_DDL).await;
-    let mut pgcdc = Pgcdc::run(&setup.config);
-    events_match(&setup, "the first copy").await;
-    wait_checkpoint(&setup, "the partitions recorded", |ck| {
-        leaves(ck, "public.events") == 2
-    })
-    .await;
-    let holder = hold_copies(&setup).await;
-    setup.cluster.execute(ATTACH_2023).await;
-    wait_checkpoint(&setup, "the root's copy recorded", |ck| {
-        recopy_pending(ck, "public.events")
-    })
-    .await;
+    let (setup, mut pgcdc, holder) = root_copy_waiting().await;
     let streams = pgcdc.output_text().matches("Streaming changes").count();
     setup
         .cluster

@@ -80,16 +80,22 @@ impl PublishedTable {
     /// `COPY … TO STDOUT` of the published projection of heap blocks `[start, end)` (to the
     /// end of the relation when `end` is `None`): a TID range scan, which reads only those blocks.
     pub fn chunk_copy(&self, start: u32, end: Option<u32>) -> String {
+        let mut condition = format!("ctid >= '({start},0)'::tid");
+        if let Some(end) = end {
+            condition.push_str(&format!(" and ctid < '({end},0)'::tid"));
+        }
+        self.copy_where(condition)
+    }
+
+    /// `COPY … TO STDOUT` of the published columns of the rows that meet `condition` and the
+    /// row filter.
+    fn copy_where(&self, mut condition: String) -> String {
         let columns: Vec<String> = self
             .table
             .columns
             .iter()
             .map(|c| quote_ident(&c.name))
             .collect();
-        let mut condition = format!("ctid >= '({start},0)'::tid");
-        if let Some(end) = end {
-            condition.push_str(&format!(" and ctid < '({end},0)'::tid"));
-        }
         if let Some(filter) = &self.row_filter {
             condition.push_str(&format!(" and ({filter})"));
         }
@@ -99,19 +105,11 @@ impl PublishedTable {
             self.qualified
         )
     }
-}
 
-impl PublishedTable {
     /// `COPY … TO STDOUT` of the published projection of the rows with these keys (values of
     /// the identity's columns, as the server prints them). The literals are untyped, so each
     /// takes its column's type and the key's index serves the lookup.
     pub fn keys_copy(&self, keys: &[Vec<String>]) -> String {
-        let columns: Vec<String> = self
-            .table
-            .columns
-            .iter()
-            .map(|c| quote_ident(&c.name))
-            .collect();
         let key_columns: Vec<String> = self
             .identity
             .iter()
@@ -126,19 +124,11 @@ impl PublishedTable {
                 format!("({})", values.join(", "))
             })
             .collect();
-        let mut condition = if tuples.is_empty() {
+        self.copy_where(if tuples.is_empty() {
             "false".to_owned()
         } else {
             format!("({}) in ({})", key_columns.join(", "), tuples.join(", "))
-        };
-        if let Some(filter) = &self.row_filter {
-            condition.push_str(&format!(" and ({filter})"));
-        }
-        format!(
-            "copy (select {} from only {} where {condition}) to stdout",
-            columns.join(", "),
-            self.qualified
-        )
+        })
     }
 }
 
