@@ -7,10 +7,10 @@
 //! The files, by job:
 //! - `mod.rs`: the reconnect loop and one connection's life (start-up, then streaming);
 //! - [`startup`]: reconciling slot, checkpoint and sink before streaming;
-//! - [`copy`]: the initial snapshot, and copying inside an exported snapshot;
-//! - [`added`]: whole-table copies in the background (PostgreSQL 13, tables without a key);
-//! - [`backfill`]: chunked copies beside the stream: first copies, `pgcdc snapshot`, tables
-//!   that join the publication;
+//! - [`copy`]: every copy of existing rows, in one folder: chunked beside the stream (first
+//!   copies, `pgcdc snapshot`, tables that join the publication), the first start's exported
+//!   snapshot, and whole-table copies in the background (PostgreSQL 13, tables without a key,
+//!   partitioned roots);
 //! - [`catalog`]: what the stream never says (tables that joined without a change, partitions
 //!   attached, detached or truncated), read from the catalog now and then;
 //! - [`pipeline`]: the event loop, transactions into windows;
@@ -21,8 +21,6 @@
 //! `run` is the top of the library: it may import every stage; no stage imports it.
 
 mod ack;
-mod added;
-mod backfill;
 mod catalog;
 mod copy;
 mod error;

@@ -28,7 +28,7 @@ pub(super) struct Upload {
     pub last_commit_unix_us: i64,
     pub started: Instant,
     /// What the window adds to the copies in the checkpoint, applied once it is durable.
-    pub progress: Vec<super::backfill::Progress>,
+    pub progress: Vec<super::copy::Progress>,
 }
 
 /// The upload queue's ends: closed windows go in (at most one waits behind the one uploading,

@@ -13,8 +13,8 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::added::AddedTables;
-use super::copy;
+use super::copy::first;
+use super::copy::whole::AddedTables;
 use super::error::{Durable, RunError};
 use super::journal::Journal;
 use crate::batch::Batcher;
@@ -149,7 +149,7 @@ pub(super) fn start(
                 flush: ck.flush_lsn,
             });
         }
-        (None, None) => copy::initial_snapshot(
+        (None, None) => first::initial_snapshot(
             config,
             handle,
             sink,

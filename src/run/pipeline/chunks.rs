@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::{Pipeline, SEAL_AFTER_CHUNK_ROWS};
 use crate::changes::{Op, Table};
 use crate::control::Control;
-use crate::run::backfill::{self, Placement, window};
+use crate::run::copy::{self, Placement, window};
 use crate::run::error::RunError;
 
 impl Pipeline<'_> {
@@ -156,17 +156,17 @@ impl Pipeline<'_> {
         self.scratch.clear();
         encode(&mut self.scratch);
         let mut key = Vec::new();
-        let unchanged = backfill::encoded_key(&self.scratch, &positions, &mut key);
+        let unchanged = copy::encoded_key(&self.scratch, &positions, &mut key);
         if rereading && unchanged {
             // The row may have moved into blocks a chunk already read (a non-HOT update), and
             // this row lacks the value: only reading the key again brings it.
-            let values = backfill::key_values(&self.scratch, &positions);
+            let values = copy::key_values(&self.scratch, &positions);
             self.backfill.reread(&folder, values);
         }
         if !watching {
             return;
         }
-        let touch = match backfill::unchanged_positions(&self.scratch, table) {
+        let touch = match copy::unchanged_positions(&self.scratch, table) {
             Some(_) if unchanged && op == Op::Update && follows_a_delete => {
                 self.backfill.windows.redo(
                     &folder,

@@ -16,7 +16,7 @@ use crate::lsn::Lsn;
 use crate::metrics;
 use crate::pg_time;
 use crate::run::ack::Position;
-use crate::run::backfill;
+use crate::run::copy;
 use crate::run::error::RunError;
 use crate::run::journal::Entry;
 use crate::run::publish::Upload;
@@ -123,7 +123,7 @@ impl Pipeline<'_> {
             progress,
         } = upload;
         for p in progress {
-            backfill::apply(&mut self.checkpoint, p);
+            copy::apply(&mut self.checkpoint, p);
         }
         let m = metrics::get();
         let live = metrics::live();
@@ -161,7 +161,7 @@ impl Pipeline<'_> {
         if !buffered && self.ack.uploads_pending() == 0 && !self.backfill.progress.is_empty() {
             // Everything written before it is durable: the copies' progress counts now.
             for p in std::mem::take(&mut self.backfill.progress) {
-                backfill::apply(&mut self.checkpoint, p);
+                copy::apply(&mut self.checkpoint, p);
             }
             force = true;
         }

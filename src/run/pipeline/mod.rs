@@ -30,9 +30,9 @@ use tokio::sync::watch;
 use tracing::{debug, info};
 
 use super::ack::{Ack, Position};
-use super::added::{AddedTables, TableCopy};
-use super::backfill::{self, Backfill};
 use super::catalog;
+use super::copy::whole::{AddedTables, TableCopy};
+use super::copy::{self, Backfill};
 use super::error::RunError;
 use super::journal::{Entry, Journal};
 use super::keys::PrimaryKeys;
@@ -160,7 +160,7 @@ enum Wake {
     Deadline,
     Shutdown,
     Copied(Result<TableCopy, RunError>),
-    Backfill(Result<backfill::Event, RunError>),
+    Backfill(Result<copy::Event, RunError>),
     Catalog(catalog::Snapshot),
     Uploaded(Upload, Result<Option<Entry>, RunError>),
 }

@@ -9,8 +9,8 @@ use tracing::info;
 
 use super::Pipeline;
 use crate::run::ack::Position;
-use crate::run::added::TableCopy;
 use crate::run::catalog;
+use crate::run::copy::whole::TableCopy;
 use crate::run::error::RunError;
 use crate::run::publish;
 
@@ -79,7 +79,7 @@ impl Pipeline<'_> {
     }
 
     /// Copies `folder` whole in an exported snapshot; the checkpoint waits for it
-    /// ([`AddedTables::hold`](crate::run::added::AddedTables::hold)). Asked again while a copy
+    /// ([`AddedTables::hold`](crate::run::copy::whole::AddedTables::hold)). Asked again while a copy
     /// of it runs, it is copied once more after that one: that copy's snapshot may predate why
     /// it was asked.
     pub(super) fn copy_whole(&mut self, folder: String) {

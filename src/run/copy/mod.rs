@@ -1,5 +1,6 @@
-//! Chunked copies of tables beside the stream: the first copy of tables with a key, `pgcdc
-//! snapshot`, and a copy a restart resumes.
+//! Copies of existing rows. Chunked beside the stream, for the first copy of tables with a key,
+//! `pgcdc snapshot`, tables that join the publication, and a copy a restart resumes; whole in an
+//! exported snapshot where chunks cannot work ([`first`] at the first start, [`whole`] later).
 //!
 //! A copy is planned once (the table's heap blocks, cut into chunks of `snapshot.chunk_size`),
 //! begins with a `B` row, reads its chunks on `snapshot.workers` connections of their own, each
@@ -9,7 +10,7 @@
 //! checkpoint ([`Progress`]) counts once the window holding its rows is durable. Tables that
 //! join the publication are copied the same way ([`Backfill::join`]). Tables without a key
 //! cannot be checked against the stream key by key, and PostgreSQL 13 sends no watermarks:
-//! those are copied whole in an exported snapshot ([`super::added`]) instead.
+//! those are copied whole in an exported snapshot ([`whole`]) instead.
 //!
 //! Workers read no further than one chunk ahead of the pipeline each (a permit per chunk, given
 //! back when the pipeline has placed it), so memory is bounded by workers × chunk size.
@@ -21,11 +22,16 @@
 //! - [`worker`]: the worker connections: planning a copy, reading a chunk, the watermarks;
 //! - [`progress`]: what a copy adds to the checkpoint, and its log lines and metrics;
 //! - [`window`]: the watermark rule (pure); [`rewrite`]: whether a chunk's heap file is still
-//!   the plan's.
+//!   the plan's;
+//! - [`first`]: the first start's slot, exported snapshot and whole-table copies in it;
+//! - [`whole`]: whole-table copies while streaming, each in a temporary slot's snapshot, and
+//!   the checkpoint held meanwhile.
 
+pub(super) mod first;
 mod high;
 mod progress;
 mod rewrite;
+pub(super) mod whole;
 pub(super) mod window;
 mod worker;
 

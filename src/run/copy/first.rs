@@ -1,5 +1,5 @@
 //! Copies of existing rows: the initial snapshot of a new slot, and the copy of tables that
-//! join the publication later ([`super::added`]). Both read the publications' projection
+//! join the publication later ([`super::whole`]). Both read the publications' projection
 //! ([`crate::publication`]) inside a slot's exported snapshot and write it as one transaction
 //! of `_op = R` rows at the slot's consistent point.
 
@@ -9,22 +9,22 @@ use std::time::Instant;
 use tokio::runtime::Handle;
 use tracing::info;
 
-use super::error::RunError;
-use super::journal::Journal;
-use super::publish::publish;
 use crate::batch::Batcher;
 use crate::changes::{Op, Table, TxnMeta};
 use crate::checkpoint::{Checkpoint, CopyProgress, SnapshotState};
 use crate::config::Config;
 use crate::pg_time;
 use crate::publication::Publications;
+use crate::run::error::RunError;
+use crate::run::journal::Journal;
+use crate::run::publish::publish;
 use crate::schema_file::KnownSchemas;
 use crate::sink::Sink;
 use crate::snapshot::{self, PublishedTable, SnapshotError, Transcoder};
 use crate::source::{Connection, slot};
 
 /// Creates the slot with an exported snapshot and copies the published tables inside it.
-pub(super) fn initial_snapshot(
+pub(in crate::run) fn initial_snapshot(
     config: &Config,
     handle: &Handle,
     sink: &dyn Sink,
@@ -115,7 +115,7 @@ pub(super) fn initial_snapshot(
 }
 
 /// What [`copy_into_batcher`] did.
-pub(super) struct Copied {
+pub(in crate::run) struct Copied {
     pub rows: u64,
     /// Every table it wrote a `B` row for.
     pub tables: Vec<Arc<Table>>,
@@ -127,7 +127,7 @@ pub(super) struct Copied {
 /// exported, as one transaction of `_op = R` rows at its consistent point, each table's rows
 /// between a `B` and an `E` row. Tables `defer` selects get their `B` row only: a chunked copy
 /// beside the stream reads them.
-pub(super) fn copy_into_batcher(
+pub(in crate::run) fn copy_into_batcher(
     handle: &Handle,
     client: &tokio_postgres::Client,
     created: &slot::CreatedSlot,

@@ -10,7 +10,7 @@
 //! running when the slot was created.
 //!
 //! This whole-table copy is only for what chunks cannot do (PostgreSQL 13, which sends no
-//! watermarks; tables without a key); the others join through [`super::backfill`]. Its rows sit
+//! watermarks; tables without a key); the others join through [`super`]. Its rows sit
 //! at `C`, which the stream may pass long before the copy ends, so while one is under way the
 //! checkpoint stays where it was when the copy was asked for ([`AddedTables::hold`]): no file
 //! ever lands at or below a checkpoint already written, which is what a loader that applies
@@ -25,12 +25,12 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::ack::Position;
-use super::copy::copy_into_batcher;
-use super::error::RunError;
+use super::first::copy_into_batcher;
 use crate::batch::{Batcher, Sealed};
 use crate::config::Config;
 use crate::lsn::Lsn;
+use crate::run::ack::Position;
+use crate::run::error::RunError;
 use crate::source::{Connection, slot};
 
 /// Numbers the copies of this process, across reconnects: a copy of the pipeline before a
