@@ -21,6 +21,7 @@
 //! - [`high`]: a chunk's high watermark, where read rows become rows to write;
 //! - [`worker`]: the worker connections: planning a copy, reading a chunk, the watermarks;
 //! - [`progress`]: what a copy adds to the checkpoint, and its log lines and metrics;
+//! - [`rows`]: a chunk's rows and the keys in them (pure); [`reread`]: keys read again;
 //! - [`window`]: the watermark rule (pure); [`rewrite`]: whether a chunk's heap file is still
 //!   the plan's;
 //! - [`first`]: the first start's slot, exported snapshot and whole-table copies in it;
@@ -30,13 +31,16 @@
 pub(super) mod first;
 mod high;
 mod progress;
+mod reread;
 mod rewrite;
+mod rows;
 pub(super) mod whole;
 pub(super) mod window;
 mod worker;
 
 use progress::{Live, hide_copy_metrics};
 pub(super) use progress::{Progress, apply};
+pub(super) use rows::{ChunkRows, Part, encoded_key, key_values, unchanged_positions};
 use worker::{Job, Shared, worker};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -52,75 +56,10 @@ use super::error::RunError;
 use crate::changes::Table;
 use crate::checkpoint::{CopyPlan, CopyProgress};
 use crate::config::Config;
-use crate::control::{ChunkId, Visibility};
-use crate::encode::{split_encoded, unquote_field};
+use crate::control::ChunkId;
 use crate::lsn::Lsn;
 use crate::metrics;
 use crate::snapshot::PublishedTable;
-
-/// What a chunk reads: a range of the plan's heap blocks, or the rows of some keys.
-///
-/// A key is read again when an update during the copy left a TOASTed value unchanged: the
-/// stream's row lacks the value, and a non-HOT update may have moved the row into blocks a
-/// chunk already read, where no later chunk finds it. Read between watermarks like any chunk,
-/// the key's row comes with its value, whatever block it is in now.
-#[derive(Debug, Clone)]
-pub(super) enum Part {
-    Range(u32),
-    /// Each key's values (the key columns' text, in the copy's identity order).
-    Keys(Arc<Vec<Vec<String>>>),
-}
-
-/// Keys read again in one chunk at most.
-const REREAD_BATCH: usize = 1000;
-
-/// The values of the key columns at `positions` of an encoded line (`_unchanged,f1,…`), as the
-/// server printed them.
-pub(super) fn key_values(line: &[u8], positions: &[usize]) -> Vec<String> {
-    let fields: Vec<&[u8]> = split_encoded(line).skip(1).collect();
-    positions
-        .iter()
-        .map(|&p| {
-            let field = fields.get(p).copied().unwrap_or_default();
-            String::from_utf8_lossy(&unquote_field(field)).into_owned()
-        })
-        .collect()
-}
-
-/// One chunk's rows, read and encoded by a worker.
-#[derive(Debug)]
-pub(super) struct ChunkRows {
-    pub id: ChunkId,
-    pub folder: String,
-    pub part: Part,
-    /// The plan the chunk was read under, and the heap file the read saw ([`rewrite`]).
-    pub plan: CopyPlan,
-    pub filenode: Option<u32>,
-    pub seen: Visibility,
-    /// Each row's `_unchanged` value and fields, as the batcher writes them, back to back.
-    pub lines: Vec<u8>,
-    pub line_ends: Vec<usize>,
-    /// Each row's key ([`encoded_key`]), back to back.
-    pub keys: Vec<u8>,
-    pub key_ends: Vec<usize>,
-}
-
-impl ChunkRows {
-    /// The rows as (line, key).
-    pub fn rows(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        let lines = self.line_ends.iter().scan(0, |start, &end| {
-            let line = self.lines.get(*start..end).unwrap_or_default();
-            *start = end;
-            Some(line)
-        });
-        let keys = self.key_ends.iter().scan(0, |start, &end| {
-            let key = self.keys.get(*start..end).unwrap_or_default();
-            *start = end;
-            Some(key)
-        });
-        lines.zip(keys)
-    }
-}
 
 /// What the workers tell the pipeline.
 #[derive(Debug)]
@@ -149,35 +88,6 @@ pub(super) enum Event {
         chunk: ChunkId,
         plan: CopyPlan,
     },
-}
-
-/// The key of a row from its encoded line (`_unchanged,f1,…`): the key fields' CSV forms,
-/// each with its length, so `(a,bc)` and `(ab,c)` differ. Also whether `_unchanged` is set.
-pub(super) fn encoded_key(line: &[u8], positions: &[usize], out: &mut Vec<u8>) -> bool {
-    let mut fields = split_encoded(line);
-    let unchanged = fields.next().is_some_and(|f| !f.is_empty());
-    let fields: Vec<&[u8]> = fields.collect();
-    for &p in positions {
-        let field = fields.get(p).copied().unwrap_or_default();
-        out.extend_from_slice(&(field.len() as u32).to_le_bytes());
-        out.extend_from_slice(field);
-    }
-    unchanged
-}
-
-/// The positions of the columns a stream row's `_unchanged` names (its encoded line's first
-/// field, a JSON list of names); `None` if it names a column `table` does not have.
-pub(super) fn unchanged_positions(line: &[u8], table: &Table) -> Option<Vec<usize>> {
-    let field = split_encoded(line).next().unwrap_or_default();
-    if field.is_empty() {
-        return Some(Vec::new());
-    }
-    let json = crate::encode::unquote_field(field);
-    let names: Vec<String> = serde_json::from_slice(&json).ok()?;
-    names
-        .iter()
-        .map(|n| table.columns.iter().position(|c| c.name == *n))
-        .collect()
 }
 
 /// The copies under way and the workers reading them.
@@ -522,69 +432,6 @@ impl Backfill {
         self.dispatch_rereads(folder);
     }
 
-    /// Whether an update of `folder` that leaves a TOASTed value unchanged must have its key
-    /// read again: its copy has begun, and some chunk is not placed yet (one may have lost the
-    /// row to a move). Once every chunk is placed, every row was copied or is being read again.
-    pub fn wants_rereads(&self, folder: &str) -> bool {
-        self.live
-            .get(folder)
-            .is_some_and(|l| l.begun && l.plan.is_some() && !l.progress.all_chunks_done())
-    }
-
-    /// Reads the row of `key` (its values, as the server prints them) again before the copy
-    /// of `folder` ends ([`Part::Keys`]).
-    pub fn reread(&mut self, folder: &str, key: Vec<String>) {
-        let Some(live) = self.live.get_mut(folder) else {
-            return;
-        };
-        if live.rereads.contains(&key) {
-            return;
-        }
-        live.rereads.insert(key.clone());
-        self.progress.push(Progress::Reread {
-            folder: folder.to_owned(),
-            key,
-        });
-        self.dispatch_rereads(folder);
-    }
-
-    /// Asks a worker to read the keys waiting, unless it is reading some already: those waiting
-    /// meanwhile go together next.
-    fn dispatch_rereads(&mut self, folder: &str) {
-        let Some(live) = self.live.get_mut(folder) else {
-            return;
-        };
-        if live.rereading.is_some() || live.rereads.is_empty() || !live.begun {
-            return;
-        }
-        let (Some(published), Some(plan)) = (live.published.clone(), live.plan) else {
-            return;
-        };
-        let keys: Vec<Vec<String>> = live.rereads.iter().take(REREAD_BATCH).cloned().collect();
-        let keys = Arc::new(keys);
-        live.rereading = Some(keys.clone());
-        self.queue(Job::Chunk {
-            published,
-            plan,
-            part: Part::Keys(keys),
-        });
-    }
-
-    /// The keys read again by chunk `keys` are placed: the next ones may go.
-    fn rereads_placed(&mut self, folder: &str, keys: &Arc<Vec<Vec<String>>>) {
-        if let Some(live) = self.live.get_mut(folder) {
-            for key in keys.iter() {
-                live.rereads.remove(key);
-            }
-            live.rereading = None;
-        }
-        self.progress.push(Progress::RereadDone {
-            folder: folder.to_owned(),
-            keys: keys.clone(),
-        });
-        self.dispatch_rereads(folder);
-    }
-
     fn queue(&mut self, job: Job) {
         if self.tasks.is_empty() {
             for _ in 0..self.workers {
@@ -608,29 +455,5 @@ impl Drop for Backfill {
         for folder in self.live.keys() {
             hide_copy_metrics(folder.as_str());
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_values_are_the_servers_text_unquoted() {
-        let line = br#"["body"],7,"a ""q"", b",x"#;
-        assert_eq!(key_values(line, &[1, 0]), ["a \"q\", b", "7"]);
-        assert_eq!(key_values(line, &[5]), [""]);
-    }
-
-    #[test]
-    fn keys_are_length_prefixed_field_forms() {
-        let mut a = Vec::new();
-        let mut b = Vec::new();
-        assert!(!encoded_key(b",ab,c,x", &[0, 1], &mut a));
-        assert!(!encoded_key(b",a,bc,x", &[0, 1], &mut b));
-        assert_ne!(a, b);
-        let mut c = Vec::new();
-        assert!(encoded_key(b"[\"x\"],ab,c,\"y\"", &[0, 1], &mut c));
-        assert_eq!(a, c);
     }
 }
