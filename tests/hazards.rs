@@ -299,20 +299,9 @@ async fn copying_under_the_writer(
     (stop, writing, pgcdc, placed)
 }
 
-/// Waits until the share `at` of the copy's chunks is placed (pgcdc's metrics at `addr`);
-/// returns the chunks placed and planned.
+/// Waits until the share `at` of the copy's chunks is placed; returns (placed, planned).
 async fn chunks_placed(addr: &str, at: f64) -> (f64, f64) {
-    wait_until(
-        "part of the copy's chunks placed",
-        DEADLINE,
-        || async move {
-            let (_, body) = common::http::get(addr, "/metrics").await?;
-            let done = common::http::sample(&body, "pgcdc_copy_chunks_done")?;
-            let chunks = common::http::sample(&body, "pgcdc_copy_chunks")?;
-            (chunks > 0.0 && done >= at * chunks).then_some((done, chunks))
-        },
-    )
-    .await
+    common::http::copy_chunks_placed(addr, at, DEADLINE).await
 }
 
 /// Copies `public.rw` in chunks under a writer; once the share `at` of the chunks is placed,

@@ -107,13 +107,14 @@ impl PublishedTable {
     }
 
     /// `COPY … TO STDOUT` of the published projection of the rows with these keys (values of
-    /// the identity's columns, as the server prints them). The literals are untyped, so each
+    /// the identity's columns in column order, as the server prints them). The literals are untyped, so each
     /// takes its column's type and the key's index serves the lookup.
     pub fn keys_copy(&self, keys: &[Vec<String>]) -> String {
-        let key_columns: Vec<String> = self
-            .identity
+        // In column order: how the pipeline lists a key's values.
+        let mut positions: Vec<usize> = self.identity.iter().flatten().copied().collect();
+        positions.sort_unstable();
+        let key_columns: Vec<String> = positions
             .iter()
-            .flatten()
             .filter_map(|&i| self.table.columns.get(i))
             .map(|c| quote_ident(&c.name))
             .collect();

@@ -43,3 +43,19 @@ pub fn total(metrics: &str, name: &str) -> Option<f64> {
         .collect();
     (!values.is_empty()).then(|| values.iter().sum())
 }
+
+/// Waits until the share `at` of a chunked copy's chunks is placed (pgcdc's metrics at
+/// `addr`); returns the chunks placed and planned.
+pub async fn copy_chunks_placed(addr: &str, at: f64, deadline: std::time::Duration) -> (f64, f64) {
+    super::wait_until(
+        "part of the copy's chunks placed",
+        deadline,
+        || async move {
+            let (_, body) = get(addr, "/metrics").await?;
+            let done = sample(&body, "pgcdc_copy_chunks_done")?;
+            let chunks = sample(&body, "pgcdc_copy_chunks")?;
+            (chunks > 0.0 && done >= at * chunks).then_some((done, chunks))
+        },
+    )
+    .await
+}

@@ -38,7 +38,16 @@ impl Backfill {
             return None;
         };
         self.shared.permits.add_permits(1);
-        let live = self.live.get_mut(&rows.folder)?;
+        let Some(live) = self
+            .live
+            .get_mut(&rows.folder)
+            .filter(|l| l.attempt == rows.attempt)
+        else {
+            // Read for an attempt that was started over (or a copy that is over): its rows may
+            // have another shape, and they belong to no chunk of the copy under way.
+            self.windows.forget(chunk);
+            return None;
+        };
         match rewrite::judge(live.plan, rows.plan, rows.filenode) {
             rewrite::Generation::Current => {}
             rewrite::Generation::Stale => {
@@ -71,6 +80,7 @@ impl Backfill {
                         published,
                         plan,
                         part: rows.part.clone(),
+                        attempt: rows.attempt,
                     },
                     true,
                 );

@@ -70,23 +70,28 @@ pub(super) enum Event {
         published: Arc<PublishedTable>,
         plan: CopyPlan,
         begin: bool,
+        attempt: u64,
     },
     /// The table cannot be copied in chunks; copy it whole instead.
     Whole {
         folder: String,
         reason: &'static str,
+        attempt: u64,
     },
     /// The table is no longer published: nothing to copy.
     Abandoned {
         folder: String,
+        attempt: u64,
     },
     Copied(Box<ChunkRows>),
-    /// A chunk's read named a column the table no longer has (renamed or dropped since the
-    /// plan): the copy of `plan` starts over.
+    /// A chunk's read named a column (or the table) the database no longer has: renamed or
+    /// dropped since the plan. The copy of `attempt` starts over (and is given up if the table
+    /// is no longer published).
     Reshaped {
         folder: String,
         chunk: ChunkId,
-        plan: CopyPlan,
+        attempt: u64,
+        reason: &'static str,
     },
 }
 
@@ -104,6 +109,8 @@ pub(super) struct Backfill {
     pub windows: window::Windows,
     /// Changes to the checkpoint's copies not yet covered by a durable window.
     pub progress: Vec<Progress>,
+    /// The last copy attempt numbered ([`Live::attempt`]).
+    attempts: u64,
 }
 
 /// What to write at a high watermark.
@@ -146,21 +153,34 @@ impl Backfill {
             ready: HashMap::new(),
             windows: window::Windows::default(),
             progress: Vec::new(),
+            attempts: 0,
         }
+    }
+
+    /// Starts tracking a copy of `folder` (replacing any earlier attempt) and asks a worker to
+    /// plan it.
+    fn start(&mut self, folder: &str, progress: CopyProgress, begun: bool, begin: bool) {
+        self.attempts += 1;
+        let attempt = self.attempts;
+        let plan = progress.plan;
+        self.live.insert(
+            folder.to_owned(),
+            Live::new(folder, attempt, progress, begun),
+        );
+        self.queue(Job::Plan {
+            folder: folder.to_owned(),
+            plan,
+            begin,
+            attempt,
+        });
     }
 
     /// Resumes the copies a checkpoint records.
     pub fn resume(&mut self, copies: &BTreeMap<String, CopyProgress>) {
         for (folder, progress) in copies {
             let begin = progress.begun_at.is_none();
-            self.live
-                .insert(folder.clone(), Live::new(folder, progress.clone(), !begin));
             info!(table = %folder, chunks_done = progress.chunks_done(), "Resuming the copy of a table");
-            self.queue(Job::Plan {
-                folder: folder.clone(),
-                plan: progress.plan,
-                begin,
-            });
+            self.start(folder, progress.clone(), !begin, begin);
         }
     }
 
@@ -179,16 +199,8 @@ impl Backfill {
             return;
         }
         info!(table = %folder, "Copying the table again, as requested");
-        self.live.insert(
-            folder.to_owned(),
-            Live::new(folder, CopyProgress::default(), false),
-        );
         self.progress.push(Progress::Requested(folder.to_owned()));
-        self.queue(Job::Plan {
-            folder: folder.to_owned(),
-            plan: None,
-            begin: true,
-        });
+        self.start(folder, CopyProgress::default(), false, true);
     }
 
     /// `folder` joined the publication (or was published before pgcdc tracked it and is not
@@ -199,16 +211,8 @@ impl Backfill {
             return;
         }
         info!(table = %folder, "The table joined the publication; copying its existing rows beside the stream");
-        self.live.insert(
-            folder.to_owned(),
-            Live::new(folder, CopyProgress::default(), false),
-        );
         self.progress.push(Progress::Joined(folder.to_owned()));
-        self.queue(Job::Plan {
-            folder: folder.to_owned(),
-            plan: None,
-            begin: true,
-        });
+        self.start(folder, CopyProgress::default(), false, true);
     }
 
     /// Whether `chunk` was read by this process (watermarks of an earlier one come back on a
@@ -278,8 +282,12 @@ impl Backfill {
                 published,
                 plan,
                 begin,
+                attempt,
             } => {
-                let live = self.live.get_mut(&folder)?;
+                let live = self
+                    .live
+                    .get_mut(&folder)
+                    .filter(|l| l.attempt == attempt)?;
                 if live.plan.is_none() {
                     self.progress.push(Progress::Planned {
                         folder: folder.clone(),
@@ -305,12 +313,18 @@ impl Backfill {
                 }
                 None
             }
-            Event::Whole { folder, reason } => {
+            Event::Whole {
+                folder,
+                reason,
+                attempt,
+            } => {
+                self.live.get(&folder).filter(|l| l.attempt == attempt)?;
                 info!(table = %folder, reason, "Copying the table whole, in an exported snapshot, not in chunks");
                 self.live.remove(&folder);
                 Some(folder)
             }
-            Event::Abandoned { folder } => {
+            Event::Abandoned { folder, attempt } => {
+                self.live.get(&folder).filter(|l| l.attempt == attempt)?;
                 warn!(table = %folder, "The table is not published (any more); its copy is given up");
                 self.live.remove(&folder);
                 self.progress.push(Progress::Ended(folder));
@@ -323,16 +337,14 @@ impl Backfill {
             Event::Reshaped {
                 folder,
                 chunk,
-                plan,
+                attempt,
+                reason,
             } => {
                 // The chunk's permit comes back here: no high watermark follows its low one.
                 self.shared.permits.add_permits(1);
                 self.windows.forget(chunk);
-                if self.live.get(&folder).is_some_and(|l| l.plan == Some(plan)) {
-                    self.restart(
-                        &folder,
-                        "the table's columns or key changed during its copy",
-                    );
+                if self.live.get(&folder).is_some_and(|l| l.attempt == attempt) {
+                    self.restart(&folder, reason);
                 }
                 None
             }
@@ -392,15 +404,8 @@ impl Backfill {
             self.windows.forget(id);
             self.shared.permits.add_permits(1);
         }
-        if let Some(live) = self.live.get_mut(folder) {
-            *live = Live::new(folder, CopyProgress::default(), false);
-        }
         self.progress.push(Progress::Restarted(folder.to_owned()));
-        self.queue(Job::Plan {
-            folder: folder.to_owned(),
-            plan: None,
-            begin: true,
-        });
+        self.start(folder, CopyProgress::default(), false, true);
     }
 
     /// The copy of `folder` was taken over by a whole-table copy that is now durable. Returns
@@ -421,11 +426,13 @@ impl Backfill {
         let (Some(published), Some(plan)) = (live.published.clone(), live.plan) else {
             return;
         };
+        let attempt = live.attempt;
         for index in live.progress.remaining() {
             self.queue(Job::Chunk {
                 published: published.clone(),
                 plan,
                 part: Part::Range(index),
+                attempt,
             });
         }
         // Keys a stopped process had still to read again.

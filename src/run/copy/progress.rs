@@ -111,6 +111,9 @@ pub(in crate::run) fn apply(checkpoint: &mut Checkpoint, progress: Progress) {
 /// A copy under way, as the pipeline sees it.
 pub(super) struct Live {
     pub(super) folder: Arc<str>,
+    /// Which attempt at the table's copy this is: chunks and plans of an earlier attempt (a
+    /// restart, a repeated request) still on their way carry another number and are dropped.
+    pub(super) attempt: u64,
     pub(super) published: Option<Arc<PublishedTable>>,
     pub(super) plan: Option<CopyPlan>,
     /// Whether its `B` row is written (or was, before a restart).
@@ -137,10 +140,11 @@ pub(super) fn hide_copy_metrics(table: &str) {
 }
 
 impl Live {
-    pub(super) fn new(folder: &str, progress: CopyProgress, begun: bool) -> Live {
+    pub(super) fn new(folder: &str, attempt: u64, progress: CopyProgress, begun: bool) -> Live {
         let rereads = progress.rereads.clone();
         Live {
             folder: Arc::from(folder),
+            attempt,
             published: None,
             plan: progress.plan,
             begun,

@@ -51,10 +51,12 @@ impl Backfill {
         let keys: Vec<Vec<String>> = live.rereads.iter().take(REREAD_BATCH).cloned().collect();
         let keys = Arc::new(keys);
         live.rereading = Some(keys.clone());
+        let attempt = live.attempt;
         self.queue(Job::Chunk {
             published,
             plan,
             part: Part::Keys(keys),
+            attempt,
         });
     }
 

@@ -39,6 +39,8 @@ pub(in crate::run) fn key_values(line: &[u8], positions: &[usize]) -> Vec<String
 pub(in crate::run) struct ChunkRows {
     pub id: ChunkId,
     pub folder: String,
+    /// The copy attempt it was read for ([`super::Live::attempt`]).
+    pub attempt: u64,
     pub part: Part,
     /// The plan the chunk was read under, and the heap file the read saw ([`rewrite`]).
     pub plan: CopyPlan,

@@ -24,12 +24,14 @@ pub(super) enum Job {
         folder: String,
         plan: Option<CopyPlan>,
         begin: bool,
+        attempt: u64,
     },
     /// A range of the plan's blocks, or the rows of some keys ([`Part`]).
     Chunk {
         published: Arc<PublishedTable>,
         plan: CopyPlan,
         part: Part,
+        attempt: u64,
     },
 }
 
@@ -103,12 +105,14 @@ pub(super) async fn worker(
                 folder,
                 plan,
                 begin,
-            } => plan_copy(c, &shared, &sender, folder, plan, begin).await,
+                attempt,
+            } => plan_copy(c, &shared, &sender, folder, plan, begin, attempt).await,
             Job::Chunk {
                 published,
                 plan,
                 part,
-            } => read_chunk(c, &shared, &sender, &published, plan, part).await,
+                attempt,
+            } => read_chunk(c, &shared, &sender, &published, plan, part, attempt).await,
         };
         if let Err(e) = result {
             let _ = sender.send(Err(e));
@@ -137,14 +141,19 @@ async fn plan_copy(
     folder: String,
     plan: Option<CopyPlan>,
     begin: bool,
+    attempt: u64,
 ) -> Result<(), RunError> {
     let published = snapshot::published_table(client, &shared.publications, &folder).await?;
     let Some(published) = published else {
-        let _ = sender.send(Ok(Event::Abandoned { folder }));
+        let _ = sender.send(Ok(Event::Abandoned { folder, attempt }));
         return Ok(());
     };
     if let Some(reason) = published.unchunkable() {
-        let _ = sender.send(Ok(Event::Whole { folder, reason }));
+        let _ = sender.send(Ok(Event::Whole {
+            folder,
+            reason,
+            attempt,
+        }));
         return Ok(());
     }
     let plan = match plan {
@@ -166,6 +175,7 @@ async fn plan_copy(
         published: Arc::new(published),
         plan,
         begin,
+        attempt,
     }));
     if begin {
         // After the plan is on its way, so the pipeline knows the table when this arrives.
@@ -190,6 +200,7 @@ async fn read_chunk(
     published: &PublishedTable,
     plan: CopyPlan,
     part: Part,
+    attempt: u64,
 ) -> Result<(), RunError> {
     // Given back by the pipeline when it has placed (or dropped) the chunk.
     if let Ok(permit) = shared.permits.acquire().await {
@@ -233,6 +244,7 @@ async fn read_chunk(
     let mut rows = ChunkRows {
         id,
         folder: folder.clone(),
+        attempt,
         part,
         plan,
         filenode: None,
@@ -260,9 +272,21 @@ async fn read_chunk(
         Ok(())
     })
     .await;
-    if let Err(SnapshotError::Sql(e)) = &read
-        && e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_COLUMN)
-    {
+    // A column or the table itself gone since the plan: the copy starts over (or is given up
+    // when the table is no longer published), rather than stopping pgcdc.
+    let gone = match &read {
+        Err(SnapshotError::Sql(e)) => match e.code() {
+            Some(&tokio_postgres::error::SqlState::UNDEFINED_COLUMN) => {
+                Some("the table's columns changed during its copy")
+            }
+            Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+                Some("the table was dropped or renamed during its copy")
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    if let Some(reason) = gone {
         client
             .batch_execute("rollback")
             .await
@@ -270,7 +294,8 @@ async fn read_chunk(
         let _ = sender.send(Ok(Event::Reshaped {
             folder,
             chunk: id,
-            plan,
+            attempt,
+            reason,
         }));
         return Ok(());
     }

@@ -138,14 +138,20 @@ impl Pipeline<'_> {
         let follows_a_delete =
             std::mem::replace(&mut self.observed_delete, (op == Op::Delete).then_some(seq))
                 .is_some_and(|d| d + 1 == seq);
-        let Some(names) = self.backfill.key_names(&folder) else {
-            return;
+        // The key columns, in the copy's key order; a resumed copy not planned yet knows no key
+        // of its own, but its rereads need one: the stream's key (the replica identity) is it.
+        let names_count = self.backfill.key_names(&folder).map(|n| n.len());
+        let positions: Vec<usize> = match self.backfill.key_names(&folder) {
+            Some(names) => names
+                .iter()
+                .filter_map(|n| table.columns.iter().position(|c| c.name == *n))
+                .collect(),
+            None if rereading => (0..table.columns.len())
+                .filter(|&i| table.columns.get(i).is_some_and(|c| c.is_key))
+                .collect(),
+            None => return,
         };
-        let positions: Vec<usize> = names
-            .iter()
-            .filter_map(|n| table.columns.iter().position(|c| c.name == *n))
-            .collect();
-        if positions.len() != names.len() {
+        if names_count.is_some_and(|n| n != positions.len()) {
             // Same shape, so not reached; kept so a key the table lacks can never be matched.
             self.backfill.restart(
                 &folder,
@@ -157,13 +163,16 @@ impl Pipeline<'_> {
         encode(&mut self.scratch);
         let mut key = Vec::new();
         let unchanged = copy::encoded_key(&self.scratch, &positions, &mut key);
-        if rereading && unchanged {
+        if rereading && unchanged && !positions.is_empty() {
             // The row may have moved into blocks a chunk already read (a non-HOT update), and
-            // this row lacks the value: only reading the key again brings it.
-            let values = copy::key_values(&self.scratch, &positions);
+            // this row lacks the value: only reading the key again brings it. Keys to read are
+            // in column order, whatever the key's own order.
+            let mut in_column_order = positions.clone();
+            in_column_order.sort_unstable();
+            let values = copy::key_values(&self.scratch, &in_column_order);
             self.backfill.reread(&folder, values);
         }
-        if !watching {
+        if !watching || names_count.is_none() {
             return;
         }
         let touch = match copy::unchanged_positions(&self.scratch, table) {
