@@ -116,6 +116,11 @@ async fn partitions_attached_detached_or_truncated_while_running_replay_exactly(
     let matches =
         |what: &'static str| setup.wait_table_matches("public.events", &["id", "day"], what);
     matches("the first copy").await;
+    // The first reading of the partitions is what a change is compared with.
+    wait_checkpoint(&setup, "the partitions recorded", |ck| {
+        leaves(ck, "public.events") == 2
+    })
+    .await;
 
     setup
         .cluster
