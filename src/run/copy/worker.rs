@@ -277,7 +277,7 @@ async fn read_chunk(
     let gone = match &read {
         Err(SnapshotError::Sql(e)) => match e.code() {
             Some(&tokio_postgres::error::SqlState::UNDEFINED_COLUMN) => {
-                Some("the table's columns changed during its copy")
+                Some("the table's columns or key changed during its copy")
             }
             Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
                 Some("the table was dropped or renamed during its copy")
