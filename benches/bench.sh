@@ -350,7 +350,7 @@ speed=$(echo "scale=3; $copy_s / $snap_s" | bc)
 rate=$(echo "$snap_rows / $snap_s" | bc)
 copy_rate=$(echo "$snap_rows / $copy_s" | bc)
 say "snapshot: $snap_rows rows, best of $runs: COPY to /dev/null ${copy_s}s ($copy_rate rows/s); pgcdc chunked copy, $workers worker(s), to durable csv.gz ${snap_s}s ($rate rows/s, pgcdc ${cpu_per_m} CPU s per million rows): $speed x COPY"
-printf '{"date":"%s","host":"%s","cores":%s,"scenario":"snapshot","workers":%s,"rows":%s,"copy_s":%.3f,"snapshot_s":%.3f,"speed_vs_copy":%.3f,"pgcdc_cpu_s_per_million_rows":%s}\n' \
+printf '{"date":"%s","host":"%s","cores":%s,"scenario":"snapshot","workers":%s,"rows":%s,"copy_s":%.3f,"snapshot_s":%.3f,"speed_vs_copy":%.3f,"pgcdc_cpu_s_per_million_rows":%.2f}\n' \
     "$(date -u +%FT%TZ)" "$(hostname)" "$(nproc)" "$workers" "$snap_rows" "$copy_s" "$snap_s" "$speed" "$cpu_per_m" >>"$results"
 done
 
