@@ -151,12 +151,10 @@ async fn a_table_dropped_during_its_copy_does_not_stop_pgcdc() {
     pgcdc.stop_cleanly(DEADLINE).await;
 }
 
-/// SIGKILL during a copy; while pgcdc is down, single-row non-HOT updates that leave the
-/// TOASTed body unchanged move rows of chunks not read yet into chunks already durable. The
-/// resumed process replays those updates before its copy is planned again: their keys must be
-/// read again all the same (12 keys had no body).
-#[tokio::test(flavor = "multi_thread")]
-async fn rows_moved_while_down_are_read_again_after_a_kill() {
+/// `public.mv`: 100,000 rows with an out-of-line body on full pages, the first fifth emptied
+/// and vacuumed, so a non-HOT update moves its row there; copied by one worker in block order,
+/// 64 KiB chunks (8 blocks each).
+async fn moved_rows_fixture() -> Option<Fixture> {
     let ddl = "
         create table public.mv (id int primary key, status int not null, body text);
         alter table public.mv alter column body set storage external;
@@ -164,10 +162,66 @@ async fn rows_moved_while_down_are_read_again_after_a_kill() {
         delete from public.mv where id <= 20000;
         create publication pgcdc_pub for table public.mv;
     ";
-    let Some(setup) = chunked(ddl, "public.mv", 1, "64KiB").await else {
+    let setup = chunked(ddl, "public.mv", 1, "64KiB").await?;
+    // Outside the set-up's transaction: the free space of the emptied pages is recorded.
+    setup.cluster.execute("vacuum analyze public.mv").await;
+    Some(setup)
+}
+
+/// How many rows with `status = 1` lie in the first `chunks` chunks' blocks.
+async fn updated_rows_in_chunks(setup: &Fixture, chunks: u64) -> u64 {
+    setup
+        .cluster
+        .query_scalar(&format!(
+            "select count(*) from public.mv where status = 1 and (ctid::text::point)[0] < {}",
+            chunks * 8
+        ))
+        .await
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
+/// Non-HOT updates during a copy that move rows into blocks a chunk already read, leaving their
+/// out-of-line value unchanged (HAZARDS.md, "Table maintenance"): the chunk of their old blocks
+/// no longer finds them, and the stream's update lacks the value. Each such key is read again
+/// between watermarks, so the replay has every value.
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_moved_into_copied_blocks_with_toast_unchanged_keep_their_values() {
+    let Some(setup) = moved_rows_fixture().await else {
         return;
     };
-    setup.cluster.execute("vacuum analyze public.mv").await;
+    let addr = metrics_listen(&setup.config);
+    let mut pgcdc = setup.run(&setup.config);
+    let (placed, _) = copy_chunks_placed(&addr, 0.3, DEADLINE).await;
+    setup
+        .cluster
+        .execute("update public.mv set status = 1 where id > 90000")
+        .await;
+    // At least `placed` chunks were read, in block order.
+    let moved = updated_rows_in_chunks(&setup, placed as u64).await;
+    assert!(
+        moved >= 1000,
+        "the update moved rows into chunks already read ({moved})"
+    );
+    pgcdc
+        .wait_output("Copy of the table complete", DEADLINE)
+        .await;
+    let rows = setup
+        .wait_replay_matches("moved rows keep their out-of-line values")
+        .await;
+    assert_eq!(duplicate_keys(&rows), 0);
+    pgcdc.stop_cleanly(DEADLINE).await;
+}
+
+/// SIGKILL during a copy; while pgcdc is down, single-row non-HOT updates that leave the
+/// TOASTed body unchanged move rows of chunks not read yet into chunks already durable. The
+/// resumed process replays those updates before its copy is planned again: their keys must be
+/// read again all the same (12 keys had no body).
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_moved_while_down_are_read_again_after_a_kill() {
+    let Some(setup) = moved_rows_fixture().await else {
+        return;
+    };
     let addr = metrics_listen(&setup.config);
     let mut pgcdc = setup.run(&setup.config);
     copy_chunks_placed(&addr, 0.4, DEADLINE).await;
@@ -192,15 +246,7 @@ async fn rows_moved_while_down_are_read_again_after_a_kill() {
                update public.mv set status = 1 where id = i; commit; end loop; end $$",
         )
         .await;
-    let moved = setup
-        .cluster
-        .query_scalar(&format!(
-            "select count(*) from public.mv where status = 1 and (ctid::text::point)[0] < {}",
-            durable * 8
-        ))
-        .await
-        .and_then(|n| n.parse::<u64>().ok())
-        .unwrap_or(0);
+    let moved = updated_rows_in_chunks(&setup, durable).await;
     assert!(
         moved >= 100,
         "updates moved rows into durable chunks ({moved})"

@@ -236,7 +236,7 @@ async fn chunked_copy_of(ddl: &str, table: &str) -> Option<Fixture> {
 /// A table of 200,000 rows (one in fifty with a value stored out of line), big enough that a
 /// copy in 64 KiB chunks takes hundreds of chunks. Half of each page is left free (also after a
 /// rewrite), so most updates keep their row in its block; rows moved into chunks already read
-/// have a test of their own (`rows_moved_into_copied_blocks_with_toast_unchanged_keep_their_values`).
+/// have tests of their own (tests/copy_attempts.rs).
 const REWRITE_DDL: &str = "
     create table public.rw (id int primary key, n int not null, note text, body text)
         with (fillfactor = 50);
@@ -847,67 +847,5 @@ async fn dropping_the_primary_key_of_a_full_table_during_its_copy_loses_no_row()
         "the copy started over: {output}"
     );
     assert!(rows.iter().filter(|r| r.op == 'B').count() >= 2);
-    pgcdc.stop_cleanly(DEADLINE).await;
-}
-
-/// Non-HOT updates during a copy that move rows into blocks a chunk already read, leaving their
-/// out-of-line value unchanged (HAZARDS.md, "Table maintenance"): the chunk of their old blocks
-/// no longer finds them, and the stream's update lacks the value. Each such key is read again
-/// between watermarks, so the replay has every value. Pages are full (fillfactor 100) and the
-/// first fifth is emptied and vacuumed, so the moved rows land there.
-#[tokio::test(flavor = "multi_thread")]
-async fn rows_moved_into_copied_blocks_with_toast_unchanged_keep_their_values() {
-    let ddl = "
-        create table public.mv (id int primary key, status int not null, body text);
-        alter table public.mv alter column body set storage external;
-        insert into public.mv select g, 0, repeat(md5(g::text), 90) from generate_series(1, 100000) g;
-        delete from public.mv where id <= 20000;
-        create publication pgcdc_pub for table public.mv;
-    ";
-    let Some(setup) = Fixture::builder()
-        .ddl(ddl)
-        // One worker reads the chunks in block order, so the first fifth is read first.
-        .setting("snapshot.workers = 1")
-        .setting("snapshot.chunk_size = \"64KiB\"")
-        .table("public.mv", &["id"])
-        .min_major(14)
-        .deadline(DEADLINE)
-        .start_if_supported()
-        .await
-    else {
-        return;
-    };
-    // Outside the set-up's transaction: the free space of the emptied pages is recorded.
-    setup.cluster.execute("vacuum analyze public.mv").await;
-    let addr = metrics_listen(&setup.config);
-    let mut pgcdc = setup.run(&setup.config);
-    let (placed, chunks) = chunks_placed(&addr, 0.3).await;
-    setup
-        .cluster
-        .execute("update public.mv set status = 1 where id > 90000")
-        .await;
-    // 8 blocks of 8 KiB per 64 KiB chunk; at least `placed` chunks were read in order.
-    let moved = setup
-        .cluster
-        .query_scalar(&format!(
-            "select count(*) from public.mv
-             where status = 1 and (ctid::text::point)[0] < {}",
-            placed as u64 * 8
-        ))
-        .await
-        .and_then(|n| n.parse::<u64>().ok())
-        .unwrap_or(0);
-    eprintln!("{placed} of {chunks} chunks placed; {moved} updated rows moved into them");
-    assert!(
-        moved >= 1000,
-        "the update moved rows into chunks already read ({moved})"
-    );
-    pgcdc
-        .wait_output("Copy of the table complete", DEADLINE)
-        .await;
-    let rows = setup
-        .wait_replay_matches("moved rows keep their out-of-line values")
-        .await;
-    assert_eq!(duplicate_keys(&rows), 0);
     pgcdc.stop_cleanly(DEADLINE).await;
 }

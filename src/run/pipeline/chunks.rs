@@ -140,17 +140,23 @@ impl Pipeline<'_> {
                 .is_some_and(|d| d + 1 == seq);
         // The key columns, in the copy's key order; a resumed copy not planned yet knows no key
         // of its own, but its rereads need one: the stream's key (the replica identity) is it.
-        let names_count = self.backfill.key_names(&folder).map(|n| n.len());
-        let positions: Vec<usize> = match self.backfill.key_names(&folder) {
-            Some(names) => names
-                .iter()
-                .filter_map(|n| table.columns.iter().position(|c| c.name == *n))
-                .collect(),
-            None if rereading => (0..table.columns.len())
-                .filter(|&i| table.columns.get(i).is_some_and(|c| c.is_key))
-                .collect(),
-            None => return,
-        };
+        let (positions, names_count): (Vec<usize>, Option<usize>) =
+            match self.backfill.key_names(&folder) {
+                Some(names) => (
+                    names
+                        .iter()
+                        .filter_map(|n| table.columns.iter().position(|c| c.name == *n))
+                        .collect(),
+                    Some(names.len()),
+                ),
+                None if rereading => (
+                    (0..table.columns.len())
+                        .filter(|&i| table.columns.get(i).is_some_and(|c| c.is_key))
+                        .collect(),
+                    None,
+                ),
+                None => return,
+            };
         if names_count.is_some_and(|n| n != positions.len()) {
             // Same shape, so not reached; kept so a key the table lacks can never be matched.
             self.backfill.restart(
