@@ -15,7 +15,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 majors=("$@")
 [[ ${#majors[@]} -gt 0 ]] || majors=(13 14 15 16 17 18)
-suites=(versions e2e_local e2e_semantics e2e_partitions e2e_publication e2e_snapshot e2e_s3 slot_commands slot_safety hazards copy_attempts)
+suites=(versions e2e_local e2e_semantics e2e_partitions e2e_publication e2e_snapshot e2e_s3 slot_commands slot_safety hazards copy_attempts partitioned_copy)
 logs=${PGCDC_MATRIX_LOGS:-$(mktemp -d /tmp/pgcdc-matrix.XXXXXX)}
 mkdir -p "$logs"
 locked=$([[ -f Cargo.lock ]] && echo --locked || true)

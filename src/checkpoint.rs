@@ -57,8 +57,8 @@ pub struct Checkpoint {
     /// first read (a change before then is not seen).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partitions: Option<BTreeMap<String, Vec<PartitionLeaf>>>,
-    /// Partitioned roots to copy again, whole, because their partitions changed: written as soon
-    /// as the change is seen, removed when the copy is durable, so no crash forgets one.
+    /// Partitioned roots to copy again because their partitions changed: written as soon as the
+    /// change is seen, removed when a copy planned after it has ended, so no crash forgets one.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub recopy: BTreeSet<String>,
     /// The server's timeline when pgcdc last connected; a change means a promotion or restore.
@@ -108,7 +108,7 @@ pub struct PartitionLeaf {
     pub attached_by: Option<u32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CopyPlan {
     pub blocks: u32,
     pub chunk_blocks: u32,
@@ -121,22 +121,95 @@ pub struct CopyPlan {
     /// pgcdc made: that copy starts over when resumed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filenode: Option<u32>,
+    /// A partitioned root's leaf partitions, whose heaps hold its rows: the chunks read each
+    /// leaf's blocks in turn (`blocks` and `filenode` above are then unused). `None` for a table
+    /// with a heap of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaves: Option<Vec<LeafPlan>>,
+}
+
+/// One leaf partition in a root's [`CopyPlan`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeafPlan {
+    pub schema: String,
+    pub name: String,
+    pub blocks: u32,
+    /// As [`CopyPlan::filenode`], for this leaf's heap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filenode: Option<u32>,
+}
+
+/// What one chunk of a [`CopyPlan`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span<'a> {
+    /// The leaf partition whose heap it reads; `None`: the table's own heap.
+    pub leaf: Option<&'a LeafPlan>,
+    /// Blocks `[start, end)`; `end` is `None` for the last chunk of a heap, which reads to the
+    /// end of the relation, whatever it has grown to (rows added since are in the stream anyway).
+    pub start: u32,
+    pub end: Option<u32>,
+    /// The heap file the plan expects the blocks to be of.
+    pub filenode: Option<u32>,
+    /// A root without leaves: the chunk reads nothing, and is there so the copy has an end.
+    pub empty: bool,
 }
 
 impl CopyPlan {
-    /// At least one chunk, so even an empty table's copy has a place where it ends.
+    /// At least one chunk (per leaf, for a root), so even an empty table's copy has a place
+    /// where it ends.
     pub fn chunks(&self) -> u32 {
-        self.blocks.div_ceil(self.chunk_blocks.max(1)).max(1)
+        match &self.leaves {
+            None => self.heap_chunks(self.blocks),
+            Some(leaves) => leaves
+                .iter()
+                .map(|l| self.heap_chunks(l.blocks))
+                .fold(0u32, u32::saturating_add)
+                .max(1),
+        }
     }
 
-    /// The blocks `[start, end)` chunk `index` reads; the last one reads to the end of the
-    /// relation, whatever it has grown to (rows added since are in the stream anyway).
-    pub fn blocks_of(&self, index: u32) -> (u32, Option<u32>) {
+    fn heap_chunks(&self, blocks: u32) -> u32 {
+        blocks.div_ceil(self.chunk_blocks.max(1)).max(1)
+    }
+
+    /// What chunk `index` reads.
+    pub fn span(&self, index: u32) -> Span<'_> {
+        let Some(leaves) = &self.leaves else {
+            return self.heap_span(None, self.blocks, index, self.filenode);
+        };
+        let mut first = 0u32;
+        for leaf in leaves {
+            let chunks = self.heap_chunks(leaf.blocks);
+            if index < first.saturating_add(chunks) {
+                return self.heap_span(Some(leaf), leaf.blocks, index - first, leaf.filenode);
+            }
+            first = first.saturating_add(chunks);
+        }
+        Span {
+            leaf: None,
+            start: 0,
+            end: None,
+            filenode: None,
+            empty: true,
+        }
+    }
+
+    fn heap_span<'a>(
+        &self,
+        leaf: Option<&'a LeafPlan>,
+        blocks: u32,
+        index: u32,
+        filenode: Option<u32>,
+    ) -> Span<'a> {
         let start = index.saturating_mul(self.chunk_blocks);
-        if index + 1 >= self.chunks() {
-            (start, None)
-        } else {
-            (start, Some(start.saturating_add(self.chunk_blocks)))
+        let end =
+            (index + 1 < self.heap_chunks(blocks)).then(|| start.saturating_add(self.chunk_blocks));
+        Span {
+            leaf,
+            start,
+            end,
+            filenode,
+            empty: false,
         }
     }
 }
@@ -171,7 +244,9 @@ impl CopyProgress {
 
     /// Whether every chunk of the plan is durable or placed (false until planned).
     pub fn all_chunks_done(&self) -> bool {
-        self.plan.is_some_and(|p| self.chunks_done() >= p.chunks())
+        self.plan
+            .as_ref()
+            .is_some_and(|p| self.chunks_done() >= p.chunks())
     }
 }
 
@@ -291,13 +366,15 @@ mod tests {
                 blocks: 10,
                 chunk_blocks: 3,
                 rows_estimated: 0,
+                leaves: None,
             }),
             ..CopyProgress::default()
         };
-        let plan = p.plan.unwrap();
+        let plan = p.plan.clone().unwrap();
         assert_eq!(plan.chunks(), 4);
-        assert_eq!(plan.blocks_of(0), (0, Some(3)));
-        assert_eq!(plan.blocks_of(3), (9, None));
+        assert_eq!((plan.span(0).start, plan.span(0).end), (0, Some(3)));
+        assert_eq!((plan.span(3).start, plan.span(3).end), (9, None));
+        assert_eq!(plan.span(3).filenode, Some(16384));
         p.mark_done(2, 5);
         p.mark_done(0, 5);
         assert_eq!((p.done_below, p.done.len()), (1, 1));
@@ -311,9 +388,51 @@ mod tests {
             blocks: 0,
             chunk_blocks: 8,
             rows_estimated: 0,
+            leaves: None,
         };
         assert_eq!(empty.chunks(), 1);
-        assert_eq!(empty.blocks_of(0), (0, None));
+        assert_eq!((empty.span(0).start, empty.span(0).end), (0, None));
+    }
+
+    #[test]
+    fn a_roots_chunks_read_each_leaf_in_turn_to_its_end() {
+        let leaf = |name: &str, blocks, filenode| LeafPlan {
+            schema: "public".into(),
+            name: name.into(),
+            blocks,
+            filenode: Some(filenode),
+        };
+        let plan = CopyPlan {
+            blocks: 0,
+            chunk_blocks: 4,
+            rows_estimated: 0,
+            filenode: None,
+            leaves: Some(vec![leaf("a", 9, 1), leaf("b", 0, 2), leaf("c", 4, 3)]),
+        };
+        // a: 3 chunks, b (empty): 1, c: 1.
+        assert_eq!(plan.chunks(), 5);
+        let seen: Vec<(&str, u32, Option<u32>, Option<u32>)> = (0..5)
+            .map(|i| {
+                let s = plan.span(i);
+                (s.leaf.unwrap().name.as_str(), s.start, s.end, s.filenode)
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                ("a", 0, Some(4), Some(1)),
+                ("a", 4, Some(8), Some(1)),
+                ("a", 8, None, Some(1)),
+                ("b", 0, None, Some(2)),
+                ("c", 0, None, Some(3)),
+            ]
+        );
+        let bare = CopyPlan {
+            leaves: Some(Vec::new()),
+            ..plan
+        };
+        assert_eq!(bare.chunks(), 1);
+        assert!(bare.span(0).empty);
     }
 
     #[test]

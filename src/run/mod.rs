@@ -8,9 +8,9 @@
 //! - `mod.rs`: the reconnect loop and one connection's life (start-up, then streaming);
 //! - [`startup`]: reconciling slot, checkpoint and sink before streaming;
 //! - [`copy`]: every copy of existing rows, in one folder: chunked beside the stream (first
-//!   copies, `pgcdc snapshot`, tables that join the publication), the first start's exported
-//!   snapshot, and whole-table copies in the background (PostgreSQL 13, tables without a key,
-//!   partitioned roots);
+//!   copies, `pgcdc snapshot`, tables that join the publication, partitioned roots), the first
+//!   start's exported snapshot, and whole-table copies in the background (PostgreSQL 13, tables
+//!   without a key);
 //! - [`catalog`]: what the stream never says (tables that joined without a change, partitions
 //!   attached, detached or truncated), read from the catalog now and then;
 //! - [`pipeline`]: the event loop, transactions into windows;

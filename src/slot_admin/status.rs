@@ -135,7 +135,7 @@ pub fn render_status(status: &SlotStatus) -> String {
         None => lines.push("checkpoint           none".to_owned()),
     }
     for (table, copy) in status.checkpoint.iter().flat_map(|ck| &ck.copies) {
-        let state = match (copy.begun_at, copy.plan) {
+        let state = match (copy.begun_at, &copy.plan) {
             (None, _) => "requested, not begun".to_owned(),
             (Some(at), None) => format!("begun at {at}, not planned yet"),
             (Some(at), Some(plan)) => format!(

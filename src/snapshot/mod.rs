@@ -16,6 +16,7 @@ pub use primary_key::primary_key;
 
 use crate::changes::type_name::{FIRST_USER_OID, sql_type};
 use crate::changes::{ColumnInfo, Table};
+use crate::checkpoint::{LeafPlan, Span};
 use crate::publication::{Entry, ProjectionError, Publications, copy_statement};
 use crate::source::conn::{quote_ident, quote_literal};
 
@@ -58,7 +59,7 @@ pub struct PublishedTable {
     /// table has a primary key or a replica identity index and publishes all of its columns:
     /// what a chunked copy needs to tell which copied rows the stream changed meanwhile.
     pub identity: Option<Vec<usize>>,
-    /// A partitioned table (its rows live in its partitions); copied whole, never in chunks.
+    /// A partitioned root (its rows live in its leaf partitions, whose heaps its chunks read).
     pub partitioned: bool,
     qualified: String,
 }
@@ -66,9 +67,7 @@ pub struct PublishedTable {
 impl PublishedTable {
     /// Why this table cannot be copied in chunks, if it cannot.
     pub fn unchunkable(&self) -> Option<&'static str> {
-        if self.partitioned {
-            Some("it is a partitioned table")
-        } else if self.identity.is_none() {
+        if self.identity.is_none() {
             Some(
                 "it has neither a primary key nor a replica identity index (or that key is not all published)",
             )
@@ -77,19 +76,28 @@ impl PublishedTable {
         }
     }
 
-    /// `COPY … TO STDOUT` of the published projection of heap blocks `[start, end)` (to the
-    /// end of the relation when `end` is `None`): a TID range scan, which reads only those blocks.
-    pub fn chunk_copy(&self, start: u32, end: Option<u32>) -> String {
-        let mut condition = format!("ctid >= '({start},0)'::tid");
-        if let Some(end) = end {
+    /// `COPY … TO STDOUT` of the published projection of the rows in `span`'s heap blocks: a
+    /// TID range scan, which reads only those blocks (of the leaf partition it names, for a
+    /// partitioned root).
+    pub fn chunk_copy(&self, span: &Span<'_>) -> String {
+        if span.empty {
+            return self.copy_where("false".to_owned(), None);
+        }
+        let mut condition = format!("ctid >= '({},0)'::tid", span.start);
+        if let Some(end) = span.end {
             condition.push_str(&format!(" and ctid < '({end},0)'::tid"));
         }
-        self.copy_where(condition)
+        let leaf = span
+            .leaf
+            .map(|l| format!("{}.{}", quote_ident(&l.schema), quote_ident(&l.name)));
+        self.copy_where(condition, leaf)
     }
 
     /// `COPY … TO STDOUT` of the published columns of the rows that meet `condition` and the
-    /// row filter.
-    fn copy_where(&self, mut condition: String) -> String {
+    /// row filter, read from the heap of `leaf` (a leaf partition) or, when `None`, from the
+    /// table (all of its partitions, for a root). Columns and the filter are named, so they mean
+    /// the same in a partition whose columns are in another order.
+    fn copy_where(&self, mut condition: String, leaf: Option<String>) -> String {
         let columns: Vec<String> = self
             .table
             .columns
@@ -99,10 +107,14 @@ impl PublishedTable {
         if let Some(filter) = &self.row_filter {
             condition.push_str(&format!(" and ({filter})"));
         }
+        let from = match leaf {
+            Some(leaf) => format!("only {leaf}"),
+            None if self.partitioned => self.qualified.clone(),
+            None => format!("only {}", self.qualified),
+        };
         format!(
-            "copy (select {} from only {} where {condition}) to stdout",
+            "copy (select {} from {from} where {condition}) to stdout",
             columns.join(", "),
-            self.qualified
         )
     }
 
@@ -125,11 +137,12 @@ impl PublishedTable {
                 format!("({})", values.join(", "))
             })
             .collect();
-        self.copy_where(if tuples.is_empty() {
+        let condition = if tuples.is_empty() {
             "false".to_owned()
         } else {
             format!("({}) in ({})", key_columns.join(", "), tuples.join(", "))
-        })
+        };
+        self.copy_where(condition, None)
     }
 }
 
@@ -139,52 +152,98 @@ fn escaped_literal(value: &str) -> String {
 }
 
 /// What planning a chunked copy needs to know of a table now.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct TableSize {
     pub blocks: u32,
     pub block_size: u32,
     pub rows_estimated: u64,
     /// See [`crate::checkpoint::CopyPlan::filenode`].
     pub filenode: Option<u32>,
+    /// A partitioned root's leaf partitions (see [`crate::checkpoint::CopyPlan::leaves`]).
+    pub leaves: Option<Vec<LeafPlan>>,
 }
 
-/// The table's size in heap blocks, and the planner's row estimate.
+/// The table's size in heap blocks, and the planner's row estimate; for a partitioned root,
+/// each leaf partition's (at any depth; rows are only ever in leaves).
 pub async fn table_size(
     client: &tokio_postgres::Client,
-    table: &Table,
+    published: &PublishedTable,
 ) -> Result<TableSize, SnapshotError> {
-    let row = client
-        .query_one(
-            "select (pg_relation_size(c.oid) / current_setting('block_size')::int)::int8, \
-                    current_setting('block_size')::int8, greatest(c.reltuples, 0)::int8, \
-                    pg_relation_filenode(c.oid)::int8 \
+    let table = &published.table;
+    let block_size: i64 = client
+        .query_one("select current_setting('block_size')::int8", &[])
+        .await?
+        .get(0);
+    let rows = client
+        .query(
+            "select n.nspname::text, c.relname::text, \
+                    (pg_relation_size(c.oid) / current_setting('block_size')::int)::int8, \
+                    greatest(c.reltuples, 0)::int8, pg_relation_filenode(c.oid)::int8 \
              from pg_catalog.pg_class c \
-             where c.oid = (quote_ident($1) || '.' || quote_ident($2))::regclass",
-            &[&table.schema, &table.name],
+             join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
+             where case when $3 \
+                        then c.oid in (select relid from pg_partition_tree( \
+                                         (quote_ident($1) || '.' || quote_ident($2))::regclass) \
+                                       where isleaf) and c.relkind = 'r' \
+                        else c.oid = (quote_ident($1) || '.' || quote_ident($2))::regclass end \
+             order by c.oid",
+            &[&table.schema, &table.name, &published.partitioned],
         )
         .await?;
-    let blocks: i64 = row.get(0);
-    let block_size: i64 = row.get(1);
-    let rows: i64 = row.get(2);
-    let filenode: Option<i64> = row.get(3);
-    Ok(TableSize {
-        blocks: u32::try_from(blocks).unwrap_or(u32::MAX),
-        block_size: u32::try_from(block_size).unwrap_or(8192),
-        rows_estimated: u64::try_from(rows).unwrap_or(0),
-        filenode: filenode.and_then(|f| u32::try_from(f).ok()),
+    let heaps: Vec<(LeafPlan, u64)> = rows
+        .iter()
+        .map(|row| {
+            let blocks: i64 = row.get(2);
+            let estimated: i64 = row.get(3);
+            let filenode: Option<i64> = row.get(4);
+            let leaf = LeafPlan {
+                schema: row.get(0),
+                name: row.get(1),
+                blocks: u32::try_from(blocks).unwrap_or(u32::MAX),
+                filenode: filenode.and_then(|f| u32::try_from(f).ok()),
+            };
+            (leaf, u64::try_from(estimated).unwrap_or(0))
+        })
+        .collect();
+    let rows_estimated = heaps.iter().map(|(_, rows)| rows).sum();
+    let block_size = u32::try_from(block_size).unwrap_or(8192);
+    Ok(if published.partitioned {
+        TableSize {
+            blocks: 0,
+            block_size,
+            rows_estimated,
+            filenode: None,
+            leaves: Some(heaps.into_iter().map(|(leaf, _)| leaf).collect()),
+        }
+    } else {
+        let heap = heaps.first().map(|(leaf, _)| leaf);
+        TableSize {
+            blocks: heap.map_or(0, |h| h.blocks),
+            block_size,
+            rows_estimated,
+            filenode: heap.and_then(|h| h.filenode),
+            leaves: None,
+        }
     })
 }
 
-/// The heap file a table's rows are in now. Asked inside a transaction that has read the table,
-/// it names the file that read saw: the read's lock keeps every rewrite out until it commits.
+/// The heap file the rows of `span` are in now (`None` for a root's chunk that reads nothing,
+/// and for a root's key reads, which read every partition). Asked inside a transaction that has
+/// read the rows, it names the file that read saw: the read's lock keeps every rewrite out
+/// until it commits.
 pub async fn filenode(
     client: &tokio_postgres::Client,
     table: &Table,
+    leaf: Option<&LeafPlan>,
 ) -> Result<Option<u32>, SnapshotError> {
+    let (schema, name) = match leaf {
+        Some(leaf) => (&leaf.schema, &leaf.name),
+        None => (&table.schema, &table.name),
+    };
     let row = client
         .query_one(
             "select pg_relation_filenode((quote_ident($1) || '.' || quote_ident($2))::regclass)::int8",
-            &[&table.schema, &table.name],
+            &[schema, name],
         )
         .await?;
     let filenode: Option<i64> = row.get(0);

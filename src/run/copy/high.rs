@@ -48,7 +48,7 @@ impl Backfill {
             self.windows.forget(chunk);
             return None;
         };
-        match rewrite::judge(live.plan, rows.plan, rows.filenode) {
+        match rewrite::judge(live.plan.as_deref(), &rows.plan, &rows.part, rows.filenode) {
             rewrite::Generation::Current => {}
             rewrite::Generation::Stale => {
                 self.windows.forget(chunk);
@@ -63,7 +63,7 @@ impl Backfill {
                 return None;
             }
         }
-        let (Some(published), Some(plan)) = (live.published.clone(), live.plan) else {
+        let (Some(published), Some(plan)) = (live.published.clone(), live.plan.clone()) else {
             self.windows.forget(chunk);
             return None;
         };
@@ -114,6 +114,9 @@ impl Backfill {
                     && live.rereading.is_none();
                 live.report(ends);
                 if ends {
+                    if live.recopy {
+                        self.progress.push(Progress::Recopied(rows.folder.clone()));
+                    }
                     self.progress.push(Progress::Ended(rows.folder.clone()));
                     self.live.remove(&rows.folder);
                 }

@@ -162,7 +162,7 @@ impl Backfill {
     fn start(&mut self, folder: &str, progress: CopyProgress, begun: bool, begin: bool) {
         self.attempts += 1;
         let attempt = self.attempts;
-        let plan = progress.plan;
+        let plan = progress.plan.clone();
         self.live.insert(
             folder.to_owned(),
             Live::new(folder, attempt, progress, begun),
@@ -186,19 +186,34 @@ impl Backfill {
 
     /// `pgcdc snapshot` asked to copy `folder` again.
     pub fn request(&mut self, folder: &str) {
-        if let Some(live) = self.live.get(folder) {
+        self.again(folder, "pgcdc snapshot asked for the table again");
+    }
+
+    /// The partitions of root `folder` changed (attached, detached, dropped, truncated): its
+    /// rows are copied again, from a plan made now. The checkpoint's `recopy` keeps the root
+    /// until that copy ends ([`Progress::Recopied`]), so no crash forgets the change.
+    pub fn recopy(&mut self, folder: &str) {
+        self.again(folder, "the table's partitions changed");
+        if let Some(live) = self.live.get_mut(folder) {
+            live.recopy = true;
+        }
+    }
+
+    /// Copies `folder` again from a plan made after this call: a copy under way starts over.
+    fn again(&mut self, folder: &str, reason: &'static str) {
+        if let Some(live) = self.live.get_mut(folder) {
             if live.published.is_some() {
-                // Planned with the publication as it was: a widened row filter or column list
-                // since then is what the request is for.
-                self.restart(folder, "pgcdc snapshot asked for the table again");
-            } else if let Some(live) = self.live.get_mut(folder) {
-                // The plan under way may have read the publication before the change the
-                // request is for: the copy starts over once it is planned.
-                live.requested_again = true;
+                // Planned with the publication or partitions as they were: the change since
+                // then is what the new copy is for.
+                self.restart(folder, reason);
+            } else {
+                // The plan under way may have read the catalog before the change: the copy
+                // starts over once it is planned.
+                live.requested_again = Some(reason);
             }
             return;
         }
-        info!(table = %folder, "Copying the table again, as requested");
+        info!(table = %folder, reason, "Copying the table again");
         self.progress.push(Progress::Requested(folder.to_owned()));
         self.start(folder, CopyProgress::default(), false, true);
     }
@@ -291,23 +306,24 @@ impl Backfill {
                 if live.plan.is_none() {
                     self.progress.push(Progress::Planned {
                         folder: folder.clone(),
-                        plan,
+                        plan: plan.clone(),
                     });
                 }
                 info!(
                     table = %folder,
                     chunks = plan.chunks(),
                     blocks = plan.blocks,
+                    partitions = plan.leaves.as_ref().map(Vec::len),
                     rows_estimated = plan.rows_estimated,
                     "Copying the table in chunks beside the stream"
                 );
-                live.plan = Some(plan);
-                live.progress.plan = Some(plan);
+                live.progress.plan = Some(plan.clone());
+                live.plan = Some(Arc::new(plan));
                 live.published = Some(published);
                 live.show();
-                if std::mem::take(&mut live.requested_again) {
-                    // The plan may have read the publication before the request's change to it.
-                    self.restart(&folder, "pgcdc snapshot asked for the table again");
+                if let Some(reason) = live.requested_again.take() {
+                    // The plan may have read the catalog before the change it was asked for.
+                    self.restart(&folder, reason);
                 } else if !begin {
                     self.queue_chunks(&folder);
                 }
@@ -327,6 +343,8 @@ impl Backfill {
                 self.live.get(&folder).filter(|l| l.attempt == attempt)?;
                 warn!(table = %folder, "The table is not published (any more); its copy is given up");
                 self.live.remove(&folder);
+                // Nothing of it to copy again either.
+                self.progress.push(Progress::Recopied(folder.clone()));
                 self.progress.push(Progress::Ended(folder));
                 None
             }
@@ -368,11 +386,11 @@ impl Backfill {
             folder: folder.to_owned(),
             at,
         });
-        if let Some(plan) = live.plan {
+        if let Some(plan) = &live.plan {
             // `Begun` resets the record; the plan goes in again after it.
             self.progress.push(Progress::Planned {
                 folder: folder.to_owned(),
-                plan,
+                plan: CopyPlan::clone(plan),
             });
         }
         self.queue_chunks(folder);
@@ -404,8 +422,12 @@ impl Backfill {
             self.windows.forget(id);
             self.shared.permits.add_permits(1);
         }
+        let recopy = self.live.get(folder).is_some_and(|l| l.recopy);
         self.progress.push(Progress::Restarted(folder.to_owned()));
         self.start(folder, CopyProgress::default(), false, true);
+        if let Some(live) = self.live.get_mut(folder) {
+            live.recopy = recopy;
+        }
     }
 
     /// The copy of `folder` was taken over by a whole-table copy that is now durable. Returns
@@ -423,14 +445,14 @@ impl Backfill {
         let Some(live) = self.live.get(folder) else {
             return;
         };
-        let (Some(published), Some(plan)) = (live.published.clone(), live.plan) else {
+        let (Some(published), Some(plan)) = (live.published.clone(), live.plan.clone()) else {
             return;
         };
         let attempt = live.attempt;
         for index in live.progress.remaining() {
             self.queue(Job::Chunk {
                 published: published.clone(),
-                plan,
+                plan: plan.clone(),
                 part: Part::Range(index),
                 attempt,
             });

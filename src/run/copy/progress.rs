@@ -54,6 +54,9 @@ pub(in crate::run) enum Progress {
     Ended(String),
     /// The table was rewritten during the copy: it begins again, with a new plan and `B` row.
     Restarted(String),
+    /// A copy of a root planned after its partitions changed has ended (or the root is no
+    /// longer published): the checkpoint's `recopy` may forget it.
+    Recopied(String),
 }
 
 /// Applies `progress` to the copies a checkpoint records.
@@ -105,6 +108,9 @@ pub(in crate::run) fn apply(checkpoint: &mut Checkpoint, progress: Progress) {
         Progress::Restarted(folder) => {
             copies.insert(folder, CopyProgress::default());
         }
+        Progress::Recopied(folder) => {
+            checkpoint.recopy.remove(&folder);
+        }
     }
 }
 
@@ -115,11 +121,13 @@ pub(super) struct Live {
     /// restart, a repeated request) still on their way carry another number and are dropped.
     pub(super) attempt: u64,
     pub(super) published: Option<Arc<PublishedTable>>,
-    pub(super) plan: Option<CopyPlan>,
+    pub(super) plan: Option<Arc<CopyPlan>>,
     /// Whether its `B` row is written (or was, before a restart).
     pub(super) begun: bool,
-    /// `pgcdc snapshot` asked for the table while this copy was being planned.
-    pub(super) requested_again: bool,
+    /// Asked for again while this copy was being planned (why): it starts over once planned.
+    pub(super) requested_again: Option<&'static str>,
+    /// Copied because its partitions changed ([`super::Backfill::recopy`]).
+    pub(super) recopy: bool,
     /// Durable or placed in this run.
     pub(super) progress: CopyProgress,
     pub(super) rows_this_run: u64,
@@ -146,9 +154,10 @@ impl Live {
             folder: Arc::from(folder),
             attempt,
             published: None,
-            plan: progress.plan,
+            plan: progress.plan.clone().map(Arc::new),
             begun,
-            requested_again: false,
+            requested_again: None,
+            recopy: false,
             progress,
             rows_this_run: 0,
             rereads,
@@ -164,7 +173,7 @@ impl Live {
         self.show();
         let elapsed = self.started.elapsed().as_secs_f64();
         let rate = self.rows_this_run as f64 / elapsed.max(0.001);
-        let estimated = self.plan.map_or(0, |p| p.rows_estimated);
+        let estimated = self.plan.as_ref().map_or(0, |p| p.rows_estimated);
         let left = estimated.saturating_sub(self.progress.rows);
         let eta = if rate > 0.0 { left as f64 / rate } else { 0.0 };
         let table = &*self.folder;
@@ -172,7 +181,7 @@ impl Live {
             .copies
             .table(table)
             .set_eta_seconds(eta as i64);
-        let chunks = self.plan.map_or(0, |p| p.chunks());
+        let chunks = self.plan.as_ref().map_or(0, |p| p.chunks());
         if finished {
             info!(
                 table,
@@ -203,7 +212,7 @@ impl Live {
             self.progress.rows as i64,
             i64::from(self.progress.chunks_done()),
         );
-        if let Some(plan) = self.plan {
+        if let Some(plan) = &self.plan {
             copy.set_plan(plan.rows_estimated as i64, i64::from(plan.chunks()));
         }
     }
@@ -237,6 +246,7 @@ mod tests {
                     blocks: 4,
                     chunk_blocks: 2,
                     rows_estimated: 10,
+                    leaves: None,
                 },
             },
         );

@@ -45,7 +45,7 @@ impl Backfill {
         if live.rereading.is_some() || live.rereads.is_empty() || !live.begun {
             return;
         }
-        let (Some(published), Some(plan)) = (live.published.clone(), live.plan) else {
+        let (Some(published), Some(plan)) = (live.published.clone(), live.plan.clone()) else {
             return;
         };
         let keys: Vec<Vec<String>> = live.rereads.iter().take(REREAD_BATCH).cloned().collect();

@@ -43,7 +43,7 @@ pub(in crate::run) struct ChunkRows {
     pub attempt: u64,
     pub part: Part,
     /// The plan the chunk was read under, and the heap file the read saw ([`rewrite`]).
-    pub plan: CopyPlan,
+    pub plan: Arc<CopyPlan>,
     pub filenode: Option<u32>,
     pub seen: Visibility,
     /// Each row's `_unchanged` value and fields, as the batcher writes them, back to back.

@@ -29,7 +29,7 @@ pub(super) enum Job {
     /// A range of the plan's blocks, or the rows of some keys ([`Part`]).
     Chunk {
         published: Arc<PublishedTable>,
-        plan: CopyPlan,
+        plan: Arc<CopyPlan>,
         part: Part,
         attempt: u64,
     },
@@ -159,7 +159,7 @@ async fn plan_copy(
     let plan = match plan {
         Some(plan) => plan,
         None => {
-            let size = snapshot::table_size(client, &published.table).await?;
+            let size = snapshot::table_size(client, &published).await?;
             CopyPlan {
                 blocks: size.blocks,
                 chunk_blocks: u32::try_from(shared.chunk_size / u64::from(size.block_size.max(1)))
@@ -167,6 +167,7 @@ async fn plan_copy(
                     .max(1),
                 rows_estimated: size.rows_estimated,
                 filenode: size.filenode,
+                leaves: size.leaves,
             }
         }
     };
@@ -198,7 +199,7 @@ async fn read_chunk(
     shared: &Shared,
     sender: &mpsc::UnboundedSender<Result<Event, RunError>>,
     published: &PublishedTable,
-    plan: CopyPlan,
+    plan: Arc<CopyPlan>,
     part: Part,
     attempt: u64,
 ) -> Result<(), RunError> {
@@ -232,12 +233,13 @@ async fn read_chunk(
         .map_err(SnapshotError::from)?
         .get(0);
     let seen = Visibility::parse(&seen).map_err(SnapshotError::from)?;
-    let statement = match &part {
+    // The heap the rows are read from: a leaf partition's, for a root's range.
+    let (statement, leaf) = match &part {
         Part::Range(index) => {
-            let (start, end) = plan.blocks_of(*index);
-            published.chunk_copy(start, end)
+            let span = plan.span(*index);
+            (published.chunk_copy(&span), span.leaf.cloned())
         }
-        Part::Keys(keys) => published.keys_copy(keys),
+        Part::Keys(keys) => (published.keys_copy(keys), None),
     };
     let identity: Vec<usize> = published.identity.clone().unwrap_or_default();
     let mut transcoder = Transcoder::new(&published.table);
@@ -301,7 +303,7 @@ async fn read_chunk(
     }
     read?;
     // In the same transaction, under the read's lock: the file the rows came from.
-    rows.filenode = snapshot::filenode(client, &published.table).await?;
+    rows.filenode = snapshot::filenode(client, &published.table, leaf.as_ref()).await?;
     client
         .batch_execute("commit")
         .await

@@ -135,7 +135,7 @@ pub(super) fn run(
         }
         // Roots whose partitions changed before a crash or a reconnect, not copied yet.
         for root in pipeline.checkpoint.recopy.clone() {
-            pipeline.copy_whole(root);
+            pipeline.copy_root_again(root);
         }
         let (seen, catalog) = tokio::sync::mpsc::unbounded_channel();
         let watch = handle.spawn(catalog::watch(config.source.clone(), seen));

@@ -72,10 +72,19 @@ impl Pipeline<'_> {
             self.save_checkpoint(at)?;
         }
         for root in changed {
-            // Partitioned tables are copied whole (their rows are in several heaps).
-            self.copy_whole(root);
+            self.copy_root_again(root);
         }
         Ok(())
+    }
+
+    /// Copies root `folder` again because its partitions changed: in chunks where the server
+    /// sends watermarks, else whole. The checkpoint's `recopy` holds it until that copy ends.
+    pub(super) fn copy_root_again(&mut self, folder: String) {
+        if self.chunked {
+            self.backfill.recopy(&folder);
+        } else {
+            self.copy_whole(folder);
+        }
     }
 
     /// Copies `folder` whole in an exported snapshot; the checkpoint waits for it
