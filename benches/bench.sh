@@ -40,7 +40,7 @@ else
 fi
 
 say() { printf '%s\n' "$*" >&2; }
-# BENCH_ONLY=scenarios|latency|snapshot|breadth runs one phase (default: all).
+# BENCH_ONLY=scenarios|latency|snapshot|toast|breadth runs one phase (default: all).
 want() { [[ -z "${BENCH_ONLY:-}" || "${BENCH_ONLY}" == "$1" ]]; }
 die() { say "bench: $*"; exit 1; }
 [[ -x "$pgcdc_bin" ]] || die "no pgcdc binary at $pgcdc_bin (make build-release)"
@@ -354,6 +354,68 @@ printf '{"date":"%s","host":"%s","cores":%s,"scenario":"snapshot","workers":%s,"
     "$(date -u +%FT%TZ)" "$(hostname)" "$(nproc)" "$workers" "$snap_rows" "$copy_s" "$snap_s" "$speed" "$cpu_per_m" >>"$results"
 done
 
+fi
+if want toast; then
+# --- A copy under steady updates that leave a TOASTed value unchanged --------------------------
+# Each such update has its key read again between watermarks, never the chunks around it: the
+# copy ends while the writer goes on. Timed from the copy's start to its `E` row being durable,
+# quiet and under pgbench updating rows with an out-of-line value (one in 50).
+toast_rows=${BENCH_TOAST_ROWS:-1000000}
+sql -d shop -q <<EOF >/dev/null
+drop publication if exists bench_toast_pub;
+drop table if exists bench_toast;
+create table bench_toast (id int primary key, status int not null, body text);
+alter table bench_toast alter column body set storage external;
+insert into bench_toast
+select g, 0, case when g % 50 = 0 then repeat(md5(g::text), 90) end from generate_series(1, $toast_rows) g;
+analyze bench_toast;
+create publication bench_toast_pub for table bench_toast;
+EOF
+printf '\\set k random(1, %d) * 50\nupdate bench_toast set status = status + 1 where id = :k;\n' \
+    "$((toast_rows / 50))" >"$work/toast.sql"
+declare -A toast_s
+for mode in quiet writer; do
+    rm -rf "$work/stage-toast"
+    sql -d shop -q -c "select pg_drop_replication_slot('bench_toast') from pg_replication_slots where slot_name = 'bench_toast'" >/dev/null
+    cat >"$work/toast.toml" <<EOF
+[source]
+url = "postgres://postgres@127.0.0.1:$port/shop"
+slot = "bench_toast"
+publication = "bench_toast_pub"
+[sink]
+url = "file://$work/stage-toast"
+[batch]
+format = "csv.gz"
+[snapshot]
+workers = 2
+chunk_size = "4MiB"
+[metrics]
+listen = "127.0.0.1:0"
+EOF
+    writer_pid=
+    if [ "$mode" = writer ]; then
+        "$bindir/pgbench" -n -h 127.0.0.1 -p "$port" -U postgres -f "$work/toast.sql" -c 2 -j 1 -T 600 shop \
+            >"$work/pgbench-toast.log" 2>&1 &
+        writer_pid=$!
+    fi
+    PGCDC_LOG=info ${BENCH_WRAP:-} "$pgcdc_bin" run --config "$work/toast.toml" 2>"$work/toast.log" &
+    pgcdc_pid=$!
+    until grep -q 'Copy of the table complete' "$work/toast.log"; do
+        kill -0 "$pgcdc_pid" 2>/dev/null || { cat "$work/toast.log" >&2; die "pgcdc exited"; }
+        sleep 0.05
+    done
+    if [ -n "$writer_pid" ]; then kill -INT "$writer_pid"; wait "$writer_pid" || true; fi
+    kill -TERM "$pgcdc_pid"; wait "$pgcdc_pid" || true; pgcdc_pid=
+    ms=$(grep 'Copy of the table complete' "$work/toast.log" | grep -o 'elapsed_ms=[0-9]*' | head -n 1 | cut -d= -f2)
+    toast_s[$mode]=$(echo "scale=3; $ms / 1000" | bc)
+    redone=$(grep -c 'Reading a chunk again' "$work/toast.log" || true)
+    say "toast: $toast_rows rows, copy $mode: ${toast_s[$mode]}s, chunks read again: $redone"
+done
+sql -d shop -q -c "select pg_drop_replication_slot('bench_toast') from pg_replication_slots where slot_name = 'bench_toast'" >/dev/null
+ratio=$(echo "scale=2; ${toast_s[writer]} / ${toast_s[quiet]}" | bc)
+say "toast: the copy under steady unchanged-TOAST updates took ${ratio}x its quiet time"
+printf '{"date":"%s","host":"%s","cores":%s,"scenario":"toast","rows":%s,"quiet_s":%s,"writer_s":%s,"ratio":%s}\n' \
+    "$(date -u +%FT%TZ)" "$(hostname)" "$(nproc)" "$toast_rows" "${toast_s[quiet]}" "${toast_s[writer]}" "$ratio" >>"$results"
 fi
 if want breadth; then
 # --- Breadth: many tables in one window, and their first copy -------------------------------

@@ -18,10 +18,8 @@ const DEADLINE: Duration = Duration::from_secs(240);
 async fn chunked(ddl: &str, table: &str, workers: u32, chunk_size: &str) -> Option<Fixture> {
     Fixture::builder()
         .ddl(ddl)
-        .setting(&format!("snapshot.workers = {workers}"))
-        .setting(&format!("snapshot.chunk_size = \"{chunk_size}\""))
+        .chunked_copy(workers, chunk_size)
         .table(table, &["id"])
-        .min_major(14)
         .deadline(DEADLINE)
         .start_if_supported()
         .await

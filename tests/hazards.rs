@@ -222,12 +222,15 @@ fn spawn_writer(
 /// PostgreSQL 14 and later (13's pgoutput sends no logical messages, so it copies tables whole
 /// in one exported snapshot, which a rewrite waits for).
 async fn chunked_copy_of(ddl: &str, table: &str) -> Option<Fixture> {
+    chunked_copy_keyed(ddl, table, &["id"]).await
+}
+
+/// [`chunked_copy_of`] with the replay keyed by `key`.
+async fn chunked_copy_keyed(ddl: &str, table: &str, key: &[&str]) -> Option<Fixture> {
     Fixture::builder()
         .ddl(ddl)
-        .setting("snapshot.workers = 2")
-        .setting("snapshot.chunk_size = \"64KiB\"")
-        .table(table, &["id"])
-        .min_major(14)
+        .chunked_copy(2, "64KiB")
+        .table(table, key)
         .deadline(DEADLINE)
         .start_if_supported()
         .await
@@ -470,8 +473,7 @@ async fn pgcdc_snapshot_during_a_copy_after_a_widened_filter_copies_the_new_rows
     );
     let Some(setup) = Fixture::builder()
         .ddl(&ddl)
-        .setting("snapshot.workers = 2")
-        .setting("snapshot.chunk_size = \"64KiB\"")
+        .chunked_copy(2, "64KiB")
         .table("public.rw", &["id"])
         .min_major(15)
         .deadline(DEADLINE)
@@ -542,10 +544,8 @@ const NAMES_DDL: &str = r#"
 async fn keyword_and_quoted_column_names_replay_exactly_through_copy_and_stream() {
     let Some(setup) = Fixture::builder()
         .ddl(NAMES_DDL)
-        .setting("snapshot.workers = 2")
-        .setting("snapshot.chunk_size = \"64KiB\"")
+        .chunked_copy(2, "64KiB")
         .table("public.names", &["order"])
-        .min_major(14)
         .deadline(DEADLINE)
         .start_if_supported()
         .await
@@ -798,17 +798,8 @@ async fn dropping_the_primary_key_of_a_full_table_during_its_copy_loses_no_row()
         analyze public.fk;
         create publication pgcdc_pub for table public.fk;
     ";
-    let Some(setup) = Fixture::builder()
-        .ddl(ddl)
-        .setting("snapshot.workers = 2")
-        .setting("snapshot.chunk_size = \"64KiB\"")
-        // Every row is unique by (id, v) throughout: the writer's rows carry distinct v.
-        .table("public.fk", &["id", "v"])
-        .min_major(14)
-        .deadline(DEADLINE)
-        .start_if_supported()
-        .await
-    else {
+    // Every row is unique by (id, v) throughout: the writer's rows carry distinct v.
+    let Some(setup) = chunked_copy_keyed(ddl, "public.fk", &["id", "v"]).await else {
         return;
     };
     let addr = metrics_listen(&setup.config);

@@ -61,13 +61,21 @@ pub struct PublishedTable {
     pub identity: Option<Vec<usize>>,
     /// A partitioned root (its rows live in its leaf partitions, whose heaps its chunks read).
     pub partitioned: bool,
+    /// For a root: a leaf partition this role cannot read as a table of its own (no SELECT
+    /// on it, or row-level security enabled on it). PostgreSQL checks neither for reads through
+    /// the root, so such a root is read through the root, whole.
+    pub leaves_unreadable: bool,
     qualified: String,
 }
 
 impl PublishedTable {
     /// Why this table cannot be copied in chunks, if it cannot.
     pub fn unchunkable(&self) -> Option<&'static str> {
-        if self.identity.is_none() {
+        if self.leaves_unreadable {
+            Some(
+                "a partition cannot be read by itself (no SELECT on it, or row-level security on it); reading through the root",
+            )
+        } else if self.identity.is_none() {
             Some(
                 "it has neither a primary key nor a replica identity index (or that key is not all published)",
             )
@@ -419,6 +427,18 @@ async fn published_tables_where(
         } else {
             Some(&[])
         };
+        let leaves_unreadable = partitioned
+            && client
+                .query_one(
+                    "select exists (select 1 from pg_catalog.pg_partition_tree( \
+                         (quote_ident($1) || '.' || quote_ident($2))::regclass) t \
+                       join pg_catalog.pg_class c on c.oid = t.relid \
+                       where t.isleaf and (c.relrowsecurity \
+                             or not has_table_privilege(c.oid, 'select')))",
+                    &[&schema, &name],
+                )
+                .await?
+                .get::<_, bool>(0);
         let has_generated = rows.iter().any(|c| c.get::<_, bool>(7));
         let columns: Vec<ColumnInfo> = rows
             .iter()
@@ -466,6 +486,7 @@ async fn published_tables_where(
             copy,
             identity,
             partitioned,
+            leaves_unreadable,
             qualified,
         });
     }

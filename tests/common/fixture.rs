@@ -77,6 +77,15 @@ impl FixtureBuilder {
         self
     }
 
+    /// Copies in chunks of `chunk_size` by `workers` workers, which only PostgreSQL 14+ does
+    /// (13's pgoutput sends no logical messages): older servers give `None` (see
+    /// [`min_major`](Self::min_major)).
+    pub fn chunked_copy(self, workers: u32, chunk_size: &str) -> Self {
+        self.setting(&format!("snapshot.workers = {workers}"))
+            .setting(&format!("snapshot.chunk_size = \"{chunk_size}\""))
+            .min_major(14)
+    }
+
     /// The cluster serves TLS with a certificate of a throwaway CA ([`Fixture::ca`]); with
     /// `ssl_only` the password roles must use it over TCP.
     pub fn tls(mut self, ssl_only: bool) -> Self {
